@@ -1,0 +1,121 @@
+//! The exported API: the method table (name, read-only?) and the dispatcher.
+
+use prost::Message;
+
+use crate::error::{OrcError, Result};
+use crate::host::Host;
+use crate::tx::{Context, Tx};
+use crate::{datamanager, datasample, dataset, function, info, organization};
+
+type Handler = fn(&mut Tx<'_>, &[u8]) -> Result<Vec<u8>>;
+
+/// One unary method of the orchestrator API.
+pub struct Method {
+    /// gRPC path without the leading slash.
+    pub name: &'static str,
+    /// Never writes state nor emits events.
+    pub read_only: bool,
+    handler: Option<Handler>,
+}
+
+/// Decode the request, run the handler, encode the response.
+fn call<Req, Resp>(tx: &mut Tx<'_>, bytes: &[u8], f: fn(&mut Tx<'_>, Req) -> Result<Resp>) -> Result<Vec<u8>>
+where
+    Req: Message + Default,
+    Resp: Message,
+{
+    let request = Req::decode(bytes).map_err(OrcError::malformed)?;
+    Ok(f(tx, request)?.encode_to_vec())
+}
+
+macro_rules! rpc {
+    ($name:literal, $ro:expr, $f:path) => {
+        Method { name: $name, read_only: $ro, handler: Some(|tx, bytes| call(tx, bytes, $f)) }
+    };
+    // In the contract, not written yet: answers UNIMPLEMENTED (OE0010).
+    ($name:literal, $ro:expr) => {
+        Method { name: $name, read_only: $ro, handler: None }
+    };
+}
+
+const RO: bool = true;
+const RW: bool = false;
+
+/// Every unary RPC of the contract (SubscribeToEvents, the one stream, is the host's).
+pub static METHODS: &[Method] = &[
+    rpc!("orchestrator.OrganizationService/RegisterOrganization", RW, organization::register),
+    rpc!("orchestrator.OrganizationService/GetAllOrganizations", RO, organization::get_all),
+    rpc!("orchestrator.ComputePlanService/RegisterPlan", RW),
+    rpc!("orchestrator.ComputePlanService/GetPlan", RO),
+    rpc!("orchestrator.ComputePlanService/ApplyPlanAction", RW),
+    rpc!("orchestrator.ComputePlanService/QueryPlans", RO),
+    rpc!("orchestrator.ComputePlanService/UpdatePlan", RW),
+    rpc!("orchestrator.ComputePlanService/IsPlanRunning", RO),
+    rpc!("orchestrator.ComputeTaskService/RegisterTasks", RW),
+    rpc!("orchestrator.ComputeTaskService/QueryTasks", RO),
+    rpc!("orchestrator.ComputeTaskService/GetTask", RO),
+    rpc!("orchestrator.ComputeTaskService/ApplyTaskAction", RW),
+    rpc!("orchestrator.ComputeTaskService/GetTaskInputAssets", RO),
+    rpc!("orchestrator.ComputeTaskService/DisableOutput", RW),
+    rpc!("orchestrator.DataManagerService/RegisterDataManager", RW, datamanager::register),
+    rpc!("orchestrator.DataManagerService/GetDataManager", RO, datamanager::get),
+    rpc!("orchestrator.DataManagerService/QueryDataManagers", RO, datamanager::query),
+    rpc!("orchestrator.DataManagerService/UpdateDataManager", RW, datamanager::update),
+    rpc!("orchestrator.DataSampleService/RegisterDataSamples", RW, datasample::register),
+    rpc!("orchestrator.DataSampleService/UpdateDataSamples", RW, datasample::update),
+    rpc!("orchestrator.DataSampleService/QueryDataSamples", RO, datasample::query),
+    rpc!("orchestrator.DataSampleService/GetDataSample", RO, datasample::get),
+    rpc!("orchestrator.DatasetService/GetDataset", RO, dataset::get),
+    rpc!("orchestrator.EventService/QueryEvents", RO),
+    rpc!("orchestrator.FailureReportService/RegisterFailureReport", RW),
+    rpc!("orchestrator.FailureReportService/GetFailureReport", RO),
+    rpc!("orchestrator.FunctionService/RegisterFunction", RW, function::register),
+    rpc!("orchestrator.FunctionService/GetFunction", RO, function::get),
+    rpc!("orchestrator.FunctionService/QueryFunctions", RO, function::query),
+    rpc!("orchestrator.FunctionService/UpdateFunction", RW, function::update),
+    rpc!("orchestrator.FunctionService/ApplyFunctionAction", RW, function::apply_action),
+    rpc!("orchestrator.InfoService/QueryVersion", RO, info::query_version),
+    rpc!("orchestrator.ModelService/RegisterModel", RW),
+    rpc!("orchestrator.ModelService/RegisterModels", RW),
+    rpc!("orchestrator.ModelService/GetModel", RO),
+    rpc!("orchestrator.ModelService/GetComputeTaskOutputModels", RO),
+    rpc!("orchestrator.PerformanceService/RegisterPerformance", RW),
+    rpc!("orchestrator.PerformanceService/QueryPerformances", RO),
+    rpc!("orchestrator.ProfilingService/RegisterProfilingStep", RW),
+];
+
+pub fn find(method: &str) -> Option<&'static Method> {
+    METHODS.iter().find(|m| m.name == method)
+}
+
+/// Version of the logic.
+pub fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+/// Run one method against a host. On error the host must discard the call's writes and events.
+pub fn invoke(ctx: &Context, host: &mut dyn Host, method: &str, request: &[u8]) -> Result<Vec<u8>> {
+    let Some(m) = find(method) else {
+        return Err(OrcError::unimplemented(format!("unknown method {method:?}")));
+    };
+    let Some(handler) = m.handler else {
+        return Err(OrcError::unimplemented(format!("{method} is not implemented yet")));
+    };
+    let mut tx = Tx::new(ctx, host);
+    handler(&mut tx, request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_has_every_unary_rpc_once() {
+        assert_eq!(METHODS.len(), 39);
+        let mut names: Vec<_> = METHODS.iter().map(|m| m.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 39);
+        assert!(find("orchestrator.EventService/SubscribeToEvents").is_none());
+    }
+}

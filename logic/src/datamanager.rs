@@ -1,0 +1,118 @@
+//! Data managers (business-rules §3).
+
+use std::collections::BTreeMap;
+
+use orchestrator_proto::{
+    AssetKind, DataManager, EventKind, GetDataManagerParam, NewDataManager, QueryDataManagersParam,
+    QueryDataManagersResponse, UpdateDataManagerParam, UpdateDataManagerResponse, event,
+};
+
+use crate::error::{OrcError, Result};
+use crate::keys;
+use crate::pagination::query_index;
+use crate::permissions::{new_permission, new_permissions};
+use crate::organization::require_registered;
+use crate::tx::Tx;
+use crate::validation::{FieldErrors, check_metadata, require_addressable, require_name, require_uuid};
+
+pub const ASSET: &str = "datamanager";
+
+pub fn register(tx: &mut Tx<'_>, req: NewDataManager) -> Result<DataManager> {
+    let mut errs = FieldErrors::new();
+    require_uuid(&mut errs, "key", &req.key);
+    require_name(&mut errs, "name", &req.name);
+    if req.new_permissions.is_none() {
+        errs.add("new_permissions", "cannot be blank");
+    }
+    let (present, checksum, address) = addressable_parts(req.description.as_ref());
+    require_addressable(&mut errs, "description", present, checksum, address);
+    let (present, checksum, address) = addressable_parts(req.opener.as_ref());
+    require_addressable(&mut errs, "opener", present, checksum, address);
+    check_metadata(&mut errs, "metadata", &req.metadata);
+    if req.logs_permission.is_none() {
+        errs.add("logs_permission", "cannot be blank");
+    }
+    if let Some(details) = errs.into_message() {
+        return Err(OrcError::invalid(ASSET, details));
+    }
+
+    let key = keys::datamanager(&req.key);
+    if tx.exists(&key)? {
+        return Err(OrcError::already_exists(ASSET, &req.key));
+    }
+    let owner = tx.requester().to_owned();
+    require_registered(tx, &owner)?;
+    let default_permissions = Default::default();
+    let permissions = new_permissions(tx, &owner, req.new_permissions.as_ref().unwrap_or(&default_permissions))?;
+    let logs_permission = new_permission(tx, &owner, req.logs_permission.as_ref().unwrap_or(&default_permissions))?;
+
+    let dm = DataManager {
+        key: req.key,
+        name: req.name,
+        owner,
+        permissions: Some(permissions),
+        description: req.description,
+        opener: req.opener,
+        r#type: String::new(), // accepted on input, never stored (as the reference)
+        creation_date: Some(tx.now()),
+        logs_permission: Some(logs_permission),
+        metadata: req.metadata,
+    };
+    tx.store(&key, &dm)?;
+    tx.put_raw(&keys::created_index(ASSET, tx.now_micros(), &dm.key), Vec::new())?;
+    tx.emit(
+        AssetKind::AssetDataManager,
+        EventKind::EventAssetCreated,
+        &dm.key,
+        event::Asset::DataManager(dm.clone()),
+        BTreeMap::new(),
+    );
+    Ok(dm)
+}
+
+pub fn get(tx: &mut Tx<'_>, req: GetDataManagerParam) -> Result<DataManager> {
+    load(tx, &req.key)
+}
+
+/// The data manager, or NOT_FOUND.
+pub fn load(tx: &mut Tx<'_>, key: &str) -> Result<DataManager> {
+    tx.load(&keys::datamanager(key))?.ok_or_else(|| OrcError::not_found(ASSET, key))
+}
+
+pub fn query(tx: &mut Tx<'_>, req: QueryDataManagersParam) -> Result<QueryDataManagersResponse> {
+    let (data_managers, next_page_token) =
+        query_index(tx, &keys::created_prefix(ASSET), &req.page_token, req.page_size, keys::datamanager)?;
+    Ok(QueryDataManagersResponse { data_managers, next_page_token })
+}
+
+pub fn update(tx: &mut Tx<'_>, req: UpdateDataManagerParam) -> Result<UpdateDataManagerResponse> {
+    let mut errs = FieldErrors::new();
+    require_uuid(&mut errs, "key", &req.key);
+    require_name(&mut errs, "name", &req.name);
+    if let Some(details) = errs.into_message() {
+        return Err(OrcError::invalid(ASSET, details));
+    }
+    let mut dm = load(tx, &req.key)?;
+    if dm.owner != tx.requester() {
+        return Err(OrcError::permission_denied("requester does not own the data manager"));
+    }
+    dm.name = req.name;
+    tx.store(&keys::datamanager(&dm.key), &dm)?;
+    let key = dm.key.clone();
+    tx.emit(
+        AssetKind::AssetDataManager,
+        EventKind::EventAssetUpdated,
+        &key,
+        event::Asset::DataManager(dm),
+        BTreeMap::new(),
+    );
+    Ok(UpdateDataManagerResponse {})
+}
+
+/// (present, checksum, storage address) of an optional Addressable, for validation.
+pub fn addressable_parts(a: Option<&orchestrator_proto::Addressable>) -> (bool, &str, &str) {
+    match a {
+        Some(a) => (true, a.checksum.as_str(), a.storage_address.as_str()),
+        None => (false, "", ""),
+    }
+}

@@ -1,0 +1,198 @@
+//! Data samples (business-rules §4). Batches are processed in request order with the
+//! reference's error precedence, but every lookup is one batched state call.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use orchestrator_proto::{
+    AssetKind, DataManager, DataSample, EventKind, GetDataSampleParam, QueryDataSamplesParam,
+    QueryDataSamplesResponse, RegisterDataSamplesParam, RegisterDataSamplesResponse, UpdateDataSamplesParam,
+    UpdateDataSamplesResponse, event,
+};
+
+use crate::datamanager;
+use crate::error::{OrcError, Result};
+use crate::keys;
+use crate::organization::require_registered;
+use crate::pagination::{paginate_vec, query_index};
+use crate::tx::{Tx, timestamp_to_micros};
+use crate::validation::{FieldErrors, require_checksum, require_uuid};
+
+pub const ASSET: &str = "datasample";
+
+/// `idx/datasample/datamanager/<dm>/<time>/<sample>`: the samples of a dataset in creation order.
+pub fn by_manager_prefix(dm: &str) -> String {
+    keys::join(&["idx", ASSET, "datamanager", dm])
+}
+fn by_manager_index(dm: &str, created_micros: i64, sample: &str) -> String {
+    keys::join(&["idx", ASSET, "datamanager", dm, &keys::time(created_micros), sample])
+}
+
+/// The listed data managers must exist and be owned by the requester.
+fn check_managers(tx: &mut Tx<'_>, dm_keys: &[String]) -> Result<()> {
+    let unique: Vec<String> = dm_keys.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+    let record_keys: Vec<String> = unique.iter().map(|k| keys::datamanager(k)).collect();
+    let loaded: BTreeMap<&str, Option<DataManager>> =
+        unique.iter().map(String::as_str).zip(tx.load_many::<DataManager>(&record_keys)?).collect();
+    // Report in request order, as the reference does.
+    for key in dm_keys {
+        match loaded.get(key.as_str()) {
+            Some(Some(dm)) if dm.owner == tx.requester() => {}
+            Some(Some(_)) => {
+                return Err(OrcError::permission_denied(format!("requester does not own the datamanager {key:?}")));
+            }
+            _ => return Err(OrcError::not_found(datamanager::ASSET, key)),
+        }
+    }
+    Ok(())
+}
+
+pub fn register(tx: &mut Tx<'_>, req: RegisterDataSamplesParam) -> Result<RegisterDataSamplesResponse> {
+    if req.samples.is_empty() {
+        return Ok(RegisterDataSamplesResponse { data_samples: Vec::new() });
+    }
+    let owner = tx.requester().to_owned();
+    require_registered(tx, &owner)?;
+
+    // Batched reads: every referenced manager and every sample key, once.
+    let mut all_dms: Vec<String> = req.samples.iter().flat_map(|s| s.data_manager_keys.iter().cloned()).collect();
+    all_dms.sort_unstable();
+    all_dms.dedup();
+    let dm_records: Vec<String> = all_dms.iter().map(|k| keys::datamanager(k)).collect();
+    let managers: BTreeMap<String, Option<DataManager>> =
+        all_dms.iter().cloned().zip(tx.load_many::<DataManager>(&dm_records)?).collect();
+    let sample_records: Vec<String> = req.samples.iter().map(|s| keys::datasample(&s.key)).collect();
+    let existing = tx.exist_many(&sample_records)?;
+
+    let now = tx.now();
+    let now_micros = tx.now_micros();
+    let mut seen = BTreeSet::new();
+    let mut created = Vec::with_capacity(req.samples.len());
+    for (sample, exists) in req.samples.into_iter().zip(existing) {
+        let mut errs = FieldErrors::new();
+        require_uuid(&mut errs, "key", &sample.key);
+        let mut dm_errs = FieldErrors::new();
+        for (i, dm) in sample.data_manager_keys.iter().enumerate() {
+            require_uuid(&mut dm_errs, &i.to_string(), dm);
+        }
+        errs.nested("data_manager_keys", dm_errs);
+        require_checksum(&mut errs, "checksum", &sample.checksum);
+        if let Some(details) = errs.into_message() {
+            return Err(OrcError::invalid(ASSET, details));
+        }
+        for dm in &sample.data_manager_keys {
+            match managers.get(dm) {
+                Some(Some(m)) if m.owner == owner => {}
+                Some(Some(_)) => {
+                    return Err(OrcError::permission_denied(format!("requester does not own the datamanager {dm:?}")));
+                }
+                _ => return Err(OrcError::not_found(datamanager::ASSET, dm)),
+            }
+        }
+        // A key repeated inside the batch is a conflict too (the reference fails in the DB).
+        if exists || !seen.insert(sample.key.clone()) {
+            return Err(OrcError::already_exists(ASSET, &sample.key));
+        }
+        created.push(DataSample {
+            key: sample.key,
+            data_manager_keys: sample.data_manager_keys,
+            owner: owner.clone(),
+            test_only: false, // deprecated: accepted, never stored
+            checksum: sample.checksum,
+            creation_date: Some(now),
+        });
+    }
+
+    for sample in &created {
+        tx.store(&keys::datasample(&sample.key), sample)?;
+        tx.put_raw(&keys::created_index(ASSET, now_micros, &sample.key), Vec::new())?;
+        for dm in &sample.data_manager_keys {
+            tx.put_raw(&by_manager_index(dm, now_micros, &sample.key), Vec::new())?;
+        }
+        tx.emit(
+            AssetKind::AssetDataSample,
+            EventKind::EventAssetCreated,
+            &sample.key,
+            event::Asset::DataSample(sample.clone()),
+            BTreeMap::new(),
+        );
+    }
+    Ok(RegisterDataSamplesResponse { data_samples: created })
+}
+
+pub fn update(tx: &mut Tx<'_>, req: UpdateDataSamplesParam) -> Result<UpdateDataSamplesResponse> {
+    let mut errs = FieldErrors::new();
+    if req.keys.is_empty() {
+        errs.add("keys", "cannot be blank");
+    }
+    let mut key_errs = FieldErrors::new();
+    for (i, key) in req.keys.iter().enumerate() {
+        require_uuid(&mut key_errs, &i.to_string(), key);
+    }
+    errs.nested("keys", key_errs);
+    let mut dm_errs = FieldErrors::new();
+    for (i, dm) in req.data_manager_keys.iter().enumerate() {
+        require_uuid(&mut dm_errs, &i.to_string(), dm);
+    }
+    errs.nested("data_manager_keys", dm_errs);
+    if let Some(details) = errs.into_message() {
+        return Err(OrcError::invalid(ASSET, details));
+    }
+    check_managers(tx, &req.data_manager_keys)?;
+
+    let records: Vec<String> = req.keys.iter().map(|k| keys::datasample(k)).collect();
+    let samples = tx.load_many::<DataSample>(&records)?;
+    let mut updated: BTreeMap<String, DataSample> = BTreeMap::new();
+    for (key, loaded) in req.keys.iter().zip(samples) {
+        // A key listed twice sees its own earlier update.
+        let mut sample = match updated.remove(key).or(loaded) {
+            Some(s) => s,
+            None => return Err(OrcError::not_found(ASSET, key)),
+        };
+        if sample.owner != tx.requester() {
+            return Err(OrcError::permission_denied("requester does not own the datasample"));
+        }
+        let created = sample.creation_date.as_ref().map(timestamp_to_micros).unwrap_or_default();
+        for dm in &req.data_manager_keys {
+            if !sample.data_manager_keys.contains(dm) {
+                sample.data_manager_keys.push(dm.clone());
+                tx.put_raw(&by_manager_index(dm, created, &sample.key), Vec::new())?;
+            }
+        }
+        tx.store(&keys::datasample(key), &sample)?;
+        tx.emit(
+            AssetKind::AssetDataSample,
+            EventKind::EventAssetUpdated,
+            key,
+            event::Asset::DataSample(sample.clone()),
+            BTreeMap::new(),
+        );
+        updated.insert(key.clone(), sample);
+    }
+    Ok(UpdateDataSamplesResponse {})
+}
+
+pub fn get(tx: &mut Tx<'_>, req: GetDataSampleParam) -> Result<DataSample> {
+    tx.load(&keys::datasample(&req.key))?.ok_or_else(|| OrcError::not_found(ASSET, &req.key))
+}
+
+pub fn query(tx: &mut Tx<'_>, req: QueryDataSamplesParam) -> Result<QueryDataSamplesResponse> {
+    let filter_keys = req.filter.map(|f| f.keys).unwrap_or_default();
+    if filter_keys.is_empty() {
+        let (data_samples, next_page_token) =
+            query_index(tx, &keys::created_prefix(ASSET), &req.page_token, req.page_size, keys::datasample)?;
+        return Ok(QueryDataSamplesResponse { data_samples, next_page_token });
+    }
+    // A key list: fetch those (bounded by the request), order as the index would.
+    let mut unique = filter_keys;
+    unique.sort_unstable();
+    unique.dedup();
+    let records: Vec<String> = unique.iter().map(|k| keys::datasample(k)).collect();
+    let mut found: Vec<DataSample> = tx.load_many::<DataSample>(&records)?.into_iter().flatten().collect();
+    found.sort_by(|a, b| {
+        let ta = a.creation_date.as_ref().map(timestamp_to_micros);
+        let tb = b.creation_date.as_ref().map(timestamp_to_micros);
+        ta.cmp(&tb).then_with(|| a.key.cmp(&b.key))
+    });
+    let (data_samples, next_page_token) = paginate_vec(found, &req.page_token, req.page_size)?;
+    Ok(QueryDataSamplesResponse { data_samples, next_page_token })
+}

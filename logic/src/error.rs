@@ -1,0 +1,125 @@
+//! Orchestration errors: the reference's `OE` codes and message templates (api-contract §7).
+
+use core::fmt;
+
+/// Error kinds, one to one with the WIT `error-kind` enum. Hosts map them to gRPC codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    BadRequest,
+    Conflict,
+    Internal,
+    Unimplemented,
+    InvalidAsset,
+    PermissionDenied,
+    IncompatibleTaskStatus,
+    CannotDisableModel,
+    MissingTaskOutput,
+    IncompatibleKind,
+    CannotDisableOutput,
+    TerminatedComputePlan,
+    TerminatedComputeTask,
+    /// A plain error without code (illegal state transition, bad page token...).
+    Unknown,
+    /// Request bytes that do not decode as the method's message.
+    MalformedRequest,
+}
+
+impl ErrorKind {
+    /// The `OE` code prefixed to messages, when the kind has one.
+    pub fn code(self) -> Option<&'static str> {
+        Some(match self {
+            ErrorKind::NotFound => "OE0002",
+            ErrorKind::BadRequest => "OE0003",
+            ErrorKind::Conflict => "OE0006",
+            ErrorKind::Internal => "OE0007",
+            ErrorKind::Unimplemented => "OE0010",
+            ErrorKind::InvalidAsset => "OE0101",
+            ErrorKind::PermissionDenied => "OE0102",
+            ErrorKind::IncompatibleTaskStatus => "OE0104",
+            ErrorKind::CannotDisableModel => "OE0105",
+            ErrorKind::MissingTaskOutput => "OE0106",
+            ErrorKind::IncompatibleKind => "OE0107",
+            ErrorKind::CannotDisableOutput => "OE0108",
+            ErrorKind::TerminatedComputePlan => "OE0109",
+            ErrorKind::TerminatedComputeTask => "OE0110",
+            ErrorKind::Unknown | ErrorKind::MalformedRequest => return None,
+        })
+    }
+}
+
+/// A failed call: kind plus the complete status message (code prefix included).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrcError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+pub type Result<T, E = OrcError> = core::result::Result<T, E>;
+
+impl OrcError {
+    /// `<CODE>: <text>` for coded kinds, the bare text otherwise.
+    pub fn new(kind: ErrorKind, text: impl fmt::Display) -> Self {
+        let message = match kind.code() {
+            Some(code) => format!("{code}: {text}"),
+            None => text.to_string(),
+        };
+        OrcError { kind, message }
+    }
+
+    /// `OE0002: <asset> with key "<key>" not found`
+    pub fn not_found(asset: &str, key: &str) -> Self {
+        Self::new(ErrorKind::NotFound, format!("{asset} with key \"{key}\" not found"))
+    }
+
+    /// `OE0006: <asset> with key "<key>" already exists`
+    pub fn already_exists(asset: &str, key: &str) -> Self {
+        Self::new(ErrorKind::Conflict, format!("{asset} with key \"{key}\" already exists"))
+    }
+
+    /// `OE0101: <asset> is not valid: <field errors>`
+    pub fn invalid(asset: &str, details: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::InvalidAsset, format!("{asset} is not valid: {details}"))
+    }
+
+    pub fn invalid_asset(text: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::InvalidAsset, text)
+    }
+
+    pub fn bad_request(text: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::BadRequest, text)
+    }
+
+    pub fn permission_denied(text: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::PermissionDenied, text)
+    }
+
+    pub fn unimplemented(text: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::Unimplemented, text)
+    }
+
+    pub fn internal(text: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::Internal, text)
+    }
+
+    /// A plain (uncoded) error: surfaces as UNKNOWN, like the reference's non-orchestration errors.
+    pub fn unknown(text: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::Unknown, text)
+    }
+
+    /// The reference (grpc-go) answers undecodable requests with INTERNAL and this text.
+    pub fn malformed(err: impl fmt::Display) -> Self {
+        Self::new(
+            ErrorKind::MalformedRequest,
+            format!("grpc: error unmarshalling request: {err}"),
+        )
+    }
+}
+
+impl fmt::Display for OrcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for OrcError {}

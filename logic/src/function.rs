@@ -1,0 +1,242 @@
+//! Functions (business-rules §6): registration, updates and the build state machine.
+
+use std::collections::BTreeMap;
+
+use orchestrator_proto::{
+    Addressable, ApplyFunctionActionParam, ApplyFunctionActionResponse, AssetKind, EventKind, Function,
+    FunctionAction, FunctionStatus, GetFunctionParam, NewFunction, QueryFunctionsParam, QueryFunctionsResponse,
+    UpdateFunctionParam, UpdateFunctionResponse, event,
+};
+
+use crate::datamanager::addressable_parts;
+use crate::error::{OrcError, Result};
+use crate::keys;
+use crate::organization::require_registered;
+use crate::pagination::query_index;
+use crate::permissions::new_permissions;
+use crate::tx::Tx;
+use crate::validation::{FieldErrors, check_metadata, require_addressable, require_identifier, require_name, require_uuid};
+
+pub const ASSET: &str = "function";
+
+/// Reason recorded on status events caused by a user's action.
+pub const REASON_USER_ACTION: &str = "User action";
+
+/// `idx/function/plan/<plan>/<time>/<function>`: functions used by at least one task of a plan,
+/// in function creation order. Written by task registration.
+pub fn by_plan_prefix(plan: &str) -> String {
+    keys::join(&["idx", ASSET, "plan", plan])
+}
+pub fn by_plan_index(plan: &str, function_created_micros: i64, function: &str) -> String {
+    keys::join(&["idx", ASSET, "plan", plan, &keys::time(function_created_micros), function])
+}
+
+fn validate_new(req: &NewFunction) -> Option<String> {
+    let mut errs = FieldErrors::new();
+    require_uuid(&mut errs, "key", &req.key);
+    require_name(&mut errs, "name", &req.name);
+    let (present, checksum, address) = addressable_parts(req.description.as_ref());
+    require_addressable(&mut errs, "description", present, checksum, address);
+    let (present, checksum, address) = addressable_parts(req.archive.as_ref());
+    require_addressable(&mut errs, "archive", present, checksum, address);
+    check_metadata(&mut errs, "metadata", &req.metadata);
+    if req.new_permissions.is_none() {
+        errs.add("new_permissions", "cannot be blank");
+    }
+
+    // Inputs: kinds, and the data manager / data sample pairing rules.
+    let mut input_errs = FieldErrors::new();
+    let mut data_managers = 0;
+    let mut data_samples = 0;
+    for (identifier, input) in &req.inputs {
+        let mut one = FieldErrors::new();
+        require_identifier(&mut one, "identifier", identifier);
+        match AssetKind::try_from(input.kind) {
+            // The reference's "must be one of" rules let the zero value through; an unknown kind
+            // would then fail in its database. Refused here with the validation error instead.
+            Ok(AssetKind::AssetModel | AssetKind::AssetDataSample) => {}
+            Ok(AssetKind::AssetDataManager) => {
+                if input.multiple || input.optional {
+                    one.add("kind", "data manager input cannot be multiple or optional");
+                }
+            }
+            _ => one.add("kind", "must be a valid value"),
+        }
+        if input.kind == AssetKind::AssetDataManager as i32 {
+            data_managers += 1;
+        }
+        if input.kind == AssetKind::AssetDataSample as i32 {
+            data_samples += 1;
+        }
+        input_errs.nested(identifier, one);
+    }
+    if data_managers > 1 {
+        input_errs.add("inputs", "there can be at most one data manager input");
+    }
+    if (data_managers > 0) != (data_samples > 0) {
+        input_errs.add("inputs", "a data manager input requires a data sample input and conversely");
+    }
+    errs.nested("inputs", input_errs);
+
+    let mut output_errs = FieldErrors::new();
+    for (identifier, output) in &req.outputs {
+        let mut one = FieldErrors::new();
+        require_identifier(&mut one, "identifier", identifier);
+        match AssetKind::try_from(output.kind) {
+            Ok(AssetKind::AssetModel) => {}
+            Ok(AssetKind::AssetPerformance) => {
+                if output.multiple {
+                    one.add("kind", "performance output cannot be multiple");
+                }
+            }
+            _ => one.add("kind", "must be a valid value"),
+        }
+        output_errs.nested(identifier, one);
+    }
+    errs.nested("outputs", output_errs);
+    errs.into_message()
+}
+
+pub fn register(tx: &mut Tx<'_>, req: NewFunction) -> Result<Function> {
+    if let Some(details) = validate_new(&req) {
+        return Err(OrcError::invalid(ASSET, details));
+    }
+    let key = keys::function(&req.key);
+    if tx.exists(&key)? {
+        return Err(OrcError::already_exists(ASSET, &req.key));
+    }
+    let owner = tx.requester().to_owned();
+    require_registered(tx, &owner)?;
+    let permissions = new_permissions(tx, &owner, req.new_permissions.as_ref().unwrap_or(&Default::default()))?;
+    let function = Function {
+        key: req.key,
+        name: req.name,
+        description: req.description,
+        archive: req.archive,
+        permissions: Some(permissions),
+        owner,
+        creation_date: Some(tx.now()),
+        metadata: req.metadata,
+        inputs: req.inputs,
+        outputs: req.outputs,
+        status: FunctionStatus::Waiting as i32,
+        image: Some(Addressable::default()),
+    };
+    tx.store(&key, &function)?;
+    tx.put_raw(&keys::created_index(ASSET, tx.now_micros(), &function.key), Vec::new())?;
+    tx.emit(
+        AssetKind::AssetFunction,
+        EventKind::EventAssetCreated,
+        &function.key,
+        event::Asset::Function(function.clone()),
+        BTreeMap::new(),
+    );
+    Ok(function)
+}
+
+pub fn get(tx: &mut Tx<'_>, req: GetFunctionParam) -> Result<Function> {
+    load(tx, &req.key)
+}
+
+/// The function, or NOT_FOUND.
+pub fn load(tx: &mut Tx<'_>, key: &str) -> Result<Function> {
+    tx.load(&keys::function(key))?.ok_or_else(|| OrcError::not_found(ASSET, key))
+}
+
+pub fn query(tx: &mut Tx<'_>, req: QueryFunctionsParam) -> Result<QueryFunctionsResponse> {
+    let plan = req.filter.map(|f| f.compute_plan_key).unwrap_or_default();
+    let prefix = if plan.is_empty() { keys::created_prefix(ASSET) } else { by_plan_prefix(&plan) };
+    let (functions, next_page_token) = query_index(tx, &prefix, &req.page_token, req.page_size, keys::function)?;
+    Ok(QueryFunctionsResponse { functions, next_page_token })
+}
+
+pub fn update(tx: &mut Tx<'_>, req: UpdateFunctionParam) -> Result<UpdateFunctionResponse> {
+    let mut errs = FieldErrors::new();
+    require_uuid(&mut errs, "key", &req.key);
+    require_name(&mut errs, "name", &req.name);
+    if let Some(details) = errs.into_message() {
+        return Err(OrcError::invalid(ASSET, details));
+    }
+    let mut function = load(tx, &req.key)?;
+    if function.owner != tx.requester() {
+        return Err(OrcError::permission_denied("requester does not own the function"));
+    }
+    function.name = req.name;
+    if let Some(image) = req.image.filter(|i| !i.checksum.is_empty()) {
+        function.image = Some(image);
+    }
+    let image_empty = function.image.as_ref().is_none_or(|i| i.checksum.is_empty());
+    if image_empty && function.status == FunctionStatus::Ready as i32 {
+        return Err(OrcError::invalid_asset("Image checksum should not be empty when function status is ready"));
+    }
+    tx.store(&keys::function(&function.key), &function)?;
+    let key = function.key.clone();
+    tx.emit(
+        AssetKind::AssetFunction,
+        EventKind::EventAssetUpdated,
+        &key,
+        event::Asset::Function(function),
+        BTreeMap::new(),
+    );
+    Ok(UpdateFunctionResponse {})
+}
+
+pub fn apply_action(tx: &mut Tx<'_>, req: ApplyFunctionActionParam) -> Result<ApplyFunctionActionResponse> {
+    let target = match FunctionAction::try_from(req.action) {
+        Ok(FunctionAction::Building) => FunctionStatus::Building,
+        Ok(FunctionAction::Canceled) => FunctionStatus::Canceled,
+        Ok(FunctionAction::Failed) => FunctionStatus::Failed,
+        Ok(FunctionAction::Ready) => FunctionStatus::Ready,
+        _ => return Err(OrcError::bad_request("unsupported action")),
+    };
+    let function = load(tx, &req.function_key)?;
+    if function.owner != tx.requester() {
+        return Err(OrcError::permission_denied("only function owner can update it"));
+    }
+    transition(tx, function, target, REASON_USER_ACTION)?;
+    Ok(ApplyFunctionActionResponse {})
+}
+
+/// The function state machine (§6.3): store the new status and emit FUNCTION/UPDATED with the
+/// reason. Effects on the function's tasks (§8.5 T1-T3, T7, T8) come with compute tasks.
+pub fn transition(tx: &mut Tx<'_>, mut function: Function, to: FunctionStatus, reason: &str) -> Result<Function> {
+    let from = FunctionStatus::try_from(function.status).unwrap_or(FunctionStatus::Unknown);
+    let allowed = matches!(
+        (from, to),
+        (FunctionStatus::Waiting, FunctionStatus::Building)
+            | (FunctionStatus::Waiting, FunctionStatus::Canceled)
+            | (FunctionStatus::Building, FunctionStatus::Canceled)
+            | (FunctionStatus::Building, FunctionStatus::Ready)
+            | (FunctionStatus::Building, FunctionStatus::Failed)
+    );
+    if !allowed {
+        // Same words as the reference's state machine library (a plain error: UNKNOWN).
+        return Err(OrcError::unknown(format!(
+            "event {} inappropriate in current state {}",
+            transition_name(to),
+            from.as_str_name()
+        )));
+    }
+    function.status = to as i32;
+    tx.store(&keys::function(&function.key), &function)?;
+    let metadata = BTreeMap::from([("reason".to_owned(), reason.to_owned())]);
+    tx.emit(
+        AssetKind::AssetFunction,
+        EventKind::EventAssetUpdated,
+        &function.key.clone(),
+        event::Asset::Function(function.clone()),
+        metadata,
+    );
+    Ok(function)
+}
+
+/// The reference's state machine names its events after the action.
+fn transition_name(to: FunctionStatus) -> &'static str {
+    match to {
+        FunctionStatus::Building => "transitionBuilding",
+        FunctionStatus::Canceled => "transitionCanceled",
+        FunctionStatus::Failed => "transitionFailed",
+        FunctionStatus::Ready => "transitionReady",
+        _ => "transitionUnknown",
+    }
+}

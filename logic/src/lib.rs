@@ -1,0 +1,34 @@
+//! The orchestrator's business logic: every validation, permission, state machine and key
+//! layout of the Substra orchestrator API, and nothing about where state or events go.
+//!
+//! Built for `wasm32-unknown-unknown` it is the component every host runs (`guest.rs` binds it
+//! to the WIT world); built natively it is a library for tests and benchmarks (`testing.rs`
+//! provides an in-memory host with the same semantics).
+
+pub mod api;
+pub mod error;
+pub mod host;
+pub mod keys;
+pub mod pagination;
+pub mod permissions;
+pub mod tx;
+pub mod validation;
+
+// One module per asset.
+pub mod datamanager;
+pub mod datasample;
+pub mod dataset;
+pub mod function;
+pub mod info;
+pub mod organization;
+
+#[cfg(target_arch = "wasm32")]
+mod guest;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
+
+pub use api::{METHODS, invoke, version};
+pub use error::{ErrorKind, OrcError};
+pub use host::{Host, ScanPage, StateError};
+pub use tx::{Context, Tx};

@@ -1,0 +1,208 @@
+//! Native test support: an in-memory host with the WIT state semantics, a harness to call the
+//! API, and scenarios written once and run against any [`Driver`] — natively here, through the
+//! compiled component in the runtime crate's tests (as CosmWasm tests contracts both ways).
+
+pub mod scenarios;
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use orchestrator_proto::Event;
+use prost::Message;
+
+use crate::error::OrcError;
+use crate::host::{Host, ScanPage, StateError};
+use crate::tx::Context;
+
+/// Something that runs API calls with commit-on-success semantics.
+pub trait Driver {
+    /// Run one call as `msp` on `channel`; its writes and events commit only if it succeeds.
+    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError>;
+    /// Every committed event so far, in commit and emission order.
+    fn events(&self) -> Vec<Event>;
+}
+
+/// Typed convenience over [`Driver::call_raw`].
+pub fn call<Req: Message, Resp: Message + Default>(
+    driver: &mut dyn Driver,
+    msp: &str,
+    channel: &str,
+    method: &str,
+    request: &Req,
+) -> Result<Resp, OrcError> {
+    let bytes = driver.call_raw(msp, channel, method, &request.encode_to_vec())?;
+    Resp::decode(bytes.as_slice()).map_err(|e| OrcError::internal(format!("bad response: {e}")))
+}
+
+/// Committed state of one channel.
+#[derive(Default, Clone)]
+pub struct MemState {
+    pub entries: BTreeMap<String, Vec<u8>>,
+}
+
+/// The host of one call: the committed state plus this call's overlay.
+pub struct MemHost<'a> {
+    committed: &'a BTreeMap<String, Vec<u8>>,
+    overlay: BTreeMap<String, Option<Vec<u8>>>,
+    events: Vec<Vec<u8>>,
+}
+
+impl<'a> MemHost<'a> {
+    pub fn new(committed: &'a BTreeMap<String, Vec<u8>>) -> Self {
+        MemHost { committed, overlay: BTreeMap::new(), events: Vec::new() }
+    }
+
+    /// The call's net writes and events, to apply on success.
+    pub fn into_parts(self) -> (BTreeMap<String, Option<Vec<u8>>>, Vec<Vec<u8>>) {
+        (self.overlay, self.events)
+    }
+}
+
+impl Host for MemHost<'_> {
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(match self.overlay.get(key) {
+            Some(v) => v.clone(),
+            None => self.committed.get(key).cloned(),
+        })
+    }
+
+    fn get_many(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+
+    fn put(&mut self, key: &str, value: Vec<u8>) -> Result<(), StateError> {
+        if key.is_empty() || key.len() > 1024 || key.contains('\0') {
+            return Err(StateError::InvalidKey(key.to_owned()));
+        }
+        self.overlay.insert(key.to_owned(), Some(value));
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &str) -> Result<(), StateError> {
+        self.overlay.insert(key.to_owned(), None);
+        Ok(())
+    }
+
+    fn scan(&mut self, start: &str, end: &str, limit: u32, cursor: Option<&str>) -> Result<ScanPage, StateError> {
+        let from = match cursor {
+            Some(c) if c > start => c,
+            _ => start,
+        };
+        if from >= end {
+            return Ok(ScanPage::default());
+        }
+        let limit = if limit == 0 { 1_000 } else { limit as usize };
+        let range = (Bound::Included(from), Bound::Excluded(end));
+        let mut base = self.committed.range::<str, _>(range).peekable();
+        let mut over = self.overlay.range::<str, _>(range).peekable();
+        let mut entries = Vec::new();
+        // Merge both ordered streams; the overlay wins on equal keys, `None` hides the key.
+        loop {
+            let take_overlay = match (base.peek(), over.peek()) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((bk, _)), Some((ok, _))) => ok <= bk,
+            };
+            let (key, value) = if take_overlay {
+                let (k, v) = over.next().ok_or_else(|| StateError::Backend("merge".into()))?;
+                if base.peek().is_some_and(|(bk, _)| *bk == k) {
+                    base.next();
+                }
+                match v {
+                    Some(v) => (k, v),
+                    None => continue,
+                }
+            } else {
+                base.next().ok_or_else(|| StateError::Backend("merge".into()))?
+            };
+            if entries.len() == limit {
+                return Ok(ScanPage { entries, next_cursor: Some(key.clone()) });
+            }
+            entries.push((key.clone(), value.clone()));
+        }
+        Ok(ScanPage { entries, next_cursor: None })
+    }
+
+    fn emit(&mut self, event: Vec<u8>) {
+        self.events.push(event);
+    }
+}
+
+/// Runs the logic natively over per-channel in-memory state, with a ticking clock.
+#[derive(Default)]
+pub struct Harness {
+    channels: BTreeMap<String, MemState>,
+    events: Vec<Event>,
+    calls: u64,
+    /// Microseconds since the epoch of the next call (advances 1 ms per call).
+    pub clock_micros: i64,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Harness { clock_micros: 1_700_000_000_000_000, ..Default::default() }
+    }
+
+    pub fn state(&self, channel: &str) -> Option<&MemState> {
+        self.channels.get(channel)
+    }
+}
+
+impl Driver for Harness {
+    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError> {
+        self.calls += 1;
+        self.clock_micros += 1_000;
+        let ctx = Context {
+            msp_id: msp.to_owned(),
+            channel: channel.to_owned(),
+            tx_id: format!("native-tx-{}", self.calls),
+            tx_time_micros: self.clock_micros,
+        };
+        let state = self.channels.entry(channel.to_owned()).or_default();
+        let mut host = MemHost::new(&state.entries);
+        let response = crate::api::invoke(&ctx, &mut host, method, request)?;
+        let (writes, events) = host.into_parts();
+        for (key, value) in writes {
+            match value {
+                Some(v) => state.entries.insert(key, v),
+                None => state.entries.remove(&key),
+            };
+        }
+        for bytes in events {
+            let event = Event::decode(bytes.as_slice()).map_err(|e| OrcError::internal(format!("bad event: {e}")))?;
+            self.events.push(event);
+        }
+        Ok(response)
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.events.clone()
+    }
+}
+
+/// Expands to one `#[test]` per scenario, each on a fresh driver from `$new`.
+#[macro_export]
+macro_rules! scenario_tests {
+    ($new:expr) => {
+        $crate::scenario_tests!(@each $new;
+            organizations,
+            bad_requests,
+            data_managers,
+            data_samples,
+            datasets,
+            functions,
+            function_actions,
+            pagination,
+        );
+    };
+    (@each $new:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let mut driver = $new;
+                $crate::testing::scenarios::$name(&mut driver);
+            }
+        )*
+    };
+}

@@ -1,0 +1,175 @@
+//! One call's view of the world: its context, typed state access and event emission.
+
+use std::collections::BTreeMap;
+
+use orchestrator_proto::{AssetKind, Event, EventKind, event};
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::error::{OrcError, Result};
+use crate::host::{Host, ScanPage};
+
+/// Per-call context given by the host (the WIT `context` record).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Context {
+    pub msp_id: String,
+    pub channel: String,
+    pub tx_id: String,
+    pub tx_time_micros: i64,
+}
+
+/// A call in progress.
+pub struct Tx<'a> {
+    ctx: &'a Context,
+    host: &'a mut dyn Host,
+    events_emitted: u32,
+}
+
+impl<'a> Tx<'a> {
+    pub fn new(ctx: &'a Context, host: &'a mut dyn Host) -> Self {
+        Tx { ctx, host, events_emitted: 0 }
+    }
+
+    /// MSP id of the caller.
+    pub fn requester(&self) -> &str {
+        &self.ctx.msp_id
+    }
+
+    pub fn ctx(&self) -> &Context {
+        self.ctx
+    }
+
+    /// The transaction time as a protobuf timestamp (µs precision, like the reference).
+    pub fn now(&self) -> prost_types::Timestamp {
+        micros_to_timestamp(self.ctx.tx_time_micros)
+    }
+
+    pub fn now_micros(&self) -> i64 {
+        self.ctx.tx_time_micros
+    }
+
+    pub fn get_raw(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.host.get(key)?)
+    }
+
+    pub fn exists(&mut self, key: &str) -> Result<bool> {
+        Ok(self.host.get(key)?.is_some())
+    }
+
+    /// Load and decode one stored message.
+    pub fn load<M: Message + Default>(&mut self, key: &str) -> Result<Option<M>> {
+        match self.host.get(key)? {
+            Some(bytes) => decode_stored(key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Load many stored messages in one state call; one result per key, in order.
+    pub fn load_many<M: Message + Default>(&mut self, keys: &[String]) -> Result<Vec<Option<M>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values = self.host.get_many(keys)?;
+        keys.iter()
+            .zip(values)
+            .map(|(key, value)| value.map(|bytes| decode_stored(key, &bytes)).transpose())
+            .collect()
+    }
+
+    /// Presence of many keys in one state call.
+    pub fn exist_many(&mut self, keys: &[String]) -> Result<Vec<bool>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.host.get_many(keys)?.into_iter().map(|v| v.is_some()).collect())
+    }
+
+    pub fn store<M: Message>(&mut self, key: &str, msg: &M) -> Result<()> {
+        Ok(self.host.put(key, msg.encode_to_vec())?)
+    }
+
+    pub fn put_raw(&mut self, key: &str, value: Vec<u8>) -> Result<()> {
+        Ok(self.host.put(key, value)?)
+    }
+
+    pub fn delete(&mut self, key: &str) -> Result<()> {
+        Ok(self.host.delete(key)?)
+    }
+
+    pub fn scan(
+        &mut self,
+        start: &str,
+        end: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ScanPage> {
+        Ok(self.host.scan(start, end, limit, cursor)?)
+    }
+
+    /// Emit an event: fills the envelope (id derived from the tx id, channel, timestamp).
+    pub fn emit(
+        &mut self,
+        asset_kind: AssetKind,
+        event_kind: EventKind,
+        asset_key: &str,
+        asset: event::Asset,
+        metadata: BTreeMap<String, String>,
+    ) {
+        let id = self.next_event_id();
+        let event = Event {
+            id,
+            asset_key: asset_key.to_owned(),
+            asset_kind: asset_kind as i32,
+            event_kind: event_kind as i32,
+            channel: self.ctx.channel.clone(),
+            timestamp: Some(self.now()),
+            metadata,
+            asset: Some(asset),
+        };
+        self.host.emit(event.encode_to_vec());
+    }
+
+    /// Event ids are UUID-shaped and unique, but derived from (tx id, index) rather than random:
+    /// every Fabric endorser must compute the same events.
+    fn next_event_id(&mut self) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.ctx.tx_id.as_bytes());
+        hasher.update(b"/event/");
+        hasher.update(self.events_emitted.to_be_bytes());
+        self.events_emitted += 1;
+        let digest = hasher.finalize();
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&digest[..16]);
+        b[6] = (b[6] & 0x0f) | 0x40; // version 4 layout, so strict v4 parsers accept it
+        b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+        format_uuid(&b)
+    }
+}
+
+fn decode_stored<M: Message + Default>(key: &str, bytes: &[u8]) -> Result<M> {
+    M::decode(bytes).map_err(|e| OrcError::internal(format!("corrupt state at {key:?}: {e}")))
+}
+
+pub fn micros_to_timestamp(micros: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1_000) as i32,
+    }
+}
+
+pub fn timestamp_to_micros(ts: &prost_types::Timestamp) -> i64 {
+    ts.seconds
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(ts.nanos) / 1_000)
+}
+
+fn format_uuid(b: &[u8; 16]) -> String {
+    let mut s = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push_str(&format!("{byte:02x}"));
+    }
+    s
+}
