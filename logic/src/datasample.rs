@@ -15,7 +15,7 @@ use crate::keys;
 use crate::organization::require_registered;
 use crate::pagination::{paginate_vec, query_index};
 use crate::tx::{Tx, timestamp_to_micros};
-use crate::validation::{FieldErrors, require_checksum, require_uuid};
+use crate::validation::{FieldErrors, check_uuid, require_checksum, require_uuid};
 
 pub const ASSET: &str = "datasample";
 
@@ -72,7 +72,7 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterDataSamplesParam) -> Result<Regist
         require_uuid(&mut errs, "key", &sample.key);
         let mut dm_errs = FieldErrors::new();
         for (i, dm) in sample.data_manager_keys.iter().enumerate() {
-            require_uuid(&mut dm_errs, &i.to_string(), dm);
+            check_uuid(&mut dm_errs, &i.to_string(), dm);
         }
         errs.nested("data_manager_keys", dm_errs);
         require_checksum(&mut errs, "checksum", &sample.checksum);
@@ -131,7 +131,7 @@ pub fn update(tx: &mut Tx<'_>, req: UpdateDataSamplesParam) -> Result<UpdateData
     errs.nested("keys", key_errs);
     let mut dm_errs = FieldErrors::new();
     for (i, dm) in req.data_manager_keys.iter().enumerate() {
-        require_uuid(&mut dm_errs, &i.to_string(), dm);
+        check_uuid(&mut dm_errs, &i.to_string(), dm);
     }
     errs.nested("data_manager_keys", dm_errs);
     if let Some(details) = errs.into_message() {

@@ -44,57 +44,71 @@ fn validate_new(req: &NewFunction) -> Option<String> {
         errs.add("new_permissions", "cannot be blank");
     }
 
-    // Inputs: kinds, and the data manager / data sample pairing rules.
-    let mut input_errs = FieldErrors::new();
-    let mut data_managers = 0;
-    let mut data_samples = 0;
-    for (identifier, input) in &req.inputs {
-        let mut one = FieldErrors::new();
-        require_identifier(&mut one, "identifier", identifier);
-        match AssetKind::try_from(input.kind) {
-            // The reference's "must be one of" rules let the zero value through; an unknown kind
-            // would then fail in its database. Refused here with the validation error instead.
-            Ok(AssetKind::AssetModel | AssetKind::AssetDataSample) => {}
-            Ok(AssetKind::AssetDataManager) => {
-                if input.multiple || input.optional {
-                    one.add("kind", "data manager input cannot be multiple or optional");
-                }
-            }
-            _ => one.add("kind", "must be a valid value"),
-        }
-        if input.kind == AssetKind::AssetDataManager as i32 {
-            data_managers += 1;
-        }
-        if input.kind == AssetKind::AssetDataSample as i32 {
-            data_samples += 1;
-        }
-        input_errs.nested(identifier, one);
+    // Like the reference, the first problem found under `inputs` (then `outputs`) is reported.
+    if let Some(msg) = input_error(req) {
+        errs.add("inputs", msg);
     }
-    if data_managers > 1 {
-        input_errs.add("inputs", "there can be at most one data manager input");
+    if let Some(msg) = output_error(req) {
+        errs.add("outputs", msg);
     }
-    if (data_managers > 0) != (data_samples > 0) {
-        input_errs.add("inputs", "a data manager input requires a data sample input and conversely");
-    }
-    errs.nested("inputs", input_errs);
-
-    let mut output_errs = FieldErrors::new();
-    for (identifier, output) in &req.outputs {
-        let mut one = FieldErrors::new();
-        require_identifier(&mut one, "identifier", identifier);
-        match AssetKind::try_from(output.kind) {
-            Ok(AssetKind::AssetModel) => {}
-            Ok(AssetKind::AssetPerformance) => {
-                if output.multiple {
-                    one.add("kind", "performance output cannot be multiple");
-                }
-            }
-            _ => one.add("kind", "must be a valid value"),
-        }
-        output_errs.nested(identifier, one);
-    }
-    errs.nested("outputs", output_errs);
     errs.into_message()
+}
+
+/// One input or output entry: identifier length and kind. The reference's "must be one of"
+/// rule lets kind 0 through (its database then fails); it is refused here as invalid instead.
+fn entry_error(identifier: &str, kind: i32, allowed: &[AssetKind]) -> Option<String> {
+    let mut one = FieldErrors::new();
+    require_identifier(&mut one, "identifier", identifier);
+    if !allowed.iter().any(|k| *k as i32 == kind) {
+        one.add("kind", "must be a valid value");
+    }
+    one.into_message().map(|m| format!("({m})"))
+}
+
+fn input_error(req: &NewFunction) -> Option<String> {
+    let allowed = [AssetKind::AssetModel, AssetKind::AssetDataSample, AssetKind::AssetDataManager];
+    for (identifier, input) in &req.inputs {
+        if let Some(msg) = entry_error(identifier, input.kind, &allowed) {
+            return Some(msg);
+        }
+    }
+    let is = |kind: AssetKind| move |input: &&orchestrator_proto::FunctionInput| input.kind == kind as i32;
+    for (identifier, input) in &req.inputs {
+        if is(AssetKind::AssetDataManager)(&input) && (input.multiple || input.optional) {
+            return Some(format!(
+                "OE0101: function input {identifier:?} of kind DATA_MANAGER cannot be Multiple or Optional"
+            ));
+        }
+    }
+    let managers = req.inputs.values().filter(is(AssetKind::AssetDataManager)).count();
+    let samples = req.inputs.values().filter(is(AssetKind::AssetDataSample)).count();
+    if managers > 1 {
+        return Some("OE0101: cannot have multiple inputs of type ASSET_DATA_MANAGER".to_owned());
+    }
+    if (managers > 0) != (samples > 0) {
+        return Some(
+            "OE0101: cannot have an input of type ASSET_DATA_MANAGER without an input of type ASSET_DATA_SAMPLE, and vice versa"
+                .to_owned(),
+        );
+    }
+    None
+}
+
+fn output_error(req: &NewFunction) -> Option<String> {
+    let allowed = [AssetKind::AssetModel, AssetKind::AssetPerformance];
+    for (identifier, output) in &req.outputs {
+        if let Some(msg) = entry_error(identifier, output.kind, &allowed) {
+            return Some(msg);
+        }
+    }
+    for (identifier, output) in &req.outputs {
+        if output.kind == AssetKind::AssetPerformance as i32 && output.multiple {
+            return Some(format!(
+                "OE0101: Function output of kind PERFORMANCE cannot be Multiple. Invalid output: {identifier}"
+            ));
+        }
+    }
+    None
 }
 
 pub fn register(tx: &mut Tx<'_>, req: NewFunction) -> Result<Function> {
