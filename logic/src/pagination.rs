@@ -66,10 +66,8 @@ pub fn scan_page(tx: &mut Tx<'_>, start: &str, end: &str, token: &str, page_size
     };
     // A cursor outside the range (forged or stale) reads nothing rather than another prefix.
     let cursor = cursor.map(|c| if c.as_str() < start { start.to_owned() } else { c });
-    if let Some(c) = &cursor {
-        if c.as_str() >= end {
-            return Ok(Page::default());
-        }
+    if cursor.as_deref().is_some_and(|c| c >= end) {
+        return Ok(Page::default());
     }
     let ScanPage { entries, next_cursor } = tx.scan(start, end, size, cursor.as_deref())?;
     let next_page_token = match next_cursor {

@@ -40,10 +40,13 @@ pub struct MemState {
     pub entries: BTreeMap<String, Vec<u8>>,
 }
 
+/// Net writes of a call: `Some` puts, `None` deletes.
+pub type WriteSet = BTreeMap<String, Option<Vec<u8>>>;
+
 /// The host of one call: the committed state plus this call's overlay.
 pub struct MemHost<'a> {
     committed: &'a BTreeMap<String, Vec<u8>>,
-    overlay: BTreeMap<String, Option<Vec<u8>>>,
+    overlay: WriteSet,
     events: Vec<Vec<u8>>,
 }
 
@@ -53,7 +56,7 @@ impl<'a> MemHost<'a> {
     }
 
     /// The call's net writes and events, to apply on success.
-    pub fn into_parts(self) -> (BTreeMap<String, Option<Vec<u8>>>, Vec<Vec<u8>>) {
+    pub fn into_parts(self) -> (WriteSet, Vec<Vec<u8>>) {
         (self.overlay, self.events)
     }
 }
