@@ -1,0 +1,426 @@
+//! [`Runtime`]: the current component version, its verification, hot swap and calls.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::task::{Poll, Wake, Waker};
+use std::time::Instant;
+
+use wasmtime::Store;
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::cache::{self, EngineEntry};
+use crate::host::bindings::{Orchestrator, OrchestratorPre};
+use crate::host::{CallOutput, HostState};
+use crate::{
+    BackendError, BoxFuture, Context, Invocation, LogicInfo, MethodInfo, RuntimeConfig,
+    RuntimeError, StateBackend, StateEntry,
+};
+
+/// Fuel between two yields of a running call to the async executor, so a long call does not
+/// hold an executor thread for its whole duration (a few milliseconds of guest code).
+const FUEL_YIELD_INTERVAL: u64 = 20_000_000;
+
+/// Fuel for verifying a component (`version` and `methods`) when the per-call budget is lower:
+/// a tight per-call budget must not prevent loading.
+const MIN_VERIFY_FUEL: u64 = 1_000_000_000;
+
+/// Runs the logic component. Thread-safe and cheap to clone (an `Arc` inside); holds the
+/// current component version, which [`Runtime::swap`] replaces atomically.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RuntimeConfig,
+    engine: Arc<EngineEntry>,
+    linker: Linker<HostState>,
+    current: RwLock<Arc<Loaded>>,
+}
+
+/// One loaded, verified version, ready to instantiate.
+struct Loaded {
+    info: Arc<LogicInfo>,
+    read_only: HashMap<String, bool>,
+    pre: OrchestratorPre<HostState>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let info = self.info();
+        f.debug_struct("Runtime")
+            .field("sha256", &info.sha256)
+            .field("version", &info.version)
+            .field("methods", &info.methods.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Loads and verifies `component` (calls its `version` and `methods` exports).
+    ///
+    /// Compiling takes tens of milliseconds to seconds the first time a component is seen (in
+    /// this process, or on this machine with a `cache_dir`); call it off the async executor's
+    /// threads (e.g. `spawn_blocking`) when that matters.
+    pub fn new(config: RuntimeConfig, component: &[u8]) -> Result<Self, RuntimeError> {
+        let engine = cache::engine_for(&config)?;
+        let mut linker = Linker::new(&engine.engine);
+        Orchestrator::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| RuntimeError::Component(format!("building the linker: {e:#}")))?;
+        let loaded = load(&engine, &linker, &config, component)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                engine,
+                linker,
+                current: RwLock::new(Arc::new(loaded)),
+            }),
+        })
+    }
+
+    /// [`Runtime::new`] with the component read from `path`.
+    pub fn from_path(config: RuntimeConfig, path: &Path) -> Result<Self, RuntimeError> {
+        let bytes = read_component(path)?;
+        Self::new(config, &bytes)
+    }
+
+    /// The settings this runtime was created with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    fn current(&self) -> Arc<Loaded> {
+        self.inner
+            .current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The current version.
+    pub fn info(&self) -> Arc<LogicInfo> {
+        self.current().info.clone()
+    }
+
+    /// Whether `method` is read-only in the current version; `None` when it is not exported.
+    pub fn is_read_only(&self, method: &str) -> Option<bool> {
+        self.current().read_only.get(method).copied()
+    }
+
+    /// Loads, verifies and atomically switches to a new version; calls in flight finish on the
+    /// old one. On error the current version keeps serving.
+    pub fn swap(&self, component: &[u8]) -> Result<Arc<LogicInfo>, RuntimeError> {
+        let loaded = load(
+            &self.inner.engine,
+            &self.inner.linker,
+            &self.inner.config,
+            component,
+        )?;
+        let info = loaded.info.clone();
+        let previous = std::mem::replace(
+            &mut *self
+                .inner
+                .current
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            Arc::new(loaded),
+        );
+        tracing::info!(
+            from_sha256 = %previous.info.sha256,
+            from_version = %previous.info.version,
+            to_sha256 = %info.sha256,
+            to_version = %info.version,
+            "swapped the logic component"
+        );
+        Ok(info)
+    }
+
+    /// [`Runtime::swap`] with the component read from `path`.
+    pub fn swap_path(&self, path: &Path) -> Result<Arc<LogicInfo>, RuntimeError> {
+        let bytes = read_component(path)?;
+        self.swap(&bytes)
+    }
+
+    /// Runs one call on a fresh instance of the current version (calls are independent: no heap
+    /// or globals carried over).
+    ///
+    /// - `Ok(invocation)`: the logic answered; `invocation.result` is its response or its
+    ///   business error (then `writes` and `events` are empty).
+    /// - `Err(RuntimeError::Backend)`: the backend failed during the call, whatever the logic
+    ///   answered afterwards; retry the whole call when the error is retryable.
+    /// - `Err(RuntimeError::Trap)`: the logic trapped (panic, fuel, memory); the runtime keeps
+    ///   serving other calls.
+    pub async fn invoke(
+        &self,
+        ctx: &Context,
+        method: &str,
+        request: &[u8],
+        backend: Box<dyn StateBackend>,
+    ) -> Result<Invocation, RuntimeError> {
+        let loaded = self.current();
+        let engine = &self.inner.engine;
+        let fuel = self.inner.config.fuel_per_call;
+        let _slot = engine
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| RuntimeError::Component("the instance pool is closed".to_owned()))?;
+        let mut store = new_store(engine, fuel, backend)?;
+        let instance = loaded
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| instantiation_error(e, &loaded.info))?;
+        let outcome = instance
+            .substra_orchestrator_api()
+            .call_invoke(&mut store, &ctx.into(), method, request)
+            .await;
+        let fuel_consumed = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let CallOutput {
+            writes,
+            events,
+            failure,
+        } = store.into_data().finish();
+
+        if let Some(error) = failure {
+            tracing::debug!(
+                method,
+                tx_id = %ctx.tx_id,
+                retryable = error.retryable,
+                error = %error.message,
+                "call failed on a state backend error"
+            );
+            return Err(RuntimeError::Backend(error));
+        }
+        if let Ok(result) = &outcome {
+            tracing::debug!(
+                method,
+                tx_id = %ctx.tx_id,
+                ok = result.is_ok(),
+                fuel_consumed,
+                writes = writes.len(),
+                events = events.len(),
+                "call done"
+            );
+        }
+        match outcome {
+            Ok(Ok(response)) => Ok(Invocation {
+                result: Ok(response),
+                writes,
+                events,
+                fuel_consumed,
+            }),
+            Ok(Err(error)) => Ok(Invocation {
+                result: Err(error.into()),
+                writes: Vec::new(),
+                events: Vec::new(),
+                fuel_consumed,
+            }),
+            Err(trap) => {
+                let message = describe_trap(&trap);
+                tracing::warn!(
+                    method,
+                    tx_id = %ctx.tx_id,
+                    sha256 = %loaded.info.sha256,
+                    fuel_consumed,
+                    error = %format!("{trap:?}"),
+                    "logic trapped"
+                );
+                Err(RuntimeError::Trap(message))
+            }
+        }
+    }
+}
+
+fn read_component(path: &Path) -> Result<Vec<u8>, RuntimeError> {
+    std::fs::read(path)
+        .map_err(|e| RuntimeError::Component(format!("reading {}: {e}", path.display())))
+}
+
+/// A store for one call: fuel budget, memory cap, fresh host state.
+fn new_store(
+    engine: &EngineEntry,
+    fuel: u64,
+    backend: Box<dyn StateBackend>,
+) -> Result<Store<HostState>, RuntimeError> {
+    let mut store = Store::new(
+        &engine.engine,
+        HostState::new(backend, engine.max_memory_bytes),
+    );
+    store.limiter(|state| &mut state.limits);
+    store
+        .set_fuel(fuel)
+        .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)))
+        .map_err(|e| RuntimeError::Component(format!("configuring the store: {e:#}")))?;
+    Ok(store)
+}
+
+/// The short reason of a trap: the trap code when there is one, else the root cause (e.g. the
+/// memory limiter's refusal); the full error with its wasm backtrace goes to the logs.
+fn describe_trap(error: &wasmtime::Error) -> String {
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => error.root_cause().to_string(),
+    }
+}
+
+fn instantiation_error(error: wasmtime::Error, info: &LogicInfo) -> RuntimeError {
+    if error.downcast_ref::<wasmtime::Trap>().is_some() {
+        RuntimeError::Trap(describe_trap(&error))
+    } else {
+        RuntimeError::Component(format!(
+            "instantiating {} ({}): {error:#}",
+            info.sha256, info.version
+        ))
+    }
+}
+
+/// The backend a component sees while being verified: its `version` and `methods` exports
+/// must not touch state.
+struct NoState;
+
+impl StateBackend for NoState {
+    fn get_many<'a>(
+        &'a mut self,
+        _keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
+        Box::pin(std::future::ready(Err(BackendError::fatal(
+            "no state while verifying a component",
+        ))))
+    }
+
+    fn scan<'a>(
+        &'a mut self,
+        _start: &'a str,
+        _end: &'a str,
+        _limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<StateEntry>, BackendError>> {
+        Box::pin(std::future::ready(Err(BackendError::fatal(
+            "no state while verifying a component",
+        ))))
+    }
+}
+
+/// Compiles (or fetches) `bytes`, links it and verifies it.
+fn load(
+    engine: &EngineEntry,
+    linker: &Linker<HostState>,
+    config: &RuntimeConfig,
+    bytes: &[u8],
+) -> Result<Loaded, RuntimeError> {
+    let started = Instant::now();
+    let sha256 = cache::sha256_hex(bytes);
+    let (component, source) = engine.component(bytes, &sha256, config.cache_dir.as_deref())?;
+    let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
+        RuntimeError::Component(format!(
+            "linking {sha256} against the orchestrator world: {e:#}"
+        ))
+    })?;
+    let pre = OrchestratorPre::new(instance_pre).map_err(|e| {
+        RuntimeError::Component(format!(
+            "{sha256} does not export the orchestrator world: {e:#}"
+        ))
+    })?;
+    let fuel = config.fuel_per_call.max(MIN_VERIFY_FUEL);
+    let (version, methods) = {
+        // The pool's verification slot (never shared with calls).
+        let _slot = cache::lock(&engine.verify_slot);
+        block_on(verify(engine, &pre, fuel))?
+    };
+    if version.is_empty() {
+        return Err(RuntimeError::Component(format!(
+            "{sha256}: the component reports an empty version"
+        )));
+    }
+    if methods.is_empty() {
+        return Err(RuntimeError::Component(format!(
+            "{sha256}: the component exports no method"
+        )));
+    }
+    let mut read_only = HashMap::with_capacity(methods.len());
+    for method in &methods {
+        if read_only
+            .insert(method.name.clone(), method.read_only)
+            .is_some()
+        {
+            return Err(RuntimeError::Component(format!(
+                "{sha256}: method {} is listed twice",
+                method.name
+            )));
+        }
+    }
+    tracing::info!(
+        %sha256,
+        %version,
+        methods = methods.len(),
+        source = ?source,
+        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+        "loaded the logic component"
+    );
+    Ok(Loaded {
+        info: Arc::new(LogicInfo {
+            sha256,
+            version,
+            methods,
+        }),
+        read_only,
+        pre,
+    })
+}
+
+/// Calls `version` and `methods` on a fresh instance.
+async fn verify(
+    engine: &EngineEntry,
+    pre: &OrchestratorPre<HostState>,
+    fuel: u64,
+) -> Result<(String, Vec<MethodInfo>), RuntimeError> {
+    let failed = |what: &str, e: wasmtime::Error| {
+        RuntimeError::Component(format!("verifying the component: {what}: {e:#}"))
+    };
+    let mut store = new_store(engine, fuel, Box::new(NoState))?;
+    let instance = pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| failed("instantiating", e))?;
+    let api = instance.substra_orchestrator_api();
+    let version = api
+        .call_version(&mut store)
+        .await
+        .map_err(|e| failed("version()", e))?;
+    let methods = api
+        .call_methods(&mut store)
+        .await
+        .map_err(|e| failed("methods()", e))?
+        .into_iter()
+        .map(|m| MethodInfo {
+            name: m.name,
+            read_only: m.read_only,
+        })
+        .collect();
+    Ok((version, methods))
+}
+
+/// Drives `future` to completion on the current thread. Used for verification, whose future
+/// needs no reactor (the component runs on a wasmtime fiber; `NoState` answers at once).
+pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(output) => return output,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
