@@ -1,0 +1,259 @@
+//! Configuration: command-line flags, each backed by an `ORCHESTRATOR_*` environment variable
+//! (the reference server's names where it has one), with defaults that make a bare
+//! `orchestrator` run against the local PostgreSQL.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+/// Default PostgreSQL URL: the local server, trust authentication, database `orchestrator`
+/// (created on startup if missing).
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/orchestrator";
+/// Default listen address (the reference's fixed gRPC port).
+pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:9000";
+/// Default maximum size of one gRPC message, in both directions: 64 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (the reference logs JSON too).
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// The standalone orchestrator: gRPC server, business logic in a WebAssembly component,
+/// state and events in PostgreSQL.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "orchestrator", version, about)]
+pub struct Config {
+    /// PostgreSQL URL. The database is created if it does not exist, then migrated.
+    #[arg(long, env = "ORCHESTRATOR_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+
+    /// Maximum number of pooled PostgreSQL connections.
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
+    pub database_max_connections: u32,
+
+    /// Channel configuration YAML (`channels: {<channel>: [<msp id>, ...]}`). Unset: ./config/channels.yaml
+    /// if present, else the built-in default (mychannel and yourchannel, each MyOrg1MSP and MyOrg2MSP).
+    #[arg(long, env = "ORCHESTRATOR_CHANNEL_CONFIG")]
+    pub channel_config: Option<PathBuf>,
+
+    /// How long a call may keep retrying after serialization failures (Go duration: 500ms, 2s, 1m30s).
+    #[arg(long, env = "ORCHESTRATOR_TX_RETRY_BUDGET", default_value = "2s", value_parser = parse_go_duration)]
+    pub tx_retry_budget: Duration,
+
+    /// gRPC listen address.
+    #[arg(long, env = "ORCHESTRATOR_GRPC_ADDR", default_value = DEFAULT_GRPC_ADDR)]
+    pub grpc_addr: SocketAddr,
+
+    /// Maximum size in bytes of one gRPC message, received or sent (larger: RESOURCE_EXHAUSTED).
+    #[arg(long, env = "ORCHESTRATOR_GRPC_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub grpc_max_message_bytes: usize,
+
+    /// Path of the logic component (.wasm). Unset: the component embedded in the binary.
+    #[arg(long, env = "ORCHESTRATOR_LOGIC")]
+    pub logic: Option<PathBuf>,
+
+    /// Directory for precompiled components (keyed by their sha256). Empty: no cache.
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_COMPONENT_CACHE",
+        default_value = "target/component-cache"
+    )]
+    pub component_cache: PathBuf,
+
+    /// Fuel (wasm instruction budget) per call. Unset: the runtime's default.
+    #[arg(long, env = "ORCHESTRATOR_FUEL_PER_CALL")]
+    pub fuel_per_call: Option<u64>,
+
+    /// Serve TLS.
+    #[arg(long, env = "ORCHESTRATOR_TLS_ENABLED", default_value = "false", action = ArgAction::Set, value_parser = parse_go_bool)]
+    pub tls_enabled: bool,
+
+    /// Server certificate (PEM), when TLS is enabled.
+    #[arg(long, env = "ORCHESTRATOR_TLS_CERT_PATH")]
+    pub tls_cert_path: Option<PathBuf>,
+
+    /// Server private key (PEM), when TLS is enabled.
+    #[arg(long, env = "ORCHESTRATOR_TLS_KEY_PATH")]
+    pub tls_key_path: Option<PathBuf>,
+
+    /// Require and verify client certificates (mutual TLS).
+    #[arg(long, env = "ORCHESTRATOR_MTLS_ENABLED", default_value = "false", action = ArgAction::Set, value_parser = parse_go_bool)]
+    pub mtls_enabled: bool,
+
+    /// The server's own CA (PEM); trusted for client certificates too, under mTLS.
+    #[arg(long, env = "ORCHESTRATOR_TLS_SERVER_CA_CERT")]
+    pub tls_server_ca_cert: Option<PathBuf>,
+
+    /// Client CA directory, laid out `<dir>/<msp id>/<PEM files>`: trusted client CAs under mTLS,
+    /// and the per-organization CAs checked by MSP id verification.
+    #[arg(long, env = "ORCHESTRATOR_TLS_CLIENT_CA_CERT_DIR")]
+    pub tls_client_ca_cert_dir: Option<PathBuf>,
+
+    /// Check the `mspid` header against the client certificate (Subject O and issuing CA).
+    #[arg(long, env = "ORCHESTRATOR_VERIFY_CLIENT_MSP_ID", default_value = "false", action = ArgAction::Set, value_parser = parse_go_bool)]
+    pub verify_client_msp_id: bool,
+
+    /// Log level or tracing filter (error, warn, info, debug, trace, or a directive list).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The defaults, as if run without flags and without environment variables.
+    ///
+    /// Tests use it, then set what they need.
+    pub fn defaults() -> Self {
+        Self {
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            database_max_connections: 16,
+            channel_config: None,
+            tx_retry_budget: Duration::from_secs(2),
+            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 9000)),
+            grpc_max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            logic: None,
+            component_cache: PathBuf::from("target/component-cache"),
+            fuel_per_call: None,
+            tls_enabled: false,
+            tls_cert_path: None,
+            tls_key_path: None,
+            mtls_enabled: false,
+            tls_server_ca_cert: None,
+            tls_client_ca_cert_dir: None,
+            verify_client_msp_id: false,
+            log_level: "info".to_owned(),
+            log_format: LogFormat::Json,
+        }
+    }
+}
+
+/// Parses a Go `time.ParseDuration` string: an optional sign, then one or more decimal numbers
+/// (fraction allowed) each followed by a unit among `ns`, `us`, `µs`, `ms`, `s`, `m`, `h`;
+/// a bare `0` is allowed. Negative durations are refused (a budget cannot be negative).
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid duration {text:?}");
+    let mut rest = text.trim();
+    if let Some(stripped) = rest.strip_prefix('+') {
+        rest = stripped;
+    } else if rest.starts_with('-') {
+        return Err(format!("negative duration {text:?}"));
+    }
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut total_nanos: f64 = 0.0;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_len);
+        if number.is_empty() || number == "." {
+            return Err(invalid());
+        }
+        let value: f64 = number.parse().map_err(|_| invalid())?;
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let nanos_per_unit = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "" => return Err(format!("missing unit in duration {text:?}")),
+            other => return Err(format!("unknown unit {other:?} in duration {text:?}")),
+        };
+        total_nanos += value * nanos_per_unit;
+        rest = next;
+    }
+    if !total_nanos.is_finite() || total_nanos > u64::MAX as f64 {
+        return Err(invalid());
+    }
+    Ok(Duration::from_nanos(total_nanos as u64))
+}
+
+/// Parses a boolean the way Go's `strconv.ParseBool` does.
+pub fn parse_go_bool(text: &str) -> Result<bool, String> {
+    match text {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        other => Err(format!("invalid boolean {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_go_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_go_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_go_duration("10µs"), Ok(Duration::from_micros(10)));
+        assert!(parse_go_duration("").is_err());
+        assert!(parse_go_duration("5").is_err());
+        assert!(parse_go_duration("5d").is_err());
+        assert!(parse_go_duration("-1s").is_err());
+        assert!(parse_go_duration("s").is_err());
+    }
+
+    #[test]
+    fn go_bools() {
+        assert_eq!(parse_go_bool("true"), Ok(true));
+        assert_eq!(parse_go_bool("T"), Ok(true));
+        assert_eq!(parse_go_bool("0"), Ok(false));
+        assert!(parse_go_bool("yes").is_err());
+        assert!(parse_go_bool("").is_err());
+    }
+
+    #[test]
+    fn flags_parse() {
+        let config = Config::try_parse_from([
+            "orchestrator",
+            "--tx-retry-budget",
+            "500ms",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--tls-enabled",
+            "false",
+            "--log-format",
+            "text",
+        ]);
+        let config = match config {
+            Ok(config) => config,
+            Err(err) => panic!("{err}"),
+        };
+        assert_eq!(config.tx_retry_budget, Duration::from_millis(500));
+        assert_eq!(config.grpc_addr.port(), 0);
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+}

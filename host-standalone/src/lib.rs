@@ -1,0 +1,27 @@
+//! The standalone orchestrator: a gRPC server whose business logic runs in the WebAssembly
+//! logic component, with state and events in PostgreSQL.
+//!
+//! Modules by role:
+//! - [`config`]: flags and `ORCHESTRATOR_*` environment variables;
+//! - [`channels`]: the channel configuration (which organization may call on which channel);
+//! - [`headers`]: `mspid` / `channel` / `reqid` metadata checks;
+//! - [`mspid`] and [`x509`]: optional verification of the MSP id against the client certificate;
+//! - [`codec`]: the raw-bytes gRPC codec;
+//! - [`grpc`]: the router of the 13 services and the per-call handler;
+//! - [`postgres`]: pool, migrations, state backend, transaction executor with retries;
+//! - [`server`]: assembly, health, reflection, TLS, graceful shutdown;
+//! - [`logging`]: the log subscriber.
+
+pub mod channels;
+pub mod codec;
+pub mod config;
+pub mod grpc;
+pub mod headers;
+pub mod logging;
+pub mod mspid;
+pub mod postgres;
+pub mod server;
+pub mod x509;
+
+pub use config::Config;
+pub use server::{Server, ServerError};

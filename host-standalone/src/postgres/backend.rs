@@ -1,0 +1,160 @@
+//! The committed-state reads of one call, inside that call's database transaction.
+//!
+//! The runtime takes the backend by value and drops it after the call, so the backend only
+//! holds a shared handle to the transaction; the executor takes the transaction back to flush
+//! the writes and commit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use orchestrator_runtime::{BackendError, BoxFuture, StateBackend};
+use sqlx::{Postgres, Transaction};
+use tokio::sync::Mutex;
+
+use orchestrator_runtime::DEFAULT_SCAN_LIMIT;
+
+/// SQLSTATEs after which the whole call may be retried in a new transaction.
+pub(crate) fn is_retryable_code(code: Option<&str>) -> bool {
+    matches!(code, Some("40001" | "40P01"))
+}
+
+/// The first database failure seen during a call (later ones are usually
+/// "current transaction is aborted" and say nothing).
+#[derive(Debug, Clone)]
+pub(crate) struct DbFailure {
+    pub(crate) code: Option<String>,
+    pub(crate) message: String,
+}
+
+impl DbFailure {
+    pub(crate) fn from_sqlx(err: &sqlx::Error) -> Self {
+        Self {
+            code: err
+                .as_database_error()
+                .and_then(|e| e.code())
+                .map(|c| c.into_owned()),
+            message: err.to_string(),
+        }
+    }
+
+    pub(crate) fn retryable(&self) -> bool {
+        is_retryable_code(self.code.as_deref())
+    }
+}
+
+/// The transaction of one call attempt, shared between the backend and the executor.
+#[derive(Debug, Default)]
+pub(crate) struct TxSlot {
+    pub(crate) tx: Option<Transaction<'static, Postgres>>,
+    pub(crate) failure: Option<DbFailure>,
+}
+
+pub(crate) type SharedTx = Arc<Mutex<TxSlot>>;
+
+/// [`StateBackend`] over the `state` table, scoped to one channel.
+pub struct PgBackend {
+    slot: SharedTx,
+    channel: String,
+}
+
+impl PgBackend {
+    pub(crate) fn new(slot: SharedTx, channel: String) -> Self {
+        Self { slot, channel }
+    }
+}
+
+fn closed() -> BackendError {
+    BackendError {
+        message: "the call's database transaction is closed".to_owned(),
+        retryable: false,
+    }
+}
+
+fn record(failure: &mut Option<DbFailure>, err: &sqlx::Error) -> BackendError {
+    let current = DbFailure::from_sqlx(err);
+    let error = BackendError {
+        message: current.message.clone(),
+        retryable: current.retryable(),
+    };
+    if failure.is_none() {
+        *failure = Some(current);
+    }
+    error
+}
+
+impl StateBackend for PgBackend {
+    fn get_many<'a>(
+        &'a mut self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
+        Box::pin(async move {
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut slot = self.slot.lock().await;
+            let TxSlot { tx, failure } = &mut *slot;
+            let tx = tx.as_mut().ok_or_else(closed)?;
+            let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+                "SELECT key, value FROM state WHERE channel = $1 AND key = ANY($2::text[])",
+            )
+            .bind(&self.channel)
+            .bind(keys)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|err| record(failure, &err))?;
+            let mut found: HashMap<String, Vec<u8>> = rows.into_iter().collect();
+            // A key asked twice gets its value twice: clone for all but the last occurrence.
+            let mut remaining: HashMap<&str, usize> = HashMap::new();
+            for key in keys {
+                *remaining.entry(key.as_str()).or_default() += 1;
+            }
+            Ok(keys
+                .iter()
+                .map(|key| {
+                    let left = remaining.entry(key.as_str()).or_default();
+                    *left = left.saturating_sub(1);
+                    if *left == 0 {
+                        found.remove(key)
+                    } else {
+                        found.get(key).cloned()
+                    }
+                })
+                .collect())
+        })
+    }
+
+    fn scan<'a>(
+        &'a mut self,
+        start: &'a str,
+        end: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<(String, Vec<u8>)>, BackendError>> {
+        Box::pin(async move {
+            // The runtime promises start < end and limit >= 1; stay total anyway.
+            let limit = if limit == 0 {
+                DEFAULT_SCAN_LIMIT
+            } else {
+                limit
+            };
+            if end <= start {
+                return Ok(Vec::new());
+            }
+            let mut slot = self.slot.lock().await;
+            let TxSlot { tx, failure } = &mut *slot;
+            let tx = tx.as_mut().ok_or_else(closed)?;
+            let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+                "SELECT key, value FROM state \
+                 WHERE channel = $1 AND key >= $2 AND key < $3 \
+                 ORDER BY key LIMIT $4",
+            )
+            .bind(&self.channel)
+            .bind(start)
+            .bind(end)
+            .bind(i64::from(limit))
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|err| record(failure, &err))?;
+            Ok(rows)
+        })
+    }
+}

@@ -1,0 +1,140 @@
+//! PostgreSQL: connection pool, database creation, embedded migrations, the state backend the
+//! logic reads through, and the per-call transaction executor.
+
+mod backend;
+mod executor;
+
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+pub use backend::PgBackend;
+pub use executor::{Call, CallError, CallOutcome, Executor, TxMode};
+
+/// The schema, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Failure to get a usable database.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The URL cannot be parsed.
+    #[error("invalid database URL: {0}")]
+    Url(#[source] sqlx::Error),
+    /// The server cannot be reached, or refused a statement.
+    #[error("database {action}: {source}")]
+    Database {
+        /// What was being done.
+        action: &'static str,
+        /// Why it failed.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+fn db_error(action: &'static str) -> impl FnOnce(sqlx::Error) -> SetupError {
+    move |source| SetupError::Database { action, source }
+}
+
+/// Quotes an SQL identifier.
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// SQLSTATEs of a lost race between two `CREATE DATABASE` of the same name.
+fn is_duplicate_database(err: &sqlx::Error) -> bool {
+    matches!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("42P04" | "23505")
+    )
+}
+
+/// Creates the database named in `url` if it does not exist, through the server's `postgres`
+/// maintenance database. Returns whether it was created.
+pub async fn create_database_if_missing(url: &str) -> Result<bool, SetupError> {
+    let options = PgConnectOptions::from_str(url).map_err(SetupError::Url)?;
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        // No database in the URL: PostgreSQL uses the user's default one, which must exist.
+        return Ok(false);
+    };
+    if name == "postgres" {
+        return Ok(false);
+    }
+    let mut conn = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .map_err(db_error("connect to the maintenance database"))?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(db_error("look up the database"))?;
+    let mut created = false;
+    if !exists {
+        let statement = format!("CREATE DATABASE {}", quote_identifier(&name));
+        match sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut conn)
+            .await
+        {
+            Ok(_) => created = true,
+            Err(err) if is_duplicate_database(&err) => {}
+            Err(err) => return Err(db_error("create the database")(err)),
+        }
+    }
+    conn.close().await.ok();
+    Ok(created)
+}
+
+/// Drops a database (tests use it to clean up after themselves).
+pub async fn drop_database(url: &str) -> Result<(), SetupError> {
+    let options = PgConnectOptions::from_str(url).map_err(SetupError::Url)?;
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut conn = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .map_err(db_error("connect to the maintenance database"))?;
+    let statement = format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_identifier(&name)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(statement))
+        .execute(&mut conn)
+        .await
+        .map_err(db_error("drop the database"))?;
+    conn.close().await.ok();
+    Ok(())
+}
+
+/// Creates the database if missing, opens the pool and applies the migrations.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, SetupError> {
+    create_database_if_missing(url).await?;
+    let options = PgConnectOptions::from_str(url).map_err(SetupError::Url)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .connect_with(options)
+        .await
+        .map_err(db_error("connect"))?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_identifier("orchestrator"), "\"orchestrator\"");
+        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
+    }
+}

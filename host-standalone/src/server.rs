@@ -1,0 +1,294 @@
+//! Assembly: configuration → channel config, logic runtime, database, TLS → a bound gRPC
+//! server with health and reflection, shut down gracefully on SIGTERM or SIGINT.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use orchestrator_runtime::{Runtime, RuntimeConfig, RuntimeError};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::channels::{self, ChannelConfig};
+use crate::config::Config;
+use crate::grpc::{self, Handler};
+use crate::mspid::{self, ClientCas, MspVerifier};
+use crate::postgres::{self, Executor};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Channel configuration.
+    #[error(transparent)]
+    Channels(#[from] channels::LoadError),
+    /// The logic component.
+    #[error("cannot load the logic component: {0:?}")]
+    Runtime(RuntimeError),
+    /// The database.
+    #[error(transparent)]
+    Database(#[from] postgres::SetupError),
+    /// The client CA directory.
+    #[error(transparent)]
+    ClientCas(#[from] mspid::LoadError),
+    /// TLS settings.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// The descriptor set of the API.
+    #[error(transparent)]
+    Descriptor(#[from] grpc::DescriptorError),
+    /// Reflection service.
+    #[error("reflection service: {0}")]
+    Reflection(String),
+    /// The listen socket.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The transport failed while serving.
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+fn read_file(path: &Option<PathBuf>, what: &str) -> Result<Vec<u8>, ServerError> {
+    let path = path
+        .as_ref()
+        .ok_or_else(|| ServerError::Tls(format!("{what} is required")))?;
+    std::fs::read(path).map_err(|err| ServerError::Tls(format!("{}: {err}", path.display())))
+}
+
+/// Loads the logic component: the file of `ORCHESTRATOR_LOGIC`, else the embedded one.
+pub fn load_runtime(config: &Config) -> Result<Runtime, ServerError> {
+    let defaults = RuntimeConfig::default();
+    let runtime_config = RuntimeConfig {
+        fuel_per_call: config.fuel_per_call.unwrap_or(defaults.fuel_per_call),
+        cache_dir: if config.component_cache.as_os_str().is_empty() {
+            None
+        } else {
+            Some(config.component_cache.clone())
+        },
+        ..defaults
+    };
+    let load = |runtime_config: RuntimeConfig| match &config.logic {
+        Some(path) => Runtime::from_path(runtime_config, path),
+        None => Runtime::new(runtime_config, orchestrator_logic_component::COMPONENT),
+    };
+    match load(runtime_config.clone()) {
+        // An unusable cache directory (read-only working directory, ...) only costs start-up time.
+        Err(RuntimeError::Cache(err)) => {
+            tracing::warn!(
+                dir = %config.component_cache.display(),
+                error = %err,
+                "component cache unusable: running without it"
+            );
+            load(RuntimeConfig {
+                cache_dir: None,
+                ..runtime_config
+            })
+            .map_err(ServerError::Runtime)
+        }
+        other => other.map_err(ServerError::Runtime),
+    }
+}
+
+fn tls_config(config: &Config, cas: Option<&ClientCas>) -> Result<ServerTlsConfig, ServerError> {
+    let cert = read_file(&config.tls_cert_path, "ORCHESTRATOR_TLS_CERT_PATH")?;
+    let key = read_file(&config.tls_key_path, "ORCHESTRATOR_TLS_KEY_PATH")?;
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if config.mtls_enabled {
+        let mut roots = read_file(
+            &config.tls_server_ca_cert,
+            "ORCHESTRATOR_TLS_SERVER_CA_CERT",
+        )?;
+        roots.push(b'\n');
+        if let Some(cas) = cas {
+            roots.extend_from_slice(&cas.pem);
+        }
+        tls = tls.client_ca_root(Certificate::from_pem(roots));
+    }
+    Ok(tls)
+}
+
+/// A server bound to its address, ready to serve.
+pub struct Server {
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    pool: PgPool,
+    tls: Option<ServerTlsConfig>,
+    health: HealthReporter,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.listener.local_addr().ok())
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Loads everything the configuration names, prepares the database and binds the socket.
+    pub async fn bind(config: &Config) -> Result<Self, ServerError> {
+        let (channels, origin) = ChannelConfig::resolve(config.channel_config.as_deref())?;
+        tracing::info!(config = %origin, channels = ?channels.channels(), "channel configuration loaded");
+
+        let runtime = load_runtime(config)?;
+        let info = runtime.info();
+        tracing::info!(
+            sha256 = %info.sha256,
+            version = %info.version,
+            methods = info.methods.len(),
+            "logic component loaded"
+        );
+
+        let cas = match &config.tls_client_ca_cert_dir {
+            Some(dir) if config.mtls_enabled || config.verify_client_msp_id => {
+                Some(ClientCas::load(dir)?)
+            }
+            _ => None,
+        };
+        let tls = if config.tls_enabled {
+            Some(tls_config(config, cas.as_ref())?)
+        } else {
+            None
+        };
+        let verifier = config
+            .verify_client_msp_id
+            .then(|| MspVerifier::new(cas.clone().unwrap_or_default()));
+
+        let pool = postgres::connect(&config.database_url, config.database_max_connections).await?;
+        tracing::info!("database ready");
+
+        let declared = grpc::declared_methods(orchestrator_proto::FILE_DESCRIPTOR_SET)?;
+        let handler = Arc::new(Handler::new(
+            runtime,
+            channels,
+            verifier,
+            Executor::new(pool.clone(), config.tx_retry_budget),
+            declared,
+            config.grpc_max_message_bytes,
+        ));
+
+        let listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: config.grpc_addr,
+                source,
+            })?;
+        let (health, _) = tonic_health::server::health_reporter();
+        Ok(Self {
+            listener,
+            handler,
+            pool,
+            tls,
+            health,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// The database pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown` completes, then drains the calls in flight.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let Self {
+            listener,
+            handler,
+            pool,
+            tls,
+            health,
+        } = self;
+        let addr = listener
+            .local_addr()
+            .map_or_else(|err| err.to_string(), |addr| addr.to_string());
+
+        let health_service = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(health.clone()),
+        );
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(orchestrator_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|err| ServerError::Reflection(err.to_string()))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(orchestrator_proto::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|err| ServerError::Reflection(err.to_string()))?;
+
+        let tls_enabled = tls.is_some();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let router = builder
+            .add_routes(grpc::routes(&handler))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+
+        let reporter = health.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining calls in flight");
+            reporter
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+        };
+        tracing::info!(addr = %addr, tls = tls_enabled, "serving gRPC");
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let served = router.serve_with_incoming_shutdown(incoming, signal).await;
+        pool.close().await;
+        tracing::info!("stopped");
+        served.map_err(ServerError::from)
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// Runs the server of `config` until SIGTERM or SIGINT.
+pub async fn run(config: &Config) -> Result<(), ServerError> {
+    let server = Server::bind(config).await?;
+    server.serve(shutdown_signal()).await
+}

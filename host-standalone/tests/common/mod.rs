@@ -1,0 +1,228 @@
+//! Test harness: a fresh PostgreSQL database per server, the real server in-process on an
+//! ephemeral port, and gRPC clients that carry (or deliberately omit) the headers.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use orchestrator_host_standalone::codec::RawCodec;
+use orchestrator_host_standalone::{Config, Server, postgres};
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+/// PostgreSQL server of the tests (trust authentication).
+pub const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// Channel configuration of the tests: mychannel has MyOrg1MSP, MyOrg2MSP and Org3MSP..Org8MSP;
+/// yourchannel has MyOrg1MSP only.
+pub fn channel_config_path() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/channels.yaml"))
+}
+
+/// The configuration of a test server on database `db_url`.
+pub fn test_config(db_url: &str) -> Config {
+    let mut config = Config::defaults();
+    config.database_url = db_url.to_owned();
+    config.channel_config = Some(channel_config_path());
+    config.grpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.component_cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
+    config.database_max_connections = 8;
+    config
+}
+
+/// One row of the `events` table.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventRow {
+    pub position: i64,
+    pub channel: String,
+    pub event_id: String,
+    pub payload: Vec<u8>,
+}
+
+/// A running server on its own database.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub db_url: String,
+    /// A pool of the test's own, to inspect the database.
+    pub pool: PgPool,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), orchestrator_host_standalone::ServerError>>>,
+}
+
+impl TestServer {
+    /// Starts a server with the test configuration.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server with the test configuration, adjusted by `adjust`.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let name = format!("orch_test_{}", uuid::Uuid::new_v4().simple());
+        let db_url = format!("{PG_SERVER}/{name}");
+        let mut config = test_config(&db_url);
+        adjust(&mut config);
+        // TEST_LOG=<filter> shows the server's logs (text) in the test output.
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let mut log_config = config.clone();
+            log_config.log_level = filter;
+            log_config.log_format = orchestrator_host_standalone::config::LogFormat::Text;
+            orchestrator_host_standalone::logging::init(&log_config);
+        }
+        let server = Server::bind(&config).await.expect("server starts");
+        let addr = server.local_addr().expect("bound address");
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&db_url)
+            .await
+            .expect("test pool");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async move {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            db_url,
+            pool,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// A channel without any header.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// A channel whose every request carries `mspid` and `channel`.
+    pub async fn client(
+        &self,
+        msp_id: &str,
+        channel: &str,
+    ) -> InterceptedService<Channel, Headers> {
+        InterceptedService::new(
+            self.channel().await,
+            Headers::new(&[("mspid", msp_id), ("channel", channel)]),
+        )
+    }
+
+    /// Sends `body` as is to `path` with exactly the given headers (repeats allowed).
+    pub async fn raw_call(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Result<Bytes, Status> {
+        let mut grpc = tonic::client::Grpc::new(self.channel().await);
+        grpc.ready().await.expect("ready");
+        let mut request = Request::new(body);
+        append_headers(request.metadata_mut(), headers);
+        let path = http::uri::PathAndQuery::try_from(path).expect("path");
+        grpc.unary(request, path, RawCodec)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Every row of `events`, by position.
+    pub async fn events(&self) -> Vec<EventRow> {
+        sqlx::query_as("SELECT position, channel, event_id, payload FROM events ORDER BY position")
+            .fetch_all(&self.pool)
+            .await
+            .expect("events")
+    }
+
+    /// Number of rows of `state`.
+    pub async fn state_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM state")
+            .fetch_one(&self.pool)
+            .await
+            .expect("state count")
+    }
+
+    /// Stops the server (graceful) and drops its database.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let stopped = tokio::time::timeout(Duration::from_secs(10), task).await;
+            assert!(
+                matches!(stopped, Ok(Ok(Ok(())))),
+                "server stopped cleanly: {stopped:?}"
+            );
+        }
+        self.pool.close().await;
+        postgres::drop_database(&self.db_url)
+            .await
+            .expect("drop database");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        // A test that panicked before `stop`: stop the server and drop the database anyway.
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+            if let Some(task) = self.task.take() {
+                task.abort();
+            }
+            let url = self.db_url.clone();
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    let _ = rt.block_on(postgres::drop_database(&url));
+                }
+            })
+            .join();
+        }
+    }
+}
+
+fn append_headers(metadata: &mut MetadataMap, headers: &[(&str, &str)]) {
+    for (name, value) in headers {
+        let key = tonic::metadata::AsciiMetadataKey::from_bytes(name.as_bytes()).expect("key");
+        metadata.append(key, AsciiMetadataValue::try_from(*value).expect("value"));
+    }
+}
+
+/// Adds fixed headers to every request.
+#[derive(Clone, Debug)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    pub fn new(headers: &[(&str, &str)]) -> Self {
+        Self(
+            headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+}
+
+impl Interceptor for Headers {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let pairs: Vec<(&str, &str)> = self
+            .0
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        append_headers(request.metadata_mut(), &pairs);
+        Ok(request)
+    }
+}

@@ -1,0 +1,595 @@
+//! The real server over gRPC against the real PostgreSQL (one fresh database per test).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::TestServer;
+use orchestrator_proto::info_service_client::InfoServiceClient;
+use orchestrator_proto::organization_service_client::OrganizationServiceClient;
+use orchestrator_proto::{
+    Event, GetAllOrganizationsParam, QueryVersionParam, RegisterOrganizationParam,
+};
+use prost::Message as _;
+use tonic::Code;
+
+const REGISTER_ORG: &str = "/orchestrator.OrganizationService/RegisterOrganization";
+const QUERY_VERSION: &str = "/orchestrator.InfoService/QueryVersion";
+
+fn empty_register() -> Vec<u8> {
+    RegisterOrganizationParam {
+        address: String::new(),
+    }
+    .encode_to_vec()
+}
+
+async fn expect_status(
+    server: &TestServer,
+    path: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+    code: Code,
+    message: &str,
+) {
+    let status = server
+        .raw_call(path, body, headers)
+        .await
+        .expect_err("the call must fail");
+    assert_eq!(
+        (status.code(), status.message()),
+        (code, message),
+        "headers {headers:?}"
+    );
+}
+
+#[tokio::test]
+async fn header_checks() {
+    let server = TestServer::start().await;
+    let mspid = "OE0003: missing or invalid header 'mspid'";
+    let channel = "missing or invalid header 'channel'";
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Code, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            vec![("channel", "mychannel")],
+            Code::FailedPrecondition,
+            mspid,
+        ),
+        (
+            vec![
+                ("mspid", "MyOrg1MSP"),
+                ("mspid", "MyOrg1MSP"),
+                ("channel", "mychannel"),
+            ],
+            Code::FailedPrecondition,
+            mspid,
+        ),
+        (vec![("mspid", "MyOrg1MSP")], Code::Unknown, channel),
+        (
+            vec![
+                ("mspid", "MyOrg1MSP"),
+                ("channel", "mychannel"),
+                ("channel", "mychannel"),
+            ],
+            Code::Unknown,
+            channel,
+        ),
+        (
+            vec![("mspid", "NobodyMSP"), ("channel", "mychannel")],
+            Code::Unknown,
+            "organization \"NobodyMSP\" is unknown",
+        ),
+        (
+            vec![("mspid", "MyOrg2MSP"), ("channel", "yourchannel")],
+            Code::Unknown,
+            "organization \"MyOrg2MSP\" has not access to channel \"yourchannel\"",
+        ),
+        (
+            vec![("mspid", "MyOrg1MSP"), ("channel", "nochannel")],
+            Code::Unknown,
+            "organization \"MyOrg1MSP\" has not access to channel \"nochannel\"",
+        ),
+    ];
+    for (headers, code, message) in &cases {
+        // Both a read and a write: refused before any logic or transaction.
+        expect_status(&server, QUERY_VERSION, Vec::new(), headers, *code, message).await;
+        expect_status(
+            &server,
+            REGISTER_ORG,
+            empty_register(),
+            headers,
+            *code,
+            message,
+        )
+        .await;
+    }
+    assert_eq!(server.state_rows().await, 0);
+    assert!(server.events().await.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_protobuf_is_internal_and_writes_nothing() {
+    let server = TestServer::start().await;
+    let headers = [("mspid", "MyOrg1MSP"), ("channel", "mychannel")];
+    // Field 1 (string) announcing 100 bytes that never come; then a bare invalid tag.
+    for garbage in [
+        vec![0x0A, 100, b'x'],
+        vec![0xFF, 0xFF, 0xFF, 0xFF],
+        vec![0x00],
+    ] {
+        let status = server
+            .raw_call(REGISTER_ORG, garbage.clone(), &headers)
+            .await
+            .expect_err("garbage must be refused");
+        assert_eq!(status.code(), Code::Internal, "{garbage:?}: {status:?}");
+    }
+    assert_eq!(server.state_rows().await, 0);
+    assert!(server.events().await.is_empty());
+    // The server keeps serving.
+    server
+        .raw_call(QUERY_VERSION, Vec::new(), &headers)
+        .await
+        .expect("still serving");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversize_message_is_resource_exhausted() {
+    let server = TestServer::start_with(|config| config.grpc_max_message_bytes = 16 * 1024).await;
+    let headers = [("mspid", "MyOrg1MSP"), ("channel", "mychannel")];
+    let big = RegisterOrganizationParam {
+        address: "x".repeat(32 * 1024),
+    }
+    .encode_to_vec();
+    let status = server
+        .raw_call(REGISTER_ORG, big, &headers)
+        .await
+        .expect_err("too big");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(server.state_rows().await, 0);
+    assert!(server.events().await.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_reflection_need_no_headers() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let server = TestServer::start().await;
+    let mut health = HealthClient::new(server.channel().await);
+    let response = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health check")
+        .into_inner();
+    assert_eq!(response.status, ServingStatus::Serving as i32);
+
+    let mut reflection = ServerReflectionClient::new(server.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("reflection stream")
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .expect("reflection answer")
+        .expect("one message");
+    let Some(MessageResponse::ListServicesResponse(list)) = first.message_response else {
+        panic!("unexpected reflection answer {first:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in orchestrator_host_standalone::grpc::SERVICES {
+        assert!(
+            names.iter().any(|n| n == service),
+            "{service} not in {names:?}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn query_version() {
+    let server = TestServer::start().await;
+    let mut info = InfoServiceClient::new(server.client("MyOrg2MSP", "mychannel").await);
+    let version = info
+        .query_version(QueryVersionParam {})
+        .await
+        .expect("QueryVersion")
+        .into_inner();
+    assert!(!version.orchestrator.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_and_unwritten_methods_are_unimplemented() {
+    let server = TestServer::start().await;
+    let headers = [("mspid", "MyOrg1MSP"), ("channel", "mychannel")];
+    // Not in the API: grpc-go's standard answer, headers or not.
+    let status = server
+        .raw_call(
+            "/orchestrator.InfoService/NoSuchMethod",
+            Vec::new(),
+            &headers,
+        )
+        .await
+        .expect_err("unknown method");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "unknown method NoSuchMethod for service orchestrator.InfoService"
+    );
+    let status = server
+        .raw_call("/orchestrator.NoSuchService/Get", Vec::new(), &[])
+        .await
+        .expect_err("unknown service");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+
+    // In the API, logic not written yet: OE0010 from the component.
+    let status = server
+        .raw_call(
+            "/orchestrator.ComputePlanService/GetPlan",
+            Vec::new(),
+            &headers,
+        )
+        .await
+        .expect_err("not written yet");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    assert!(status.message().starts_with("OE0010: "), "{status:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn subscribe_to_events_is_unimplemented_for_now() {
+    use orchestrator_proto::SubscribeToEventsParam;
+    use orchestrator_proto::event_service_client::EventServiceClient;
+
+    let server = TestServer::start().await;
+    let mut events = EventServiceClient::new(server.client("MyOrg1MSP", "mychannel").await);
+    let status = events
+        .subscribe_to_events(SubscribeToEventsParam {
+            start_event_id: String::new(),
+        })
+        .await
+        .expect_err("not implemented yet");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    assert!(
+        status.message().starts_with("OE0010: ")
+            && status.message().ends_with("not implemented yet"),
+        "{status:?}"
+    );
+
+    // Streams have no error mapper: header refusals are UNKNOWN with the error text.
+    let mut headerless = EventServiceClient::new(server.channel().await);
+    let status = headerless
+        .subscribe_to_events(SubscribeToEventsParam {
+            start_event_id: String::new(),
+        })
+        .await
+        .expect_err("no headers");
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::Unknown, "OE0003: missing or invalid header 'mspid'")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn register_organization_writes_state_and_events_in_one_transaction() {
+    let server = TestServer::start().await;
+    let mut org1 = OrganizationServiceClient::new(server.client("MyOrg1MSP", "mychannel").await);
+
+    let registered = org1
+        .register_organization(RegisterOrganizationParam {
+            address: String::new(),
+        })
+        .await
+        .expect("RegisterOrganization")
+        .into_inner();
+    assert_eq!(registered.id, "MyOrg1MSP");
+
+    let all = org1
+        .get_all_organizations(GetAllOrganizationsParam {})
+        .await
+        .expect("GetAllOrganizations")
+        .into_inner();
+    let ids: Vec<&str> = all.organizations.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(ids, ["MyOrg1MSP"]);
+
+    let events = server.events().await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let row = &events[0];
+    assert_eq!(row.channel, "mychannel");
+    assert!(!row.event_id.is_empty());
+    let event = Event::decode(row.payload.as_slice()).expect("payload is an Event");
+    assert_eq!(event.id, row.event_id);
+
+    // Again: ALREADY_EXISTS, and nothing more written.
+    let status = org1
+        .register_organization(RegisterOrganizationParam {
+            address: String::new(),
+        })
+        .await
+        .expect_err("second registration");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert!(status.message().starts_with("OE0006: "), "{status:?}");
+    assert_eq!(server.events().await.len(), 1);
+
+    // Another organization: a second event at a later position.
+    let mut org2 = OrganizationServiceClient::new(server.client("MyOrg2MSP", "mychannel").await);
+    org2.register_organization(RegisterOrganizationParam {
+        address: String::new(),
+    })
+    .await
+    .expect("second organization");
+    let events = server.events().await;
+    assert_eq!(events.len(), 2);
+    assert!(events[0].position < events[1].position);
+    assert_ne!(events[0].event_id, events[1].event_id);
+    assert!(events.iter().all(|e| e.channel == "mychannel"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn channels_are_independent() {
+    let server = TestServer::start().await;
+    let mut mine = OrganizationServiceClient::new(server.client("MyOrg1MSP", "mychannel").await);
+    let mut yours = OrganizationServiceClient::new(server.client("MyOrg1MSP", "yourchannel").await);
+    mine.register_organization(RegisterOrganizationParam {
+        address: String::new(),
+    })
+    .await
+    .expect("on mychannel");
+    // Not visible on yourchannel, and registrable there too.
+    let on_yours = yours
+        .get_all_organizations(GetAllOrganizationsParam {})
+        .await
+        .expect("GetAllOrganizations")
+        .into_inner();
+    assert!(on_yours.organizations.is_empty());
+    yours
+        .register_organization(RegisterOrganizationParam {
+            address: String::new(),
+        })
+        .await
+        .expect("on yourchannel");
+    let on_yours = yours
+        .get_all_organizations(GetAllOrganizationsParam {})
+        .await
+        .expect("GetAllOrganizations")
+        .into_inner();
+    assert_eq!(on_yours.organizations.len(), 1);
+
+    let channels: Vec<String> = server
+        .events()
+        .await
+        .into_iter()
+        .map(|e| e.channel)
+        .collect();
+    assert_eq!(channels, ["mychannel", "yourchannel"]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_all_succeed() {
+    let server = TestServer::start_with(|config| {
+        config.tx_retry_budget = std::time::Duration::from_secs(20);
+    })
+    .await;
+    let orgs = [
+        "MyOrg1MSP",
+        "MyOrg2MSP",
+        "Org3MSP",
+        "Org4MSP",
+        "Org5MSP",
+        "Org6MSP",
+        "Org7MSP",
+        "Org8MSP",
+    ];
+    let mut tasks = Vec::new();
+    for org in orgs {
+        let mut client = OrganizationServiceClient::new(server.client(org, "mychannel").await);
+        tasks.push(tokio::spawn(async move {
+            client
+                .register_organization(RegisterOrganizationParam {
+                    address: String::new(),
+                })
+                .await
+        }));
+    }
+    for (org, task) in orgs.iter().zip(tasks) {
+        let registered = task.await.expect("task").expect("registered");
+        assert_eq!(registered.into_inner().id, *org);
+    }
+    let mut client = OrganizationServiceClient::new(server.client("MyOrg1MSP", "mychannel").await);
+    let all = client
+        .get_all_organizations(GetAllOrganizationsParam {})
+        .await
+        .expect("GetAllOrganizations")
+        .into_inner();
+    assert_eq!(all.organizations.len(), orgs.len());
+    let events = server.events().await;
+    assert_eq!(events.len(), orgs.len());
+    server.stop().await;
+}
+
+/// Makes the server's next RegisterOrganization of MyOrg1MSP on mychannel hit a serialization
+/// failure: another transaction inserts the same state key, the call's upsert waits for it, and
+/// that transaction commits after the call's snapshot was taken. Returns the call's outcome.
+async fn register_against_concurrent_insert(
+    server: &TestServer,
+) -> Result<orchestrator_proto::Organization, tonic::Status> {
+    // Learn the organization's state key from another channel (no key layout assumed here).
+    let mut yours = OrganizationServiceClient::new(server.client("MyOrg1MSP", "yourchannel").await);
+    yours
+        .register_organization(RegisterOrganizationParam {
+            address: String::new(),
+        })
+        .await
+        .expect("on yourchannel");
+    let (key, value): (String, Vec<u8>) =
+        sqlx::query_as("SELECT key, value FROM state WHERE channel = 'yourchannel'")
+            .fetch_one(&server.pool)
+            .await
+            .expect("the organization's state row");
+
+    let mut blocker = server.pool.begin().await.expect("blocker transaction");
+    sqlx::query("INSERT INTO state (channel, key, value) VALUES ('mychannel', $1, $2)")
+        .bind(&key)
+        .bind(&value)
+        .execute(&mut *blocker)
+        .await
+        .expect("blocker insert");
+
+    let mut mine = OrganizationServiceClient::new(server.client("MyOrg1MSP", "mychannel").await);
+    let call = tokio::spawn(async move {
+        mine.register_organization(RegisterOrganizationParam {
+            address: String::new(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+    });
+
+    // Wait until the call's transaction waits on the blocker's row lock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&server.pool)
+        .await
+        .expect("pg_stat_activity");
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never waited on the lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    blocker.commit().await.expect("blocker commit");
+    call.await.expect("call task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serialization_failure_is_retried() {
+    let server = TestServer::start().await;
+    let outcome = register_against_concurrent_insert(&server).await;
+    // The first attempt failed with 40001; the retry saw the committed row.
+    let status = outcome.expect_err("the retry sees the organization");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    // Only the yourchannel registration emitted an event.
+    let channels: Vec<String> = server
+        .events()
+        .await
+        .into_iter()
+        .map(|e| e.channel)
+        .collect();
+    assert_eq!(channels, ["yourchannel"]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serialization_failure_past_the_budget_is_unknown() {
+    let server =
+        TestServer::start_with(|config| config.tx_retry_budget = std::time::Duration::ZERO).await;
+    let outcome = register_against_concurrent_insert(&server).await;
+    let status = outcome.expect_err("no retry left");
+    assert_eq!(status.code(), Code::Unknown, "{status:?}");
+    assert!(
+        status.message().contains("could not serialize access"),
+        "{status:?}"
+    );
+    let channels: Vec<String> = server
+        .events()
+        .await
+        .into_iter()
+        .map(|e| e.channel)
+        .collect();
+    assert_eq!(channels, ["yourchannel"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn events_of_one_call_keep_emission_order() {
+    use orchestrator_proto::data_manager_service_client::DataManagerServiceClient;
+    use orchestrator_proto::data_sample_service_client::DataSampleServiceClient;
+    use orchestrator_proto::{
+        Addressable, NewDataManager, NewDataSample, NewPermissions, RegisterDataSamplesParam,
+    };
+
+    let server = TestServer::start().await;
+    let client = server.client("MyOrg1MSP", "mychannel").await;
+    OrganizationServiceClient::new(client.clone())
+        .register_organization(RegisterOrganizationParam {
+            address: String::new(),
+        })
+        .await
+        .expect("organization");
+    let addressable = || Addressable {
+        checksum: "a".repeat(64),
+        storage_address: "https://example.org/file".to_owned(),
+    };
+    let permissions = || NewPermissions {
+        public: true,
+        authorized_ids: Vec::new(),
+    };
+    let dm_key = uuid::Uuid::new_v4().to_string();
+    DataManagerServiceClient::new(client.clone())
+        .register_data_manager(NewDataManager {
+            key: dm_key.clone(),
+            name: "dm".to_owned(),
+            new_permissions: Some(permissions()),
+            description: Some(addressable()),
+            opener: Some(addressable()),
+            logs_permission: Some(permissions()),
+            ..Default::default()
+        })
+        .await
+        .expect("data manager");
+
+    let sample_keys: Vec<String> = (0..5).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    DataSampleServiceClient::new(client)
+        .register_data_samples(RegisterDataSamplesParam {
+            samples: sample_keys
+                .iter()
+                .map(|key| NewDataSample {
+                    key: key.clone(),
+                    data_manager_keys: vec![dm_key.clone()],
+                    checksum: "b".repeat(64),
+                    ..Default::default()
+                })
+                .collect(),
+        })
+        .await
+        .expect("data samples");
+
+    let events = server.events().await;
+    let asset_keys: Vec<String> = events
+        .iter()
+        .map(|row| {
+            Event::decode(row.payload.as_slice())
+                .expect("Event")
+                .asset_key
+        })
+        .collect();
+    // organization, data manager, then the samples in request (emission) order.
+    assert_eq!(asset_keys.len(), 2 + sample_keys.len(), "{asset_keys:?}");
+    assert_eq!(asset_keys[2..], sample_keys[..]);
+    assert!(events.windows(2).all(|w| w[0].position < w[1].position));
+    server.stop().await;
+}
