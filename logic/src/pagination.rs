@@ -109,37 +109,6 @@ pub fn paginate_vec<T>(items: Vec<T>, token: &str, page_size: u32) -> Result<(Ve
     Ok((page, next))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens() {
-        assert_eq!(parse_token(""), Ok(PageStart::Offset(0)));
-        assert_eq!(parse_token("12"), Ok(PageStart::Offset(12)));
-        assert_eq!(parse_token("k:abc/d"), Ok(PageStart::Cursor("abc/d".into())));
-        assert!(parse_token("-1").is_err());
-        assert!(parse_token("x").is_err());
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(effective_page_size(0), 50);
-        assert_eq!(effective_page_size(7), 7);
-        assert_eq!(effective_page_size(u32::MAX), MAX_PAGE_SIZE);
-    }
-
-    #[test]
-    fn vec_pages() {
-        let (p, next) = paginate_vec((0..5).collect(), "", 2).expect("page");
-        assert_eq!((p, next.as_str()), (vec![0, 1], "2"));
-        let (p, next) = paginate_vec((0..5).collect(), "4", 2).expect("page");
-        assert_eq!((p, next.as_str()), (vec![4], ""));
-        let (p, next) = paginate_vec((0..4).collect(), "2", 2).expect("page");
-        assert_eq!((p, next.as_str()), (vec![2, 3], ""));
-    }
-}
-
 /// One page of records through a secondary index: scan `index_prefix`, whose keys end with the
 /// asset key, then load the records in one state call.
 pub fn query_index<M: prost::Message + Default>(
@@ -177,5 +146,36 @@ pub fn scan_all_keys(tx: &mut Tx<'_>, prefix: &str) -> Result<Vec<String>> {
             Some(next) => cursor = Some(next),
             None => return Ok(keys),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens() {
+        assert_eq!(parse_token(""), Ok(PageStart::Offset(0)));
+        assert_eq!(parse_token("12"), Ok(PageStart::Offset(12)));
+        assert_eq!(parse_token("k:abc/d"), Ok(PageStart::Cursor("abc/d".into())));
+        assert!(parse_token("-1").is_err());
+        assert!(parse_token("x").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(effective_page_size(0), 50);
+        assert_eq!(effective_page_size(7), 7);
+        assert_eq!(effective_page_size(u32::MAX), MAX_PAGE_SIZE);
+    }
+
+    #[test]
+    fn vec_pages() {
+        let (p, next) = paginate_vec((0..5).collect(), "", 2).expect("page");
+        assert_eq!((p, next.as_str()), (vec![0, 1], "2"));
+        let (p, next) = paginate_vec((0..5).collect(), "4", 2).expect("page");
+        assert_eq!((p, next.as_str()), (vec![4], ""));
+        let (p, next) = paginate_vec((0..4).collect(), "2", 2).expect("page");
+        assert_eq!((p, next.as_str()), (vec![2, 3], ""));
     }
 }
