@@ -1,0 +1,112 @@
+//! A `Driver` for the logic's scenarios that runs every call on the compiled component over
+//! in-memory state (shared by the component scenario tests and the logic benchmark).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use orchestrator_logic::testing::Driver;
+use orchestrator_logic::{ErrorKind, OrcError};
+use orchestrator_proto::Event;
+use orchestrator_runtime::{Context, MemoryBackend, Runtime, RuntimeConfig, RuntimeError};
+use prost::Message;
+
+fn runtime() -> Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let config = RuntimeConfig { cache_dir: Some(cache_dir()), ..RuntimeConfig::default() };
+            Runtime::new(config, orchestrator_logic_component::COMPONENT).expect("load the component")
+        })
+        .clone()
+}
+
+/// Precompiled components are shared by every test binary of the build.
+fn cache_dir() -> std::path::PathBuf {
+    option_env!("CARGO_TARGET_TMPDIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("component-cache")
+}
+
+/// Runs calls on the component over in-memory state, committing on success.
+pub struct ComponentDriver {
+    runtime: Runtime,
+    tokio: tokio::runtime::Runtime,
+    channels: BTreeMap<String, MemoryBackend>,
+    events: Vec<Event>,
+    calls: u64,
+    clock_micros: i64,
+}
+
+impl ComponentDriver {
+    pub fn new() -> Self {
+        ComponentDriver {
+            runtime: runtime(),
+            tokio: tokio::runtime::Builder::new_current_thread().build().expect("tokio"),
+            channels: BTreeMap::new(),
+            events: Vec::new(),
+            calls: 0,
+            clock_micros: 1_700_000_000_000_000,
+        }
+    }
+}
+
+fn logic_kind(kind: orchestrator_runtime::ErrorKind) -> ErrorKind {
+    use orchestrator_runtime::ErrorKind as R;
+    match kind {
+        R::NotFound => ErrorKind::NotFound,
+        R::BadRequest => ErrorKind::BadRequest,
+        R::Conflict => ErrorKind::Conflict,
+        R::Internal => ErrorKind::Internal,
+        R::Unimplemented => ErrorKind::Unimplemented,
+        R::InvalidAsset => ErrorKind::InvalidAsset,
+        R::PermissionDenied => ErrorKind::PermissionDenied,
+        R::IncompatibleTaskStatus => ErrorKind::IncompatibleTaskStatus,
+        R::CannotDisableModel => ErrorKind::CannotDisableModel,
+        R::MissingTaskOutput => ErrorKind::MissingTaskOutput,
+        R::IncompatibleKind => ErrorKind::IncompatibleKind,
+        R::CannotDisableOutput => ErrorKind::CannotDisableOutput,
+        R::TerminatedComputePlan => ErrorKind::TerminatedComputePlan,
+        R::TerminatedComputeTask => ErrorKind::TerminatedComputeTask,
+        R::Unknown => ErrorKind::Unknown,
+        R::MalformedRequest => ErrorKind::MalformedRequest,
+    }
+}
+
+impl Driver for ComponentDriver {
+    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError> {
+        self.calls += 1;
+        self.clock_micros += 1_000;
+        let ctx = Context {
+            msp_id: msp.to_owned(),
+            channel: channel.to_owned(),
+            tx_id: format!("component-tx-{}", self.calls),
+            tx_time_micros: self.clock_micros,
+        };
+        // A method the component does not export never reaches it in a host (the gRPC layer
+        // answers UNIMPLEMENTED); the native dispatcher does the same.
+        if self.runtime.is_read_only(method).is_none() {
+            return Err(OrcError::unimplemented(format!("unknown method {method:?}")));
+        }
+        let backend = self.channels.entry(channel.to_owned()).or_default();
+        let invocation = self
+            .tokio
+            .block_on(self.runtime.invoke(&ctx, method, request, backend.boxed()))
+            .map_err(|e: RuntimeError| OrcError::internal(format!("runtime: {e}")))?;
+        let response = invocation
+            .result
+            .map_err(|e| OrcError { kind: logic_kind(e.kind), message: e.message })?;
+        backend.apply(&invocation.writes);
+        for bytes in invocation.events {
+            self.events.push(Event::decode(bytes.as_slice()).map_err(|e| OrcError::internal(e.to_string()))?);
+        }
+        Ok(response)
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.events.clone()
+    }
+}
+
