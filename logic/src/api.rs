@@ -5,7 +5,7 @@ use prost::Message;
 use crate::error::{OrcError, Result};
 use crate::host::Host;
 use crate::tx::{Context, Tx};
-use crate::{datamanager, datasample, dataset, function, info, organization};
+use crate::{computeplan, computetask, datamanager, datasample, dataset, function, info, organization};
 
 type Handler = fn(&mut Tx<'_>, &[u8]) -> Result<Vec<u8>>;
 
@@ -45,16 +45,16 @@ const RW: bool = false;
 pub static METHODS: &[Method] = &[
     rpc!("orchestrator.OrganizationService/RegisterOrganization", RW, organization::register),
     rpc!("orchestrator.OrganizationService/GetAllOrganizations", RO, organization::get_all),
-    rpc!("orchestrator.ComputePlanService/RegisterPlan", RW),
-    rpc!("orchestrator.ComputePlanService/GetPlan", RO),
-    rpc!("orchestrator.ComputePlanService/ApplyPlanAction", RW),
-    rpc!("orchestrator.ComputePlanService/QueryPlans", RO),
-    rpc!("orchestrator.ComputePlanService/UpdatePlan", RW),
-    rpc!("orchestrator.ComputePlanService/IsPlanRunning", RO),
-    rpc!("orchestrator.ComputeTaskService/RegisterTasks", RW),
-    rpc!("orchestrator.ComputeTaskService/QueryTasks", RO),
-    rpc!("orchestrator.ComputeTaskService/GetTask", RO),
-    rpc!("orchestrator.ComputeTaskService/ApplyTaskAction", RW),
+    rpc!("orchestrator.ComputePlanService/RegisterPlan", RW, computeplan::register),
+    rpc!("orchestrator.ComputePlanService/GetPlan", RO, computeplan::get),
+    rpc!("orchestrator.ComputePlanService/ApplyPlanAction", RW, computeplan::apply_action),
+    rpc!("orchestrator.ComputePlanService/QueryPlans", RO, computeplan::query),
+    rpc!("orchestrator.ComputePlanService/UpdatePlan", RW, computeplan::update),
+    rpc!("orchestrator.ComputePlanService/IsPlanRunning", RO, computeplan::is_running),
+    rpc!("orchestrator.ComputeTaskService/RegisterTasks", RW, computetask::register),
+    rpc!("orchestrator.ComputeTaskService/QueryTasks", RO, computetask::query),
+    rpc!("orchestrator.ComputeTaskService/GetTask", RO, computetask::get),
+    rpc!("orchestrator.ComputeTaskService/ApplyTaskAction", RW, computetask::apply_action),
     rpc!("orchestrator.ComputeTaskService/GetTaskInputAssets", RO),
     rpc!("orchestrator.ComputeTaskService/DisableOutput", RW),
     rpc!("orchestrator.DataManagerService/RegisterDataManager", RW, datamanager::register),

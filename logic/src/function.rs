@@ -241,6 +241,7 @@ pub fn transition(tx: &mut Tx<'_>, mut function: Function, to: FunctionStatus, r
         event::Asset::Function(function.clone()),
         metadata,
     );
+    crate::computetask::on_function_status(tx, &function, reason)?;
     Ok(function)
 }
 

@@ -15,6 +15,8 @@ pub mod tx;
 pub mod validation;
 
 // One module per asset.
+pub mod computeplan;
+pub mod computetask;
 pub mod datamanager;
 pub mod datasample;
 pub mod dataset;
