@@ -33,7 +33,6 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn build_component(workspace: &Path, out_dir: &Path, dest: &Path) {
-
     // Escape hatch for packaging: use a component built elsewhere.
     if let Some(prebuilt) = env::var_os("ORCHESTRATOR_PREBUILT_COMPONENT") {
         std::fs::copy(&prebuilt, dest).expect("copy ORCHESTRATOR_PREBUILT_COMPONENT");

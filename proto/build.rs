@@ -40,10 +40,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     for file in &mut reflection.file {
         file.source_code_info = None;
     }
-    fs::write(
-        out_dir.join("orchestrator_descriptor.bin"),
-        reflection.encode_to_vec(),
-    )?;
+    fs::write(out_dir.join("orchestrator_descriptor.bin"), reflection.encode_to_vec())?;
 
     // Code generation. The google/protobuf files stay in the set (prost-build needs them to
     // derive traits); their types map to `prost_types` and produce no module of ours.

@@ -70,10 +70,8 @@ pub struct ChannelConfig {
 impl ChannelConfig {
     /// Parses the YAML text. Unknown top-level keys are ignored, as the reference does.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self, LoadError> {
-        let file: File = serde_yaml::from_str(text).map_err(|source| LoadError::Parse {
-            origin: origin.to_owned(),
-            source,
-        })?;
+        let file: File =
+            serde_yaml::from_str(text).map_err(|source| LoadError::Parse { origin: origin.to_owned(), source })?;
         let mut org_channels: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (channel, orgs) in file.channels {
             for org in orgs.unwrap_or_default() {
@@ -85,10 +83,7 @@ impl ChannelConfig {
 
     /// Reads and parses a file.
     pub fn from_file(path: &Path) -> Result<Self, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
         Self::from_yaml(&text, &path.display().to_string())
     }
 
@@ -116,19 +111,13 @@ impl ChannelConfig {
         match self.org_channels.get(org) {
             None => Err(AccessError::UnknownOrganization(org.to_owned())),
             Some(channels) if channels.contains(channel) => Ok(()),
-            Some(_) => Err(AccessError::NoAccess {
-                org: org.to_owned(),
-                channel: channel.to_owned(),
-            }),
+            Some(_) => Err(AccessError::NoAccess { org: org.to_owned(), channel: channel.to_owned() }),
         }
     }
 
     /// Every channel of the configuration.
     pub fn channels(&self) -> BTreeSet<&str> {
-        self.org_channels
-            .values()
-            .flat_map(|channels| channels.iter().map(String::as_str))
-            .collect()
+        self.org_channels.values().flat_map(|channels| channels.iter().map(String::as_str)).collect()
     }
 }
 
@@ -154,15 +143,11 @@ mod tests {
             "channels:\n  mychannel: [MyOrg1MSP, MyOrg2MSP]\n  yourchannel: [MyOrg1MSP]\nextra: 1\n",
             "test",
         );
-        let Ok(config) = config else {
-            panic!("parse failed")
-        };
+        let Ok(config) = config else { panic!("parse failed") };
         assert_eq!(config.check("MyOrg1MSP", "yourchannel"), Ok(()));
         assert_eq!(config.check("MyOrg2MSP", "mychannel"), Ok(()));
         assert_eq!(
-            config
-                .check("MyOrg2MSP", "yourchannel")
-                .map_err(|e| e.to_string()),
+            config.check("MyOrg2MSP", "yourchannel").map_err(|e| e.to_string()),
             Err("organization \"MyOrg2MSP\" has not access to channel \"yourchannel\"".to_owned())
         );
         assert_eq!(

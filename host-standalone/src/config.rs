@@ -35,11 +35,7 @@ pub struct Config {
     pub database_url: String,
 
     /// Maximum number of pooled PostgreSQL connections.
-    #[arg(
-        long,
-        env = "ORCHESTRATOR_DATABASE_MAX_CONNECTIONS",
-        default_value_t = 16
-    )]
+    #[arg(long, env = "ORCHESTRATOR_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
 
     /// Channel configuration YAML (`channels: {<channel>: [<msp id>, ...]}`). Unset: ./config/channels.yaml
@@ -64,11 +60,7 @@ pub struct Config {
     pub logic: Option<PathBuf>,
 
     /// Directory for precompiled components (keyed by their sha256). Empty: no cache.
-    #[arg(
-        long,
-        env = "ORCHESTRATOR_COMPONENT_CACHE",
-        default_value = "target/component-cache"
-    )]
+    #[arg(long, env = "ORCHESTRATOR_COMPONENT_CACHE", default_value = "target/component-cache")]
     pub component_cache: PathBuf,
 
     /// Fuel (wasm instruction budget) per call. Unset: the runtime's default.
@@ -109,12 +101,7 @@ pub struct Config {
     pub log_level: String,
 
     /// Log format.
-    #[arg(
-        long,
-        env = "ORCHESTRATOR_LOG_FORMAT",
-        value_enum,
-        default_value = "json"
-    )]
+    #[arg(long, env = "ORCHESTRATOR_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
 }
 
@@ -165,17 +152,13 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     }
     let mut total_nanos: f64 = 0.0;
     while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         let (number, after) = rest.split_at(number_len);
         if number.is_empty() || number == "." {
             return Err(invalid());
         }
         let value: f64 = number.parse().map_err(|_| invalid())?;
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
+        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_len);
         let nanos_per_unit = match unit {
             "ns" => 1.0,

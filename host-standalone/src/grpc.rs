@@ -29,8 +29,7 @@ use crate::postgres::{Call, CallError, Executor, TxMode};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// The response stream of a server-streaming call.
-pub type ResponseStream =
-    Pin<Box<dyn tokio_stream::Stream<Item = Result<Vec<u8>, Status>> + Send + 'static>>;
+pub type ResponseStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<Vec<u8>, Status>> + Send + 'static>>;
 
 /// The 13 services of the orchestrator API (protobuf package `orchestrator`).
 pub const SERVICES: [&str; 13] = [
@@ -67,9 +66,7 @@ pub struct DescriptorError(#[from] prost::DecodeError);
 
 /// Every method of the orchestrator services, from the descriptor set:
 /// `orchestrator.<Service>/<Method>` → shape.
-pub fn declared_methods(
-    file_descriptor_set: &[u8],
-) -> Result<BTreeMap<String, MethodShape>, DescriptorError> {
+pub fn declared_methods(file_descriptor_set: &[u8]) -> Result<BTreeMap<String, MethodShape>, DescriptorError> {
     let set = prost_types::FileDescriptorSet::decode(file_descriptor_set)?;
     let mut methods = BTreeMap::new();
     for file in set.file {
@@ -80,18 +77,12 @@ pub fn declared_methods(
                 continue;
             }
             for method in service.method {
-                let shape = match (
-                    method.client_streaming.unwrap_or(false),
-                    method.server_streaming.unwrap_or(false),
-                ) {
+                let shape = match (method.client_streaming.unwrap_or(false), method.server_streaming.unwrap_or(false)) {
                     (false, false) => MethodShape::Unary,
                     (false, true) => MethodShape::ServerStreaming,
                     _ => MethodShape::OtherStreaming,
                 };
-                methods.insert(
-                    format!("{service_name}/{}", method.name.unwrap_or_default()),
-                    shape,
-                );
+                methods.insert(format!("{service_name}/{}", method.name.unwrap_or_default()), shape);
             }
         }
     }
@@ -122,20 +113,14 @@ pub fn logic_code(kind: ErrorKind) -> Code {
 }
 
 fn internal_message(message: &str) -> String {
-    if message.starts_with("OE0007") {
-        message.to_owned()
-    } else {
-        format!("OE0007: {message}")
-    }
+    if message.starts_with("OE0007") { message.to_owned() } else { format!("OE0007: {message}") }
 }
 
 /// The gRPC status of a failed call.
 pub fn call_status(err: &CallError) -> Status {
     match err {
         CallError::Logic(logic) => Status::new(logic_code(logic.kind), logic.message.clone()),
-        CallError::Trap(message) | CallError::Component(message) => {
-            Status::internal(internal_message(message))
-        }
+        CallError::Trap(message) | CallError::Component(message) => Status::internal(internal_message(message)),
         CallError::Database(message) => Status::unknown(message.clone()),
         CallError::InvalidEvent(_) => Status::internal(err.to_string()),
     }
@@ -171,14 +156,7 @@ impl Handler {
         declared: BTreeMap<String, MethodShape>,
         max_message_bytes: usize,
     ) -> Self {
-        Self {
-            runtime,
-            channels,
-            verifier,
-            executor,
-            declared,
-            max_message_bytes,
-        }
+        Self { runtime, channels, verifier, executor, declared, max_message_bytes }
     }
 
     /// The runtime running the logic.
@@ -198,35 +176,19 @@ impl Handler {
         match self.declared.get(&method).copied() {
             Some(MethodShape::Unary) => {
                 let mut grpc = self.grpc();
-                let response = grpc
-                    .unary(
-                        UnaryCall {
-                            handler: self,
-                            method: method.clone(),
-                        },
-                        request,
-                    )
-                    .await;
+                let response = grpc.unary(UnaryCall { handler: self, method: method.clone() }, request).await;
                 size_limit_as_resource_exhausted(&method, response)
             }
             Some(MethodShape::ServerStreaming) => {
                 let mut grpc = self.grpc();
-                let response = grpc
-                    .server_streaming(
-                        StreamCall {
-                            handler: self,
-                            method: method.clone(),
-                        },
-                        request,
-                    )
-                    .await;
+                let response =
+                    grpc.server_streaming(StreamCall { handler: self, method: method.clone() }, request).await;
                 size_limit_as_resource_exhausted(&method, response)
             }
             Some(MethodShape::OtherStreaming) | None => {
                 // grpc-go's answer to a method the server does not know.
                 let (service, name) = method.rsplit_once('/').unwrap_or(("", method.as_str()));
-                let status =
-                    Status::unimplemented(format!("unknown method {name} for service {service}"));
+                let status = Status::unimplemented(format!("unknown method {name} for service {service}"));
                 tracing::info!(
                     method = %method,
                     code = ?status.code(),
@@ -310,9 +272,7 @@ impl Handler {
         log.channel = Some(channel.clone());
 
         let Some(read_only) = self.runtime.is_read_only(method) else {
-            return Err(Status::unimplemented(format!(
-                "OE0010: {method} is not implemented yet"
-            )));
+            return Err(Status::unimplemented(format!("OE0010: {method} is not implemented yet")));
         };
         let body = request.into_inner();
         let call = Call {
@@ -320,11 +280,7 @@ impl Handler {
             channel: &channel,
             method,
             request: &body,
-            mode: if read_only {
-                TxMode::ReadOnly
-            } else {
-                TxMode::ReadWrite
-            },
+            mode: if read_only { TxMode::ReadOnly } else { TxMode::ReadWrite },
         };
         let outcome = self.executor.run(&self.runtime, call).await;
         log.attempts = outcome.attempts;
@@ -369,25 +325,17 @@ impl Handler {
 /// tonic refuses an oversize request with OUT_OF_RANGE; grpc-go (the reference) answers
 /// RESOURCE_EXHAUSTED. No logic error maps to OUT_OF_RANGE, so a trailers-only OUT_OF_RANGE
 /// answer can only be tonic's size limit.
-fn size_limit_as_resource_exhausted(
-    method: &str,
-    response: http::Response<Body>,
-) -> http::Response<Body> {
+fn size_limit_as_resource_exhausted(method: &str, response: http::Response<Body>) -> http::Response<Body> {
     match Status::from_header_map(response.headers()) {
         Some(status) if status.code() == Code::OutOfRange => {
-            let message = format!(
-                "grpc: received message larger than max ({})",
-                status.message()
-            );
+            let message = format!("grpc: received message larger than max ({})", status.message());
             tracing::warn!(
                 method = %method,
                 code = ?Code::ResourceExhausted,
                 error = %message,
                 "call refused"
             );
-            let (parts, ()) = Status::resource_exhausted(message)
-                .into_http::<()>()
-                .into_parts();
+            let (parts, ()) = Status::resource_exhausted(message).into_http::<()>().into_parts();
             http::Response::from_parts(parts, Body::empty())
         }
         _ => response,
@@ -438,9 +386,7 @@ pub struct OrchestratorService<const I: usize> {
 
 impl<const I: usize> Clone for OrchestratorService<I> {
     fn clone(&self) -> Self {
-        Self {
-            handler: Arc::clone(&self.handler),
-        }
+        Self { handler: Arc::clone(&self.handler) }
     }
 }
 
@@ -482,22 +428,12 @@ mod tests {
     #[test]
     fn descriptor_lists_all_services() {
         let declared = declared_methods(orchestrator_proto::FILE_DESCRIPTOR_SET);
-        let Ok(declared) = declared else {
-            panic!("descriptor set does not decode")
-        };
+        let Ok(declared) = declared else { panic!("descriptor set does not decode") };
         for service in SERVICES {
-            assert!(
-                declared
-                    .keys()
-                    .any(|m| m.starts_with(&format!("{service}/"))),
-                "{service} missing"
-            );
+            assert!(declared.keys().any(|m| m.starts_with(&format!("{service}/"))), "{service} missing");
         }
         assert_eq!(declared.len(), 40);
-        assert_eq!(
-            declared.get("orchestrator.EventService/SubscribeToEvents"),
-            Some(&MethodShape::ServerStreaming)
-        );
+        assert_eq!(declared.get("orchestrator.EventService/SubscribeToEvents"), Some(&MethodShape::ServerStreaming));
     }
 
     #[test]

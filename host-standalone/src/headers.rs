@@ -125,21 +125,12 @@ mod tests {
         };
         assert_eq!(
             status(meta(&[("channel", "mychannel")])),
-            (
-                Code::FailedPrecondition,
-                "OE0003: missing or invalid header 'mspid'".to_owned()
-            )
+            (Code::FailedPrecondition, "OE0003: missing or invalid header 'mspid'".to_owned())
         );
-        assert_eq!(
-            status(meta(&[("mspid", "MyOrg1MSP"), ("mspid", "MyOrg1MSP")])).0,
-            Code::FailedPrecondition
-        );
+        assert_eq!(status(meta(&[("mspid", "MyOrg1MSP"), ("mspid", "MyOrg1MSP")])).0, Code::FailedPrecondition);
         assert_eq!(
             status(meta(&[("mspid", "MyOrg1MSP")])),
-            (
-                Code::Unknown,
-                "missing or invalid header 'channel'".to_owned()
-            )
+            (Code::Unknown, "missing or invalid header 'channel'".to_owned())
         );
         assert_eq!(
             status(meta(&[("mspid", "X"), ("channel", "mychannel")])),
@@ -147,15 +138,9 @@ mod tests {
         );
         assert_eq!(
             status(meta(&[("mspid", "MyOrg1MSP"), ("channel", "other")])),
-            (
-                Code::Unknown,
-                "organization \"MyOrg1MSP\" has not access to channel \"other\"".to_owned()
-            )
+            (Code::Unknown, "organization \"MyOrg1MSP\" has not access to channel \"other\"".to_owned())
         );
-        assert_eq!(
-            status(meta(&[("mspid", "MyOrg1MSP"), ("channel", "mychannel")])).0,
-            Code::Ok
-        );
+        assert_eq!(status(meta(&[("mspid", "MyOrg1MSP"), ("channel", "mychannel")])).0, Code::Ok);
     }
 
     #[test]

@@ -24,16 +24,9 @@ pub fn filter(level: &str) -> EnvFilter {
 
 /// Installs the global subscriber. Returns false if one was already installed.
 pub fn init(config: &Config) -> bool {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter(&config.log_level))
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter(&config.log_level)).with_writer(std::io::stderr);
     match config.log_format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init()
-            .is_ok(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init().is_ok(),
         LogFormat::Text => builder.try_init().is_ok(),
     }
 }

@@ -20,9 +20,7 @@ pub enum VerifyError {
     #[error("OE0007: invalid MSPID: failed to extract MSP ID from TLS context")]
     NoTlsInfo,
     /// The header is not among the leaf certificate's Subject O values.
-    #[error(
-        "OE0102: invalid MSPID: cannot find MSPID \"{0}\" in client TLS certificate Subject Organizations"
-    )]
+    #[error("OE0102: invalid MSPID: cannot find MSPID \"{0}\" in client TLS certificate Subject Organizations")]
     NotInCertificate(String),
     /// No CA is configured for the organization.
     #[error("OE0102: invalid MSPID: cannot find MSPID \"{0}\" in allowed organizations")]
@@ -63,10 +61,7 @@ pub struct ClientCas {
 }
 
 fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
-    move |source| LoadError::Read {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| LoadError::Read { path: path.to_owned(), source }
 }
 
 impl ClientCas {
@@ -82,11 +77,7 @@ impl ClientCas {
             .collect();
         orgs.sort();
         for org_dir in orgs {
-            let Some(org) = org_dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .map(str::to_owned)
-            else {
+            let Some(org) = org_dir.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
                 continue;
             };
             if org.starts_with("..") {
@@ -104,15 +95,10 @@ impl ClientCas {
                 let pem = std::fs::read(&file).map_err(read_error(&file))?;
                 let mut found = false;
                 for cert in CertificateDer::pem_slice_iter(&pem) {
-                    let cert = cert.map_err(|err| LoadError::Certificate {
-                        path: file.clone(),
-                        reason: err.to_string(),
-                    })?;
-                    let info =
-                        x509::parse_certificate(&cert).map_err(|err| LoadError::Certificate {
-                            path: file.clone(),
-                            reason: err.to_string(),
-                        })?;
+                    let cert =
+                        cert.map_err(|err| LoadError::Certificate { path: file.clone(), reason: err.to_string() })?;
+                    let info = x509::parse_certificate(&cert)
+                        .map_err(|err| LoadError::Certificate { path: file.clone(), reason: err.to_string() })?;
                     found = true;
                     let ids = cas.key_ids.entry(org.clone()).or_default();
                     if let Some(ski) = info.subject_key_id {
@@ -120,10 +106,7 @@ impl ClientCas {
                     }
                 }
                 if !found {
-                    return Err(LoadError::Certificate {
-                        path: file.clone(),
-                        reason: "no PEM certificate".to_owned(),
-                    });
+                    return Err(LoadError::Certificate { path: file.clone(), reason: "no PEM certificate".to_owned() });
                 }
                 cas.pem.extend_from_slice(&pem);
                 cas.pem.push(b'\n');
@@ -146,11 +129,7 @@ impl MspVerifier {
     }
 
     /// Verifies `msp_id` against the presented chain (leaf first), if any.
-    pub fn verify(
-        &self,
-        msp_id: &str,
-        peer_certs: Option<&[CertificateDer<'static>]>,
-    ) -> Result<(), VerifyError> {
+    pub fn verify(&self, msp_id: &str, peer_certs: Option<&[CertificateDer<'static>]>) -> Result<(), VerifyError> {
         let chain = match peer_certs {
             Some(chain) if !chain.is_empty() => chain,
             _ => return Err(VerifyError::NoTlsInfo),
@@ -160,25 +139,15 @@ impl MspVerifier {
             .map(|cert| x509::parse_certificate(cert))
             .collect::<Result<_, _>>()
             .map_err(|_| VerifyError::NoTlsInfo)?;
-        let leaf_has_org = infos
-            .first()
-            .is_some_and(|leaf| leaf.organizations.iter().any(|o| o == msp_id));
+        let leaf_has_org = infos.first().is_some_and(|leaf| leaf.organizations.iter().any(|o| o == msp_id));
         if !leaf_has_org {
             return Err(VerifyError::NotInCertificate(msp_id.to_owned()));
         }
         let Some(ca_ids) = self.cas.key_ids.get(msp_id) else {
             return Err(VerifyError::UnknownOrganization(msp_id.to_owned()));
         };
-        let issued = infos.iter().any(|info| {
-            info.authority_key_id
-                .as_ref()
-                .is_some_and(|aki| ca_ids.contains(aki))
-        });
-        if issued {
-            Ok(())
-        } else {
-            Err(VerifyError::InvalidIssuer(msp_id.to_owned()))
-        }
+        let issued = infos.iter().any(|info| info.authority_key_id.as_ref().is_some_and(|aki| ca_ids.contains(aki)));
+        if issued { Ok(()) } else { Err(VerifyError::InvalidIssuer(msp_id.to_owned())) }
     }
 }
 
@@ -189,14 +158,8 @@ mod tests {
     #[test]
     fn plaintext_is_internal() {
         let verifier = MspVerifier::default();
-        assert_eq!(
-            verifier.verify("MyOrg1MSP", None),
-            Err(VerifyError::NoTlsInfo)
-        );
-        assert_eq!(
-            verifier.verify("MyOrg1MSP", Some(&[])),
-            Err(VerifyError::NoTlsInfo)
-        );
+        assert_eq!(verifier.verify("MyOrg1MSP", None), Err(VerifyError::NoTlsInfo));
+        assert_eq!(verifier.verify("MyOrg1MSP", Some(&[])), Err(VerifyError::NoTlsInfo));
         assert_eq!(
             VerifyError::NotInCertificate("X".to_owned()).to_string(),
             "OE0102: invalid MSPID: cannot find MSPID \"X\" in client TLS certificate Subject Organizations"

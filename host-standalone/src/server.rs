@@ -58,9 +58,7 @@ pub enum ServerError {
 }
 
 fn read_file(path: &Option<PathBuf>, what: &str) -> Result<Vec<u8>, ServerError> {
-    let path = path
-        .as_ref()
-        .ok_or_else(|| ServerError::Tls(format!("{what} is required")))?;
+    let path = path.as_ref().ok_or_else(|| ServerError::Tls(format!("{what} is required")))?;
     std::fs::read(path).map_err(|err| ServerError::Tls(format!("{}: {err}", path.display())))
 }
 
@@ -88,11 +86,7 @@ pub fn load_runtime(config: &Config) -> Result<Runtime, ServerError> {
                 error = %err,
                 "component cache unusable: running without it"
             );
-            load(RuntimeConfig {
-                cache_dir: None,
-                ..runtime_config
-            })
-            .map_err(ServerError::Runtime)
+            load(RuntimeConfig { cache_dir: None, ..runtime_config }).map_err(ServerError::Runtime)
         }
         other => other.map_err(ServerError::Runtime),
     }
@@ -103,10 +97,7 @@ fn tls_config(config: &Config, cas: Option<&ClientCas>) -> Result<ServerTlsConfi
     let key = read_file(&config.tls_key_path, "ORCHESTRATOR_TLS_KEY_PATH")?;
     let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
     if config.mtls_enabled {
-        let mut roots = read_file(
-            &config.tls_server_ca_cert,
-            "ORCHESTRATOR_TLS_SERVER_CA_CERT",
-        )?;
+        let mut roots = read_file(&config.tls_server_ca_cert, "ORCHESTRATOR_TLS_SERVER_CA_CERT")?;
         roots.push(b'\n');
         if let Some(cas) = cas {
             roots.extend_from_slice(&cas.pem);
@@ -150,19 +141,11 @@ impl Server {
         );
 
         let cas = match &config.tls_client_ca_cert_dir {
-            Some(dir) if config.mtls_enabled || config.verify_client_msp_id => {
-                Some(ClientCas::load(dir)?)
-            }
+            Some(dir) if config.mtls_enabled || config.verify_client_msp_id => Some(ClientCas::load(dir)?),
             _ => None,
         };
-        let tls = if config.tls_enabled {
-            Some(tls_config(config, cas.as_ref())?)
-        } else {
-            None
-        };
-        let verifier = config
-            .verify_client_msp_id
-            .then(|| MspVerifier::new(cas.clone().unwrap_or_default()));
+        let tls = if config.tls_enabled { Some(tls_config(config, cas.as_ref())?) } else { None };
+        let verifier = config.verify_client_msp_id.then(|| MspVerifier::new(cas.clone().unwrap_or_default()));
 
         let pool = postgres::connect(&config.database_url, config.database_max_connections).await?;
         tracing::info!("database ready");
@@ -179,18 +162,9 @@ impl Server {
 
         let listener = TcpListener::bind(config.grpc_addr)
             .await
-            .map_err(|source| ServerError::Listen {
-                addr: config.grpc_addr,
-                source,
-            })?;
+            .map_err(|source| ServerError::Listen { addr: config.grpc_addr, source })?;
         let (health, _) = tonic_health::server::health_reporter();
-        Ok(Self {
-            listener,
-            handler,
-            pool,
-            tls,
-            health,
-        })
+        Ok(Self { listener, handler, pool, tls, health })
     }
 
     /// The bound address (useful with port 0).
@@ -204,20 +178,9 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then drains the calls in flight.
-    pub async fn serve(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServerError> {
-        let Self {
-            listener,
-            handler,
-            pool,
-            tls,
-            health,
-        } = self;
-        let addr = listener
-            .local_addr()
-            .map_or_else(|err| err.to_string(), |addr| addr.to_string());
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        let Self { listener, handler, pool, tls, health } = self;
+        let addr = listener.local_addr().map_or_else(|err| err.to_string(), |addr| addr.to_string());
 
         let health_service = tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(health.clone()),
@@ -246,9 +209,7 @@ impl Server {
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: draining calls in flight");
-            reporter
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
+            reporter.set_service_status("", ServingStatus::NotServing).await;
         };
         tracing::info!(addr = %addr, tls = tls_enabled, "serving gRPC");
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -58,9 +58,7 @@ impl<'a> Der<'a> {
         if tag & 0x1F == 0x1F {
             return Err(ParseError("high tag numbers are not supported"));
         }
-        let (&first, after_len) = after_tag
-            .split_first()
-            .ok_or(ParseError("truncated length"))?;
+        let (&first, after_len) = after_tag.split_first().ok_or(ParseError("truncated length"))?;
         let (len, body) = if first < 0x80 {
             (usize::from(first), after_len)
         } else {
@@ -69,9 +67,7 @@ impl<'a> Der<'a> {
                 return Err(ParseError("bad length"));
             }
             let (len_bytes, body) = after_len.split_at(count);
-            let len = len_bytes
-                .iter()
-                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+            let len = len_bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
             (len, body)
         };
         if body.len() < len {
@@ -85,11 +81,7 @@ impl<'a> Der<'a> {
     /// Reads one TLV that must carry `tag`.
     fn expect(&mut self, tag: u8, what: &'static str) -> Result<&'a [u8], ParseError> {
         let (found, contents) = self.read()?;
-        if found == tag {
-            Ok(contents)
-        } else {
-            Err(ParseError(what))
-        }
+        if found == tag { Ok(contents) } else { Err(ParseError(what)) }
     }
 }
 
@@ -126,10 +118,7 @@ pub fn parse_certificate(der: &[u8]) -> Result<CertInfo, ParseError> {
     let subject = fields.expect(TAG_SEQUENCE, "bad subject")?;
     fields.expect(TAG_SEQUENCE, "bad subject public key info")?;
 
-    let mut info = CertInfo {
-        organizations: subject_organizations(subject)?,
-        ..CertInfo::default()
-    };
+    let mut info = CertInfo { organizations: subject_organizations(subject)?, ..CertInfo::default() };
     while !fields.is_empty() {
         let (tag, contents) = fields.read()?;
         if tag == TAG_EXTENSIONS {
@@ -214,10 +203,7 @@ mod tests {
         let mut tbs = tlv(TAG_VERSION, &tlv(0x02, &[2]));
         tbs.extend(tlv(0x02, &[1, 2, 3]));
         tbs.extend(tlv(TAG_SEQUENCE, &tlv(TAG_OID, &[0x2A, 0x86])));
-        tbs.extend(tlv(
-            TAG_SEQUENCE,
-            &attribute(&[0x55, 0x04, 0x03], 0x0C, b"ca"),
-        ));
+        tbs.extend(tlv(TAG_SEQUENCE, &attribute(&[0x55, 0x04, 0x03], 0x0C, b"ca")));
         tbs.extend(tlv(TAG_SEQUENCE, &[]));
         tbs.extend(tlv(TAG_SEQUENCE, subject));
         tbs.extend(tlv(TAG_SEQUENCE, &[0u8; 200]));
@@ -245,11 +231,7 @@ mod tests {
         let mut extensions = extension(OID_SUBJECT_KEY_ID, false, &tlv(TAG_OCTET_STRING, &[1, 2]));
         let mut aki = tlv(TAG_AKI_KEY_ID, &[9, 9, 9]);
         aki.extend(tlv(0x82, &[5]));
-        extensions.extend(extension(
-            OID_AUTHORITY_KEY_ID,
-            true,
-            &tlv(TAG_SEQUENCE, &aki),
-        ));
+        extensions.extend(extension(OID_AUTHORITY_KEY_ID, true, &tlv(TAG_SEQUENCE, &aki)));
         let der = certificate(&subject, &extensions);
         let info = parse_certificate(&der);
         assert_eq!(

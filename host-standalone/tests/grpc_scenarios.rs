@@ -23,11 +23,7 @@ struct GrpcDriver {
 
 impl GrpcDriver {
     fn new() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio");
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
         let config = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenario_channels.yaml"));
         let server = rt.block_on(TestServer::start_with(|c| c.channel_config = Some(config)));
         GrpcDriver { rt, server: Some(server) }

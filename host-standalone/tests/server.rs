@@ -7,9 +7,7 @@ mod common;
 use common::TestServer;
 use orchestrator_proto::info_service_client::InfoServiceClient;
 use orchestrator_proto::organization_service_client::OrganizationServiceClient;
-use orchestrator_proto::{
-    Event, GetAllOrganizationsParam, QueryVersionParam, RegisterOrganizationParam,
-};
+use orchestrator_proto::{Event, GetAllOrganizationsParam, QueryVersionParam, RegisterOrganizationParam};
 use prost::Message as _;
 use tonic::Code;
 
@@ -17,10 +15,7 @@ const REGISTER_ORG: &str = "/orchestrator.OrganizationService/RegisterOrganizati
 const QUERY_VERSION: &str = "/orchestrator.InfoService/QueryVersion";
 
 fn empty_register() -> Vec<u8> {
-    RegisterOrganizationParam {
-        address: String::new(),
-    }
-    .encode_to_vec()
+    RegisterOrganizationParam { address: String::new() }.encode_to_vec()
 }
 
 async fn expect_status(
@@ -31,15 +26,8 @@ async fn expect_status(
     code: Code,
     message: &str,
 ) {
-    let status = server
-        .raw_call(path, body, headers)
-        .await
-        .expect_err("the call must fail");
-    assert_eq!(
-        (status.code(), status.message()),
-        (code, message),
-        "headers {headers:?}"
-    );
+    let status = server.raw_call(path, body, headers).await.expect_err("the call must fail");
+    assert_eq!((status.code(), status.message()), (code, message), "headers {headers:?}");
 }
 
 #[tokio::test]
@@ -49,30 +37,14 @@ async fn header_checks() {
     let channel = "missing or invalid header 'channel'";
     type Case<'a> = (Vec<(&'a str, &'a str)>, Code, &'a str);
     let cases: Vec<Case<'_>> = vec![
+        (vec![("channel", "mychannel")], Code::FailedPrecondition, mspid),
         (
-            vec![("channel", "mychannel")],
-            Code::FailedPrecondition,
-            mspid,
-        ),
-        (
-            vec![
-                ("mspid", "MyOrg1MSP"),
-                ("mspid", "MyOrg1MSP"),
-                ("channel", "mychannel"),
-            ],
+            vec![("mspid", "MyOrg1MSP"), ("mspid", "MyOrg1MSP"), ("channel", "mychannel")],
             Code::FailedPrecondition,
             mspid,
         ),
         (vec![("mspid", "MyOrg1MSP")], Code::Unknown, channel),
-        (
-            vec![
-                ("mspid", "MyOrg1MSP"),
-                ("channel", "mychannel"),
-                ("channel", "mychannel"),
-            ],
-            Code::Unknown,
-            channel,
-        ),
+        (vec![("mspid", "MyOrg1MSP"), ("channel", "mychannel"), ("channel", "mychannel")], Code::Unknown, channel),
         (
             vec![("mspid", "NobodyMSP"), ("channel", "mychannel")],
             Code::Unknown,
@@ -92,15 +64,7 @@ async fn header_checks() {
     for (headers, code, message) in &cases {
         // Both a read and a write: refused before any logic or transaction.
         expect_status(&server, QUERY_VERSION, Vec::new(), headers, *code, message).await;
-        expect_status(
-            &server,
-            REGISTER_ORG,
-            empty_register(),
-            headers,
-            *code,
-            message,
-        )
-        .await;
+        expect_status(&server, REGISTER_ORG, empty_register(), headers, *code, message).await;
     }
     assert_eq!(server.state_rows().await, 0);
     assert!(server.events().await.is_empty());
@@ -112,24 +76,15 @@ async fn malformed_protobuf_is_internal_and_writes_nothing() {
     let server = TestServer::start().await;
     let headers = [("mspid", "MyOrg1MSP"), ("channel", "mychannel")];
     // Field 1 (string) announcing 100 bytes that never come; then a bare invalid tag.
-    for garbage in [
-        vec![0x0A, 100, b'x'],
-        vec![0xFF, 0xFF, 0xFF, 0xFF],
-        vec![0x00],
-    ] {
-        let status = server
-            .raw_call(REGISTER_ORG, garbage.clone(), &headers)
-            .await
-            .expect_err("garbage must be refused");
+    for garbage in [vec![0x0A, 100, b'x'], vec![0xFF, 0xFF, 0xFF, 0xFF], vec![0x00]] {
+        let status =
+            server.raw_call(REGISTER_ORG, garbage.clone(), &headers).await.expect_err("garbage must be refused");
         assert_eq!(status.code(), Code::Internal, "{garbage:?}: {status:?}");
     }
     assert_eq!(server.state_rows().await, 0);
     assert!(server.events().await.is_empty());
     // The server keeps serving.
-    server
-        .raw_call(QUERY_VERSION, Vec::new(), &headers)
-        .await
-        .expect("still serving");
+    server.raw_call(QUERY_VERSION, Vec::new(), &headers).await.expect("still serving");
     server.stop().await;
 }
 
@@ -137,14 +92,8 @@ async fn malformed_protobuf_is_internal_and_writes_nothing() {
 async fn oversize_message_is_resource_exhausted() {
     let server = TestServer::start_with(|config| config.grpc_max_message_bytes = 16 * 1024).await;
     let headers = [("mspid", "MyOrg1MSP"), ("channel", "mychannel")];
-    let big = RegisterOrganizationParam {
-        address: "x".repeat(32 * 1024),
-    }
-    .encode_to_vec();
-    let status = server
-        .raw_call(REGISTER_ORG, big, &headers)
-        .await
-        .expect_err("too big");
+    let big = RegisterOrganizationParam { address: "x".repeat(32 * 1024) }.encode_to_vec();
+    let status = server.raw_call(REGISTER_ORG, big, &headers).await.expect_err("too big");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert_eq!(server.state_rows().await, 0);
     assert!(server.events().await.is_empty());
@@ -163,13 +112,8 @@ async fn health_and_reflection_need_no_headers() {
 
     let server = TestServer::start().await;
     let mut health = HealthClient::new(server.channel().await);
-    let response = health
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .expect("health check")
-        .into_inner();
+    let response =
+        health.check(HealthCheckRequest { service: String::new() }).await.expect("health check").into_inner();
     assert_eq!(response.status, ServingStatus::Serving as i32);
 
     let mut reflection = ServerReflectionClient::new(server.channel().await);
@@ -182,20 +126,13 @@ async fn health_and_reflection_need_no_headers() {
         .await
         .expect("reflection stream")
         .into_inner();
-    let first = stream
-        .message()
-        .await
-        .expect("reflection answer")
-        .expect("one message");
+    let first = stream.message().await.expect("reflection answer").expect("one message");
     let Some(MessageResponse::ListServicesResponse(list)) = first.message_response else {
         panic!("unexpected reflection answer {first:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     for service in orchestrator_host_standalone::grpc::SERVICES {
-        assert!(
-            names.iter().any(|n| n == service),
-            "{service} not in {names:?}"
-        );
+        assert!(names.iter().any(|n| n == service), "{service} not in {names:?}");
     }
     server.stop().await;
 }
@@ -204,11 +141,7 @@ async fn health_and_reflection_need_no_headers() {
 async fn query_version() {
     let server = TestServer::start().await;
     let mut info = InfoServiceClient::new(server.client("MyOrg2MSP", "mychannel").await);
-    let version = info
-        .query_version(QueryVersionParam {})
-        .await
-        .expect("QueryVersion")
-        .into_inner();
+    let version = info.query_version(QueryVersionParam {}).await.expect("QueryVersion").into_inner();
     assert!(!version.orchestrator.is_empty());
     server.stop().await;
 }
@@ -219,31 +152,18 @@ async fn unknown_and_unwritten_methods_are_unimplemented() {
     let headers = [("mspid", "MyOrg1MSP"), ("channel", "mychannel")];
     // Not in the API: grpc-go's standard answer, headers or not.
     let status = server
-        .raw_call(
-            "/orchestrator.InfoService/NoSuchMethod",
-            Vec::new(),
-            &headers,
-        )
+        .raw_call("/orchestrator.InfoService/NoSuchMethod", Vec::new(), &headers)
         .await
         .expect_err("unknown method");
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
-    assert_eq!(
-        status.message(),
-        "unknown method NoSuchMethod for service orchestrator.InfoService"
-    );
-    let status = server
-        .raw_call("/orchestrator.NoSuchService/Get", Vec::new(), &[])
-        .await
-        .expect_err("unknown service");
+    assert_eq!(status.message(), "unknown method NoSuchMethod for service orchestrator.InfoService");
+    let status =
+        server.raw_call("/orchestrator.NoSuchService/Get", Vec::new(), &[]).await.expect_err("unknown service");
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
 
     // In the API, logic not written yet: OE0010 from the component.
     let status = server
-        .raw_call(
-            "/orchestrator.ComputePlanService/GetPlan",
-            Vec::new(),
-            &headers,
-        )
+        .raw_call("/orchestrator.ComputePlanService/GetPlan", Vec::new(), &headers)
         .await
         .expect_err("not written yet");
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
@@ -259,30 +179,22 @@ async fn subscribe_to_events_is_unimplemented_for_now() {
     let server = TestServer::start().await;
     let mut events = EventServiceClient::new(server.client("MyOrg1MSP", "mychannel").await);
     let status = events
-        .subscribe_to_events(SubscribeToEventsParam {
-            start_event_id: String::new(),
-        })
+        .subscribe_to_events(SubscribeToEventsParam { start_event_id: String::new() })
         .await
         .expect_err("not implemented yet");
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
     assert!(
-        status.message().starts_with("OE0010: ")
-            && status.message().ends_with("not implemented yet"),
+        status.message().starts_with("OE0010: ") && status.message().ends_with("not implemented yet"),
         "{status:?}"
     );
 
     // Streams have no error mapper: header refusals are UNKNOWN with the error text.
     let mut headerless = EventServiceClient::new(server.channel().await);
     let status = headerless
-        .subscribe_to_events(SubscribeToEventsParam {
-            start_event_id: String::new(),
-        })
+        .subscribe_to_events(SubscribeToEventsParam { start_event_id: String::new() })
         .await
         .expect_err("no headers");
-    assert_eq!(
-        (status.code(), status.message()),
-        (Code::Unknown, "OE0003: missing or invalid header 'mspid'")
-    );
+    assert_eq!((status.code(), status.message()), (Code::Unknown, "OE0003: missing or invalid header 'mspid'"));
     server.stop().await;
 }
 
@@ -292,19 +204,13 @@ async fn register_organization_writes_state_and_events_in_one_transaction() {
     let mut org1 = OrganizationServiceClient::new(server.client("MyOrg1MSP", "mychannel").await);
 
     let registered = org1
-        .register_organization(RegisterOrganizationParam {
-            address: String::new(),
-        })
+        .register_organization(RegisterOrganizationParam { address: String::new() })
         .await
         .expect("RegisterOrganization")
         .into_inner();
     assert_eq!(registered.id, "MyOrg1MSP");
 
-    let all = org1
-        .get_all_organizations(GetAllOrganizationsParam {})
-        .await
-        .expect("GetAllOrganizations")
-        .into_inner();
+    let all = org1.get_all_organizations(GetAllOrganizationsParam {}).await.expect("GetAllOrganizations").into_inner();
     let ids: Vec<&str> = all.organizations.iter().map(|o| o.id.as_str()).collect();
     assert_eq!(ids, ["MyOrg1MSP"]);
 
@@ -318,9 +224,7 @@ async fn register_organization_writes_state_and_events_in_one_transaction() {
 
     // Again: ALREADY_EXISTS, and nothing more written.
     let status = org1
-        .register_organization(RegisterOrganizationParam {
-            address: String::new(),
-        })
+        .register_organization(RegisterOrganizationParam { address: String::new() })
         .await
         .expect_err("second registration");
     assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
@@ -329,11 +233,9 @@ async fn register_organization_writes_state_and_events_in_one_transaction() {
 
     // Another organization: a second event at a later position.
     let mut org2 = OrganizationServiceClient::new(server.client("MyOrg2MSP", "mychannel").await);
-    org2.register_organization(RegisterOrganizationParam {
-        address: String::new(),
-    })
-    .await
-    .expect("second organization");
+    org2.register_organization(RegisterOrganizationParam { address: String::new() })
+        .await
+        .expect("second organization");
     let events = server.events().await;
     assert_eq!(events.len(), 2);
     assert!(events[0].position < events[1].position);
@@ -347,37 +249,17 @@ async fn channels_are_independent() {
     let server = TestServer::start().await;
     let mut mine = OrganizationServiceClient::new(server.client("MyOrg1MSP", "mychannel").await);
     let mut yours = OrganizationServiceClient::new(server.client("MyOrg1MSP", "yourchannel").await);
-    mine.register_organization(RegisterOrganizationParam {
-        address: String::new(),
-    })
-    .await
-    .expect("on mychannel");
+    mine.register_organization(RegisterOrganizationParam { address: String::new() }).await.expect("on mychannel");
     // Not visible on yourchannel, and registrable there too.
-    let on_yours = yours
-        .get_all_organizations(GetAllOrganizationsParam {})
-        .await
-        .expect("GetAllOrganizations")
-        .into_inner();
+    let on_yours =
+        yours.get_all_organizations(GetAllOrganizationsParam {}).await.expect("GetAllOrganizations").into_inner();
     assert!(on_yours.organizations.is_empty());
-    yours
-        .register_organization(RegisterOrganizationParam {
-            address: String::new(),
-        })
-        .await
-        .expect("on yourchannel");
-    let on_yours = yours
-        .get_all_organizations(GetAllOrganizationsParam {})
-        .await
-        .expect("GetAllOrganizations")
-        .into_inner();
+    yours.register_organization(RegisterOrganizationParam { address: String::new() }).await.expect("on yourchannel");
+    let on_yours =
+        yours.get_all_organizations(GetAllOrganizationsParam {}).await.expect("GetAllOrganizations").into_inner();
     assert_eq!(on_yours.organizations.len(), 1);
 
-    let channels: Vec<String> = server
-        .events()
-        .await
-        .into_iter()
-        .map(|e| e.channel)
-        .collect();
+    let channels: Vec<String> = server.events().await.into_iter().map(|e| e.channel).collect();
     assert_eq!(channels, ["mychannel", "yourchannel"]);
     server.stop().await;
 }
@@ -388,25 +270,12 @@ async fn concurrent_writers_all_succeed() {
         config.tx_retry_budget = std::time::Duration::from_secs(20);
     })
     .await;
-    let orgs = [
-        "MyOrg1MSP",
-        "MyOrg2MSP",
-        "Org3MSP",
-        "Org4MSP",
-        "Org5MSP",
-        "Org6MSP",
-        "Org7MSP",
-        "Org8MSP",
-    ];
+    let orgs = ["MyOrg1MSP", "MyOrg2MSP", "Org3MSP", "Org4MSP", "Org5MSP", "Org6MSP", "Org7MSP", "Org8MSP"];
     let mut tasks = Vec::new();
     for org in orgs {
         let mut client = OrganizationServiceClient::new(server.client(org, "mychannel").await);
         tasks.push(tokio::spawn(async move {
-            client
-                .register_organization(RegisterOrganizationParam {
-                    address: String::new(),
-                })
-                .await
+            client.register_organization(RegisterOrganizationParam { address: String::new() }).await
         }));
     }
     for (org, task) in orgs.iter().zip(tasks) {
@@ -414,11 +283,8 @@ async fn concurrent_writers_all_succeed() {
         assert_eq!(registered.into_inner().id, *org);
     }
     let mut client = OrganizationServiceClient::new(server.client("MyOrg1MSP", "mychannel").await);
-    let all = client
-        .get_all_organizations(GetAllOrganizationsParam {})
-        .await
-        .expect("GetAllOrganizations")
-        .into_inner();
+    let all =
+        client.get_all_organizations(GetAllOrganizationsParam {}).await.expect("GetAllOrganizations").into_inner();
     assert_eq!(all.organizations.len(), orgs.len());
     let events = server.events().await;
     assert_eq!(events.len(), orgs.len());
@@ -433,17 +299,11 @@ async fn register_against_concurrent_insert(
 ) -> Result<orchestrator_proto::Organization, tonic::Status> {
     // Learn the organization's state key from another channel (no key layout assumed here).
     let mut yours = OrganizationServiceClient::new(server.client("MyOrg1MSP", "yourchannel").await);
-    yours
-        .register_organization(RegisterOrganizationParam {
-            address: String::new(),
-        })
+    yours.register_organization(RegisterOrganizationParam { address: String::new() }).await.expect("on yourchannel");
+    let (key, value): (String, Vec<u8>) = sqlx::query_as("SELECT key, value FROM state WHERE channel = 'yourchannel'")
+        .fetch_one(&server.pool)
         .await
-        .expect("on yourchannel");
-    let (key, value): (String, Vec<u8>) =
-        sqlx::query_as("SELECT key, value FROM state WHERE channel = 'yourchannel'")
-            .fetch_one(&server.pool)
-            .await
-            .expect("the organization's state row");
+        .expect("the organization's state row");
 
     let mut blocker = server.pool.begin().await.expect("blocker transaction");
     sqlx::query("INSERT INTO state (channel, key, value) VALUES ('mychannel', $1, $2)")
@@ -455,11 +315,9 @@ async fn register_against_concurrent_insert(
 
     let mut mine = OrganizationServiceClient::new(server.client("MyOrg1MSP", "mychannel").await);
     let call = tokio::spawn(async move {
-        mine.register_organization(RegisterOrganizationParam {
-            address: String::new(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
+        mine.register_organization(RegisterOrganizationParam { address: String::new() })
+            .await
+            .map(tonic::Response::into_inner)
     });
 
     // Wait until the call's transaction waits on the blocker's row lock.
@@ -475,10 +333,7 @@ async fn register_against_concurrent_insert(
         if waiting > 0 {
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the call never waited on the lock"
-        );
+        assert!(std::time::Instant::now() < deadline, "the call never waited on the lock");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     blocker.commit().await.expect("blocker commit");
@@ -493,33 +348,19 @@ async fn serialization_failure_is_retried() {
     let status = outcome.expect_err("the retry sees the organization");
     assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
     // Only the yourchannel registration emitted an event.
-    let channels: Vec<String> = server
-        .events()
-        .await
-        .into_iter()
-        .map(|e| e.channel)
-        .collect();
+    let channels: Vec<String> = server.events().await.into_iter().map(|e| e.channel).collect();
     assert_eq!(channels, ["yourchannel"]);
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serialization_failure_past_the_budget_is_unknown() {
-    let server =
-        TestServer::start_with(|config| config.tx_retry_budget = std::time::Duration::ZERO).await;
+    let server = TestServer::start_with(|config| config.tx_retry_budget = std::time::Duration::ZERO).await;
     let outcome = register_against_concurrent_insert(&server).await;
     let status = outcome.expect_err("no retry left");
     assert_eq!(status.code(), Code::Unknown, "{status:?}");
-    assert!(
-        status.message().contains("could not serialize access"),
-        "{status:?}"
-    );
-    let channels: Vec<String> = server
-        .events()
-        .await
-        .into_iter()
-        .map(|e| e.channel)
-        .collect();
+    assert!(status.message().contains("could not serialize access"), "{status:?}");
+    let channels: Vec<String> = server.events().await.into_iter().map(|e| e.channel).collect();
     assert_eq!(channels, ["yourchannel"]);
     server.stop().await;
 }
@@ -528,26 +369,17 @@ async fn serialization_failure_past_the_budget_is_unknown() {
 async fn events_of_one_call_keep_emission_order() {
     use orchestrator_proto::data_manager_service_client::DataManagerServiceClient;
     use orchestrator_proto::data_sample_service_client::DataSampleServiceClient;
-    use orchestrator_proto::{
-        Addressable, NewDataManager, NewDataSample, NewPermissions, RegisterDataSamplesParam,
-    };
+    use orchestrator_proto::{Addressable, NewDataManager, NewDataSample, NewPermissions, RegisterDataSamplesParam};
 
     let server = TestServer::start().await;
     let client = server.client("MyOrg1MSP", "mychannel").await;
     OrganizationServiceClient::new(client.clone())
-        .register_organization(RegisterOrganizationParam {
-            address: String::new(),
-        })
+        .register_organization(RegisterOrganizationParam { address: String::new() })
         .await
         .expect("organization");
-    let addressable = || Addressable {
-        checksum: "a".repeat(64),
-        storage_address: "https://example.org/file".to_owned(),
-    };
-    let permissions = || NewPermissions {
-        public: true,
-        authorized_ids: Vec::new(),
-    };
+    let addressable =
+        || Addressable { checksum: "a".repeat(64), storage_address: "https://example.org/file".to_owned() };
+    let permissions = || NewPermissions { public: true, authorized_ids: Vec::new() };
     let dm_key = uuid::Uuid::new_v4().to_string();
     DataManagerServiceClient::new(client.clone())
         .register_data_manager(NewDataManager {
@@ -579,14 +411,8 @@ async fn events_of_one_call_keep_emission_order() {
         .expect("data samples");
 
     let events = server.events().await;
-    let asset_keys: Vec<String> = events
-        .iter()
-        .map(|row| {
-            Event::decode(row.payload.as_slice())
-                .expect("Event")
-                .asset_key
-        })
-        .collect();
+    let asset_keys: Vec<String> =
+        events.iter().map(|row| Event::decode(row.payload.as_slice()).expect("Event").asset_key).collect();
     // organization, data manager, then the samples in request (emission) order.
     assert_eq!(asset_keys.len(), 2 + sample_keys.len(), "{asset_keys:?}");
     assert_eq!(asset_keys[2..], sample_keys[..]);

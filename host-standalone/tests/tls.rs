@@ -39,10 +39,7 @@ async fn tls_channel(server: &TestServer, client: &str) -> Channel {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read("server-ca.pem")))
         .domain_name("localhost")
-        .identity(Identity::from_pem(
-            read(&format!("{client}.pem")),
-            read(&format!("{client}-key.pem")),
-        ));
+        .identity(Identity::from_pem(read(&format!("{client}.pem")), read(&format!("{client}-key.pem"))));
     Channel::from_shared(format!("https://localhost:{}", server.addr.port()))
         .expect("uri")
         .tls_config(tls)
@@ -58,9 +55,7 @@ async fn query_version(
 ) -> Result<orchestrator_proto::QueryVersionResponse, tonic::Status> {
     let headers = Headers::new(&[("mspid", msp_id), ("channel", "mychannel")]);
     let mut info = InfoServiceClient::new(InterceptedService::new(channel, headers));
-    info.query_version(QueryVersionParam {})
-        .await
-        .map(tonic::Response::into_inner)
+    info.query_version(QueryVersionParam {}).await.map(tonic::Response::into_inner)
 }
 
 #[tokio::test]
@@ -68,9 +63,7 @@ async fn mtls_with_msp_id_verification() {
     let server = start_mtls(true).await;
 
     let org1 = tls_channel(&server, "org1-client").await;
-    let version = query_version(org1.clone(), "MyOrg1MSP")
-        .await
-        .expect("MyOrg1MSP with its own certificate");
+    let version = query_version(org1.clone(), "MyOrg1MSP").await.expect("MyOrg1MSP with its own certificate");
     assert!(!version.orchestrator.is_empty());
 
     let cases = [
@@ -91,13 +84,8 @@ async fn mtls_with_msp_id_verification() {
         ),
     ];
     for (channel, msp_id, message) in cases {
-        let status = query_version(channel, msp_id)
-            .await
-            .expect_err("refused caller");
-        assert_eq!(
-            (status.code(), status.message()),
-            (Code::PermissionDenied, message)
-        );
+        let status = query_version(channel, msp_id).await.expect_err("refused caller");
+        assert_eq!((status.code(), status.message()), (Code::PermissionDenied, message));
     }
     server.stop().await;
 }
@@ -106,24 +94,17 @@ async fn mtls_with_msp_id_verification() {
 async fn mtls_without_verification_trusts_the_header() {
     let server = start_mtls(false).await;
     let org1 = tls_channel(&server, "org1-client").await;
-    query_version(org1, "MyOrg2MSP")
-        .await
-        .expect("no verification: the header is the identity");
+    query_version(org1, "MyOrg2MSP").await.expect("no verification: the header is the identity");
     server.stop().await;
 }
 
 #[tokio::test]
 async fn verification_over_plaintext_is_internal() {
     let server = TestServer::start_with(|config| config.verify_client_msp_id = true).await;
-    let status = query_version(server.channel().await, "MyOrg1MSP")
-        .await
-        .expect_err("no TLS context");
+    let status = query_version(server.channel().await, "MyOrg1MSP").await.expect_err("no TLS context");
     assert_eq!(
         (status.code(), status.message()),
-        (
-            Code::Internal,
-            "OE0007: invalid MSPID: failed to extract MSP ID from TLS context"
-        )
+        (Code::Internal, "OE0007: invalid MSPID: failed to extract MSP ID from TLS context")
     );
     server.stop().await;
 }

@@ -9,10 +9,9 @@
 use std::collections::BTreeMap;
 
 use orchestrator_proto::{
-    ApplyPlanActionParam, ApplyPlanActionResponse, AssetKind, ComputePlan, ComputePlanAction,
-    ComputeTaskStatus, EventKind, GetComputePlanParam, IsPlanRunningParam, IsPlanRunningResponse,
-    NewComputePlan, QueryPlansParam, QueryPlansResponse, UpdateComputePlanParam,
-    UpdateComputePlanResponse, event,
+    ApplyPlanActionParam, ApplyPlanActionResponse, AssetKind, ComputePlan, ComputePlanAction, ComputeTaskStatus,
+    EventKind, GetComputePlanParam, IsPlanRunningParam, IsPlanRunningResponse, NewComputePlan, QueryPlansParam,
+    QueryPlansResponse, UpdateComputePlanParam, UpdateComputePlanResponse, event,
 };
 
 use crate::computetask;
@@ -30,14 +29,7 @@ pub fn by_owner_prefix(owner: &str) -> String {
     keys::join(&["idx", ASSET, "owner", owner])
 }
 fn by_owner_index(owner: &str, created_micros: i64, key: &str) -> String {
-    keys::join(&[
-        "idx",
-        ASSET,
-        "owner",
-        owner,
-        &keys::time(created_micros),
-        key,
-    ])
+    keys::join(&["idx", ASSET, "owner", owner, &keys::time(created_micros), key])
 }
 
 /// A plan is terminated once canceled or failed; both states are final.
@@ -47,10 +39,7 @@ pub fn is_terminated(plan: &ComputePlan) -> bool {
 
 /// OE0109 `compute plan <key> is already terminated` (UNKNOWN in the reference's mapping).
 pub fn terminated_error(key: &str) -> OrcError {
-    OrcError::new(
-        ErrorKind::TerminatedComputePlan,
-        format!("compute plan {key} is already terminated"),
-    )
+    OrcError::new(ErrorKind::TerminatedComputePlan, format!("compute plan {key} is already terminated"))
 }
 
 pub fn register(tx: &mut Tx<'_>, req: NewComputePlan) -> Result<ComputePlan> {
@@ -98,28 +87,14 @@ pub fn get(tx: &mut Tx<'_>, req: GetComputePlanParam) -> Result<ComputePlan> {
 
 /// The plan, or NOT_FOUND.
 pub fn load(tx: &mut Tx<'_>, key: &str) -> Result<ComputePlan> {
-    tx.load(&keys::computeplan(key))?
-        .ok_or_else(|| OrcError::not_found(ASSET, key))
+    tx.load(&keys::computeplan(key))?.ok_or_else(|| OrcError::not_found(ASSET, key))
 }
 
 pub fn query(tx: &mut Tx<'_>, req: QueryPlansParam) -> Result<QueryPlansResponse> {
     let owner = req.filter.map(|f| f.owner).unwrap_or_default();
-    let prefix = if owner.is_empty() {
-        keys::created_prefix(ASSET)
-    } else {
-        by_owner_prefix(&owner)
-    };
-    let (plans, next_page_token) = query_index(
-        tx,
-        &prefix,
-        &req.page_token,
-        req.page_size,
-        keys::computeplan,
-    )?;
-    Ok(QueryPlansResponse {
-        plans,
-        next_page_token,
-    })
+    let prefix = if owner.is_empty() { keys::created_prefix(ASSET) } else { by_owner_prefix(&owner) };
+    let (plans, next_page_token) = query_index(tx, &prefix, &req.page_token, req.page_size, keys::computeplan)?;
+    Ok(QueryPlansResponse { plans, next_page_token })
 }
 
 /// Only the name is mutable; allowed on terminated plans too. Emits COMPUTE_PLAN/UPDATED.
@@ -132,9 +107,7 @@ pub fn update(tx: &mut Tx<'_>, req: UpdateComputePlanParam) -> Result<UpdateComp
     }
     let mut plan = load(tx, &req.key)?;
     if plan.owner != tx.requester() {
-        return Err(OrcError::permission_denied(
-            "requester does not own the compute plan",
-        ));
+        return Err(OrcError::permission_denied("requester does not own the compute plan"));
     }
     plan.name = req.name;
     tx.store(&keys::computeplan(&plan.key), &plan)?;
@@ -193,10 +166,7 @@ pub fn is_running(tx: &mut Tx<'_>, req: IsPlanRunningParam) -> Result<IsPlanRunn
 }
 
 fn running_by_tasks(tx: &mut Tx<'_>, plan: &str) -> Result<bool> {
-    for stopped in [
-        ComputeTaskStatus::StatusCanceled,
-        ComputeTaskStatus::StatusFailed,
-    ] {
+    for stopped in [ComputeTaskStatus::StatusCanceled, ComputeTaskStatus::StatusFailed] {
         if computetask::plan_has_status(tx, plan, stopped)? {
             return Ok(false);
         }

@@ -9,9 +9,9 @@ use orchestrator_proto::{
 
 use crate::error::{OrcError, Result};
 use crate::keys;
+use crate::organization::require_registered;
 use crate::pagination::query_index;
 use crate::permissions::{new_permission, new_permissions};
-use crate::organization::require_registered;
 use crate::tx::Tx;
 use crate::validation::{FieldErrors, check_metadata, require_addressable, require_name, require_uuid};
 

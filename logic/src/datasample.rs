@@ -4,9 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use orchestrator_proto::{
-    AssetKind, DataManager, DataSample, EventKind, GetDataSampleParam, QueryDataSamplesParam,
-    QueryDataSamplesResponse, RegisterDataSamplesParam, RegisterDataSamplesResponse, UpdateDataSamplesParam,
-    UpdateDataSamplesResponse, event,
+    AssetKind, DataManager, DataSample, EventKind, GetDataSampleParam, QueryDataSamplesParam, QueryDataSamplesResponse,
+    RegisterDataSamplesParam, RegisterDataSamplesResponse, UpdateDataSamplesParam, UpdateDataSamplesResponse, event,
 };
 
 use crate::datamanager;

@@ -109,10 +109,7 @@ impl OrcError {
 
     /// The reference (grpc-go) answers undecodable requests with INTERNAL and this text.
     pub fn malformed(err: impl fmt::Display) -> Self {
-        Self::new(
-            ErrorKind::MalformedRequest,
-            format!("grpc: error unmarshalling request: {err}"),
-        )
+        Self::new(ErrorKind::MalformedRequest, format!("grpc: error unmarshalling request: {err}"))
     }
 }
 

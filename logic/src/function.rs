@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use orchestrator_proto::{
-    Addressable, ApplyFunctionActionParam, ApplyFunctionActionResponse, AssetKind, EventKind, Function,
-    FunctionAction, FunctionStatus, GetFunctionParam, NewFunction, QueryFunctionsParam, QueryFunctionsResponse,
-    UpdateFunctionParam, UpdateFunctionResponse, event,
+    Addressable, ApplyFunctionActionParam, ApplyFunctionActionResponse, AssetKind, EventKind, Function, FunctionAction,
+    FunctionStatus, GetFunctionParam, NewFunction, QueryFunctionsParam, QueryFunctionsResponse, UpdateFunctionParam,
+    UpdateFunctionResponse, event,
 };
 
 use crate::datamanager::addressable_parts;
@@ -15,7 +15,9 @@ use crate::organization::require_registered;
 use crate::pagination::query_index;
 use crate::permissions::new_permissions;
 use crate::tx::Tx;
-use crate::validation::{FieldErrors, check_metadata, require_addressable, require_identifier, require_name, require_uuid};
+use crate::validation::{
+    FieldErrors, check_metadata, require_addressable, require_identifier, require_name, require_uuid,
+};
 
 pub const ASSET: &str = "function";
 

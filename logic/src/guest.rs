@@ -38,13 +38,7 @@ impl Host for WitHost {
     fn delete(&mut self, key: &str) -> Result<(), StateError> {
         state::delete(key).map_err(state_error)
     }
-    fn scan(
-        &mut self,
-        start: &str,
-        end: &str,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<ScanPage, StateError> {
+    fn scan(&mut self, start: &str, end: &str, limit: u32, cursor: Option<&str>) -> Result<ScanPage, StateError> {
         let page = state::scan(start, end, limit, cursor).map_err(state_error)?;
         Ok(ScanPage {
             entries: page.entries.into_iter().map(|e| (e.key, e.value)).collect(),
@@ -86,10 +80,7 @@ impl Guest for Component {
     }
 
     fn methods() -> Vec<MethodInfo> {
-        api::METHODS
-            .iter()
-            .map(|m| MethodInfo { name: m.name.to_owned(), read_only: m.read_only })
-            .collect()
+        api::METHODS.iter().map(|m| MethodInfo { name: m.name.to_owned(), read_only: m.read_only }).collect()
     }
 
     fn invoke(ctx: types::Context, method: String, request: Vec<u8>) -> Result<Vec<u8>, types::Error> {

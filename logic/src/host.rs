@@ -18,9 +18,7 @@ impl From<StateError> for OrcError {
     fn from(err: StateError) -> Self {
         match err {
             StateError::InvalidKey(key) => OrcError::internal(format!("invalid state key {key:?}")),
-            StateError::ValueTooLarge(size) => {
-                OrcError::internal(format!("state value of {size} bytes is too large"))
-            }
+            StateError::ValueTooLarge(size) => OrcError::internal(format!("state value of {size} bytes is too large")),
             StateError::Backend(msg) => OrcError::internal(format!("state backend: {msg}")),
         }
     }
@@ -41,13 +39,7 @@ pub trait Host {
     fn put(&mut self, key: &str, value: Vec<u8>) -> Result<(), StateError>;
     fn delete(&mut self, key: &str) -> Result<(), StateError>;
     /// Keys in `[start, end)` ascending, at most `limit`; `cursor` resumes a previous page.
-    fn scan(
-        &mut self,
-        start: &str,
-        end: &str,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<ScanPage, StateError>;
+    fn scan(&mut self, start: &str, end: &str, limit: u32, cursor: Option<&str>) -> Result<ScanPage, StateError>;
     /// Protobuf-encoded `orchestrator.Event`; published only if the call commits.
     fn emit(&mut self, event: Vec<u8>);
 }

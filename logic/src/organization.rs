@@ -61,11 +61,7 @@ pub fn get_all(tx: &mut Tx<'_>, _req: GetAllOrganizationsParam) -> Result<GetAll
 /// Assets can only be owned by organizations registered in the channel (the reference enforces
 /// it with foreign keys, surfacing UNKNOWN; here it is NOT_FOUND naming the organization).
 pub fn require_registered(tx: &mut Tx<'_>, id: &str) -> Result<()> {
-    if tx.exists(&keys::organization(id))? {
-        Ok(())
-    } else {
-        Err(OrcError::not_found(ASSET, id))
-    }
+    if tx.exists(&keys::organization(id))? { Ok(()) } else { Err(OrcError::not_found(ASSET, id)) }
 }
 
 /// Whether every id is a registered organization of the channel (one state call).

@@ -33,10 +33,7 @@ pub fn parse_token(token: &str) -> Result<PageStart> {
     }
     // Like the reference, a token that is not an offset is a plain error (UNKNOWN); negative
     // numbers are refused rather than wrapped around.
-    token
-        .parse::<u64>()
-        .map(PageStart::Offset)
-        .map_err(|_| OrcError::unknown(format!("invalid page token {token:?}")))
+    token.parse::<u64>().map(PageStart::Offset).map_err(|_| OrcError::unknown(format!("invalid page token {token:?}")))
 }
 
 pub fn effective_page_size(requested: u32) -> u32 {
@@ -120,11 +117,7 @@ pub fn query_index<M: prost::Message + Default>(
 ) -> Result<(Vec<M>, String)> {
     let (start, end) = crate::keys::prefix_range(index_prefix);
     let page = scan_page(tx, &start, &end, token, page_size)?;
-    let keys: Vec<String> = page
-        .entries
-        .iter()
-        .map(|(k, _)| record_key(crate::keys::last_component(k)))
-        .collect();
+    let keys: Vec<String> = page.entries.iter().map(|(k, _)| record_key(crate::keys::last_component(k))).collect();
     let records = tx.load_many::<M>(&keys)?;
     let items = records
         .into_iter()

@@ -70,10 +70,7 @@ impl<'a> Tx<'a> {
             return Ok(Vec::new());
         }
         let values = self.host.get_many(keys)?;
-        keys.iter()
-            .zip(values)
-            .map(|(key, value)| value.map(|bytes| decode_stored(key, &bytes)).transpose())
-            .collect()
+        keys.iter().zip(values).map(|(key, value)| value.map(|bytes| decode_stored(key, &bytes)).transpose()).collect()
     }
 
     /// Presence of many keys in one state call.
@@ -96,13 +93,7 @@ impl<'a> Tx<'a> {
         Ok(self.host.delete(key)?)
     }
 
-    pub fn scan(
-        &mut self,
-        start: &str,
-        end: &str,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<ScanPage> {
+    pub fn scan(&mut self, start: &str, end: &str, limit: u32, cursor: Option<&str>) -> Result<ScanPage> {
         Ok(self.host.scan(start, end, limit, cursor)?)
     }
 
@@ -158,9 +149,7 @@ pub fn micros_to_timestamp(micros: i64) -> prost_types::Timestamp {
 }
 
 pub fn timestamp_to_micros(ts: &prost_types::Timestamp) -> i64 {
-    ts.seconds
-        .saturating_mul(1_000_000)
-        .saturating_add(i64::from(ts.nanos) / 1_000)
+    ts.seconds.saturating_mul(1_000_000).saturating_add(i64::from(ts.nanos) / 1_000)
 }
 
 fn format_uuid(b: &[u8; 16]) -> String {

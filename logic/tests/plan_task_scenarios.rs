@@ -80,13 +80,7 @@ impl Host for Counting<'_> {
     fn delete(&mut self, key: &str) -> Result<(), StateError> {
         self.inner.delete(key)
     }
-    fn scan(
-        &mut self,
-        start: &str,
-        end: &str,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<ScanPage, StateError> {
+    fn scan(&mut self, start: &str, end: &str, limit: u32, cursor: Option<&str>) -> Result<ScanPage, StateError> {
         self.scans += 1;
         self.inner.scan(start, end, limit, cursor)
     }
@@ -107,11 +101,7 @@ fn register_1000_tasks_in_few_state_calls() {
     while tasks.len() < 1_000 {
         let round: Vec<u64> = (0..4).map(|i| n + i).collect();
         for (i, k) in round.iter().enumerate() {
-            let (dm, samples) = if i % 2 == 0 {
-                (computetask::DM1, [20, 21])
-            } else {
-                (computetask::DM2, [22, 23])
-            };
+            let (dm, samples) = if i % 2 == 0 { (computetask::DM1, [20, 21]) } else { (computetask::DM2, [22, 23]) };
             tasks.push(computetask::train_task(*k, dm, &samples, &previous));
         }
         let aggregate = n + 4;
@@ -125,27 +115,17 @@ fn register_1000_tasks_in_few_state_calls() {
 
     let state = h.state(CHANNEL).expect("channel state");
     let committed: &BTreeMap<String, Vec<u8>> = &state.entries;
-    let mut host = Counting {
-        inner: MemHost::new(committed),
-        reads: 0,
-        keys_read: 0,
-        scans: 0,
-    };
+    let mut host = Counting { inner: MemHost::new(committed), reads: 0, keys_read: 0, scans: 0 };
     let ctx = Context {
         msp_id: ORG1.to_owned(),
         channel: CHANNEL.to_owned(),
         tx_id: "budget".to_owned(),
         tx_time_micros: 1_800_000_000_000_000,
     };
-    let response = orchestrator_logic::invoke(
-        &ctx,
-        &mut host,
-        "orchestrator.ComputeTaskService/RegisterTasks",
-        &request,
-    )
-    .expect("RegisterTasks");
-    let registered =
-        orchestrator_proto::RegisterTasksResponse::decode(response.as_slice()).expect("response");
+    let response =
+        orchestrator_logic::invoke(&ctx, &mut host, "orchestrator.ComputeTaskService/RegisterTasks", &request)
+            .expect("RegisterTasks");
+    let registered = orchestrator_proto::RegisterTasksResponse::decode(response.as_slice()).expect("response");
     assert_eq!(registered.tasks.len(), 1_000);
     assert_eq!(registered.tasks.last().map(|t| t.rank), Some(399));
     assert!(host.reads <= 12, "{} read calls", host.reads);

@@ -13,14 +13,7 @@
 pub use prost;
 pub use prost_types;
 
-#[allow(
-    clippy::all,
-    clippy::pedantic,
-    clippy::nursery,
-    clippy::unwrap_used,
-    missing_docs,
-    rustdoc::all
-)]
+#[allow(clippy::all, clippy::pedantic, clippy::nursery, clippy::unwrap_used, missing_docs, rustdoc::all)]
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/orchestrator.rs"));
 }
@@ -29,5 +22,4 @@ pub use generated::*;
 
 /// Encoded `google.protobuf.FileDescriptorSet` of the 14 contract files plus their
 /// `google/protobuf` imports (no source info), for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/orchestrator_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/orchestrator_descriptor.bin"));

@@ -7,8 +7,7 @@ use std::collections::BTreeSet;
 use orchestrator_proto::FILE_DESCRIPTOR_SET;
 use orchestrator_proto::prost::Message as _;
 use orchestrator_proto::prost_types::{
-    DescriptorProto, EnumDescriptorProto, FieldDescriptorProto, FileDescriptorProto,
-    FileDescriptorSet,
+    DescriptorProto, EnumDescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet,
     field_descriptor_proto::{Label, Type},
 };
 
@@ -20,24 +19,15 @@ fn fds() -> FileDescriptorSet {
 
 /// The 14 contract files (google/protobuf imports left out).
 fn contract_files(set: &FileDescriptorSet) -> Vec<&FileDescriptorProto> {
-    set.file
-        .iter()
-        .filter(|f| !f.name().starts_with("google/protobuf/"))
-        .collect()
+    set.file.iter().filter(|f| !f.name().starts_with("google/protobuf/")).collect()
 }
 
 fn messages(set: &FileDescriptorSet) -> Vec<&DescriptorProto> {
-    contract_files(set)
-        .into_iter()
-        .flat_map(|f| f.message_type.iter())
-        .collect()
+    contract_files(set).into_iter().flat_map(|f| f.message_type.iter()).collect()
 }
 
 fn message<'a>(set: &'a FileDescriptorSet, name: &str) -> &'a DescriptorProto {
-    messages(set)
-        .into_iter()
-        .find(|m| m.name() == name)
-        .unwrap_or_else(|| panic!("message {name} missing"))
+    messages(set).into_iter().find(|m| m.name() == name).unwrap_or_else(|| panic!("message {name} missing"))
 }
 
 fn enumeration<'a>(set: &'a FileDescriptorSet, name: &str) -> &'a EnumDescriptorProto {
@@ -69,28 +59,18 @@ fn base_type(field: &FieldDescriptorProto) -> String {
 /// Signature of one field: `name number type`, e.g. `metadata 17 map<string,string>`,
 /// `inputs 17 repeated ComputeTaskInput`, `asset_key 2 string oneof=ref`.
 fn signature(msg: &DescriptorProto, field: &FieldDescriptorProto) -> String {
-    assert!(
-        !field.proto3_optional(),
-        "{}.{}: `optional` is not used by the contract",
-        msg.name(),
-        field.name()
-    );
+    assert!(!field.proto3_optional(), "{}.{}: `optional` is not used by the contract", msg.name(), field.name());
     let mut ty = base_type(field);
     if field.label() == Label::Repeated {
         let entry = (field.r#type() == Type::Message)
             .then(|| {
-                msg.nested_type.iter().find(|n| {
-                    n.name() == short(field.type_name())
-                        && n.options.as_ref().is_some_and(|o| o.map_entry())
-                })
+                msg.nested_type
+                    .iter()
+                    .find(|n| n.name() == short(field.type_name()) && n.options.as_ref().is_some_and(|o| o.map_entry()))
             })
             .flatten();
         ty = match entry {
-            Some(entry) => format!(
-                "map<{},{}>",
-                base_type(&entry.field[0]),
-                base_type(&entry.field[1])
-            ),
+            Some(entry) => format!("map<{},{}>", base_type(&entry.field[0]), base_type(&entry.field[1])),
             None => format!("repeated {ty}"),
         };
     }
@@ -106,13 +86,8 @@ fn signature(msg: &DescriptorProto, field: &FieldDescriptorProto) -> String {
 // The contract.
 
 /// (file, imports in order, enums, messages, services) in declaration order.
-type FileSpec = (
-    &'static str,
-    &'static [&'static str],
-    &'static [&'static str],
-    &'static [&'static str],
-    &'static [&'static str],
-);
+type FileSpec =
+    (&'static str, &'static [&'static str], &'static [&'static str], &'static [&'static str], &'static [&'static str]);
 const FILES: &[FileSpec] = &[
     (
         "common.proto",
@@ -125,12 +100,7 @@ const FILES: &[FileSpec] = &[
         "organization.proto",
         &["google/protobuf/timestamp.proto"],
         &[],
-        &[
-            "Organization",
-            "GetAllOrganizationsResponse",
-            "RegisterOrganizationParam",
-            "GetAllOrganizationsParam",
-        ],
+        &["Organization", "GetAllOrganizationsResponse", "RegisterOrganizationParam", "GetAllOrganizationsParam"],
         &["OrganizationService"],
     ),
     (
@@ -155,13 +125,7 @@ const FILES: &[FileSpec] = &[
     ),
     (
         "computetask.proto",
-        &[
-            "google/protobuf/timestamp.proto",
-            "model.proto",
-            "datamanager.proto",
-            "datasample.proto",
-            "common.proto",
-        ],
+        &["google/protobuf/timestamp.proto", "model.proto", "datamanager.proto", "datasample.proto", "common.proto"],
         &["ComputeTaskStatus", "ComputeTaskAction"],
         &[
             "ParentTaskOutputRef",
@@ -220,13 +184,7 @@ const FILES: &[FileSpec] = &[
         ],
         &["DataSampleService"],
     ),
-    (
-        "dataset.proto",
-        &["datamanager.proto"],
-        &[],
-        &["Dataset", "GetDatasetParam"],
-        &["DatasetService"],
-    ),
+    ("dataset.proto", &["datamanager.proto"], &[], &["Dataset", "GetDatasetParam"], &["DatasetService"]),
     (
         "event.proto",
         &[
@@ -244,13 +202,7 @@ const FILES: &[FileSpec] = &[
             "google/protobuf/timestamp.proto",
         ],
         &["EventKind"],
-        &[
-            "Event",
-            "QueryEventsParam",
-            "EventQueryFilter",
-            "QueryEventsResponse",
-            "SubscribeToEventsParam",
-        ],
+        &["Event", "QueryEventsParam", "EventQueryFilter", "QueryEventsResponse", "SubscribeToEventsParam"],
         &["EventService"],
     ),
     (
@@ -280,13 +232,7 @@ const FILES: &[FileSpec] = &[
         ],
         &["FunctionService"],
     ),
-    (
-        "info.proto",
-        &[],
-        &[],
-        &["QueryVersionParam", "QueryVersionResponse"],
-        &["InfoService"],
-    ),
+    ("info.proto", &[], &[], &["QueryVersionParam", "QueryVersionResponse"], &["InfoService"]),
     (
         "model.proto",
         &["google/protobuf/timestamp.proto", "common.proto"],
@@ -315,47 +261,19 @@ const FILES: &[FileSpec] = &[
         ],
         &["PerformanceService"],
     ),
-    (
-        "profiling.proto",
-        &["google/protobuf/empty.proto"],
-        &[],
-        &["ProfilingStep"],
-        &["ProfilingService"],
-    ),
+    ("profiling.proto", &["google/protobuf/empty.proto"], &[], &["ProfilingStep"], &["ProfilingService"]),
 ];
 
 /// Every message with every field (declaration order): "name number type".
 const MESSAGES: &[(&str, &[&str])] = &[
     // common.proto
-    (
-        "Addressable",
-        &["checksum 1 string", "storage_address 2 string"],
-    ),
-    (
-        "Permissions",
-        &["process 1 Permission", "download 2 Permission"],
-    ),
-    (
-        "Permission",
-        &["public 1 bool", "authorized_ids 2 repeated string"],
-    ),
-    (
-        "NewPermissions",
-        &["public 1 bool", "authorized_ids 2 repeated string"],
-    ),
+    ("Addressable", &["checksum 1 string", "storage_address 2 string"]),
+    ("Permissions", &["process 1 Permission", "download 2 Permission"]),
+    ("Permission", &["public 1 bool", "authorized_ids 2 repeated string"]),
+    ("NewPermissions", &["public 1 bool", "authorized_ids 2 repeated string"]),
     // organization.proto
-    (
-        "Organization",
-        &[
-            "id 1 string",
-            "creation_date 2 Timestamp",
-            "address 3 string",
-        ],
-    ),
-    (
-        "GetAllOrganizationsResponse",
-        &["organizations 1 repeated Organization"],
-    ),
+    ("Organization", &["id 1 string", "creation_date 2 Timestamp", "address 3 string"]),
+    ("GetAllOrganizationsResponse", &["organizations 1 repeated Organization"]),
     ("RegisterOrganizationParam", &["address 1 string"]),
     ("GetAllOrganizationsParam", &[]),
     // computeplan.proto
@@ -372,59 +290,25 @@ const MESSAGES: &[(&str, &[&str])] = &[
             "failure_date 20 Timestamp",
         ],
     ),
-    (
-        "NewComputePlan",
-        &[
-            "key 1 string",
-            "tag 16 string",
-            "name 19 string",
-            "metadata 17 map<string,string>",
-        ],
-    ),
+    ("NewComputePlan", &["key 1 string", "tag 16 string", "name 19 string", "metadata 17 map<string,string>"]),
     ("GetComputePlanParam", &["key 1 string"]),
-    (
-        "ApplyPlanActionParam",
-        &["key 1 string", "action 2 enum ComputePlanAction"],
-    ),
+    ("ApplyPlanActionParam", &["key 1 string", "action 2 enum ComputePlanAction"]),
     ("ApplyPlanActionResponse", &[]),
     ("PlanQueryFilter", &["owner 1 string"]),
-    (
-        "QueryPlansParam",
-        &[
-            "page_token 1 string",
-            "page_size 2 uint32",
-            "filter 3 PlanQueryFilter",
-        ],
-    ),
-    (
-        "QueryPlansResponse",
-        &["plans 1 repeated ComputePlan", "next_page_token 2 string"],
-    ),
+    ("QueryPlansParam", &["page_token 1 string", "page_size 2 uint32", "filter 3 PlanQueryFilter"]),
+    ("QueryPlansResponse", &["plans 1 repeated ComputePlan", "next_page_token 2 string"]),
     ("UpdateComputePlanParam", &["key 1 string", "name 2 string"]),
     ("UpdateComputePlanResponse", &[]),
     ("IsPlanRunningParam", &["key 1 string"]),
     ("IsPlanRunningResponse", &["is_running 1 bool"]),
     // computetask.proto
-    (
-        "ParentTaskOutputRef",
-        &["parent_task_key 1 string", "output_identifier 2 string"],
-    ),
+    ("ParentTaskOutputRef", &["parent_task_key 1 string", "output_identifier 2 string"]),
     (
         "ComputeTaskInput",
-        &[
-            "identifier 1 string",
-            "asset_key 2 string oneof=ref",
-            "parent_task_output 3 ParentTaskOutputRef oneof=ref",
-        ],
+        &["identifier 1 string", "asset_key 2 string oneof=ref", "parent_task_output 3 ParentTaskOutputRef oneof=ref"],
     ),
-    (
-        "ComputeTaskOutput",
-        &["permissions 1 Permissions", "transient 2 bool"],
-    ),
-    (
-        "NewComputeTaskOutput",
-        &["permissions 1 NewPermissions", "transient 2 bool"],
-    ),
+    ("ComputeTaskOutput", &["permissions 1 Permissions", "transient 2 bool"]),
+    ("NewComputeTaskOutput", &["permissions 1 NewPermissions", "transient 2 bool"]),
     (
         "ComputeTask",
         &[
@@ -458,25 +342,10 @@ const MESSAGES: &[(&str, &[&str])] = &[
     ("RegisterTasksResponse", &["tasks 1 repeated ComputeTask"]),
     (
         "TaskQueryFilter",
-        &[
-            "worker 1 string",
-            "status 2 enum ComputeTaskStatus",
-            "compute_plan_key 4 string",
-            "function_key 5 string",
-        ],
+        &["worker 1 string", "status 2 enum ComputeTaskStatus", "compute_plan_key 4 string", "function_key 5 string"],
     ),
-    (
-        "QueryTasksParam",
-        &[
-            "page_token 1 string",
-            "page_size 2 uint32",
-            "filter 3 TaskQueryFilter",
-        ],
-    ),
-    (
-        "QueryTasksResponse",
-        &["tasks 1 repeated ComputeTask", "next_page_token 2 string"],
-    ),
+    ("QueryTasksParam", &["page_token 1 string", "page_size 2 uint32", "filter 3 TaskQueryFilter"]),
+    ("QueryTasksResponse", &["tasks 1 repeated ComputeTask", "next_page_token 2 string"]),
     ("GetTaskParam", &["key 1 string"]),
     (
         "ComputeTaskOutputAsset",
@@ -487,14 +356,7 @@ const MESSAGES: &[(&str, &[&str])] = &[
             "asset_key 4 string",
         ],
     ),
-    (
-        "ApplyTaskActionParam",
-        &[
-            "compute_task_key 1 string",
-            "action 2 enum ComputeTaskAction",
-            "log 3 string",
-        ],
-    ),
+    ("ApplyTaskActionParam", &["compute_task_key 1 string", "action 2 enum ComputeTaskAction", "log 3 string"]),
     ("ApplyTaskActionResponse", &[]),
     (
         "ComputeTaskInputAsset",
@@ -506,14 +368,8 @@ const MESSAGES: &[(&str, &[&str])] = &[
         ],
     ),
     ("GetTaskInputAssetsParam", &["compute_task_key 1 string"]),
-    (
-        "GetTaskInputAssetsResponse",
-        &["assets 1 repeated ComputeTaskInputAsset"],
-    ),
-    (
-        "DisableOutputParam",
-        &["compute_task_key 1 string", "identifier 2 string"],
-    ),
+    ("GetTaskInputAssetsResponse", &["assets 1 repeated ComputeTaskInputAsset"]),
+    ("DisableOutputParam", &["compute_task_key 1 string", "identifier 2 string"]),
     ("DisableOutputResponse", &[]),
     // datamanager.proto
     (
@@ -545,17 +401,8 @@ const MESSAGES: &[(&str, &[&str])] = &[
         ],
     ),
     ("GetDataManagerParam", &["key 1 string"]),
-    (
-        "QueryDataManagersParam",
-        &["page_token 1 string", "page_size 2 uint32"],
-    ),
-    (
-        "QueryDataManagersResponse",
-        &[
-            "data_managers 1 repeated DataManager",
-            "next_page_token 2 string",
-        ],
-    ),
+    ("QueryDataManagersParam", &["page_token 1 string", "page_size 2 uint32"]),
+    ("QueryDataManagersResponse", &["data_managers 1 repeated DataManager", "next_page_token 2 string"]),
     ("UpdateDataManagerParam", &["key 1 string", "name 2 string"]),
     ("UpdateDataManagerResponse", &[]),
     // datasample.proto
@@ -572,54 +419,18 @@ const MESSAGES: &[(&str, &[&str])] = &[
     ),
     (
         "NewDataSample",
-        &[
-            "key 1 string",
-            "data_manager_keys 2 repeated string",
-            "test_only 3 bool",
-            "checksum 4 string",
-        ],
+        &["key 1 string", "data_manager_keys 2 repeated string", "test_only 3 bool", "checksum 4 string"],
     ),
-    (
-        "RegisterDataSamplesParam",
-        &["samples 1 repeated NewDataSample"],
-    ),
-    (
-        "RegisterDataSamplesResponse",
-        &["data_samples 1 repeated DataSample"],
-    ),
-    (
-        "UpdateDataSamplesParam",
-        &[
-            "keys 1 repeated string",
-            "data_manager_keys 2 repeated string",
-        ],
-    ),
+    ("RegisterDataSamplesParam", &["samples 1 repeated NewDataSample"]),
+    ("RegisterDataSamplesResponse", &["data_samples 1 repeated DataSample"]),
+    ("UpdateDataSamplesParam", &["keys 1 repeated string", "data_manager_keys 2 repeated string"]),
     ("UpdateDataSamplesResponse", &[]),
     ("DataSampleQueryFilter", &["keys 1 repeated string"]),
-    (
-        "QueryDataSamplesParam",
-        &[
-            "page_token 1 string",
-            "page_size 2 uint32",
-            "filter 3 DataSampleQueryFilter",
-        ],
-    ),
-    (
-        "QueryDataSamplesResponse",
-        &[
-            "data_samples 1 repeated DataSample",
-            "next_page_token 2 string",
-        ],
-    ),
+    ("QueryDataSamplesParam", &["page_token 1 string", "page_size 2 uint32", "filter 3 DataSampleQueryFilter"]),
+    ("QueryDataSamplesResponse", &["data_samples 1 repeated DataSample", "next_page_token 2 string"]),
     ("GetDataSampleParam", &["key 1 string"]),
     // dataset.proto
-    (
-        "Dataset",
-        &[
-            "data_manager 1 DataManager",
-            "data_sample_keys 4 repeated string",
-        ],
-    ),
+    ("Dataset", &["data_manager 1 DataManager", "data_sample_keys 4 repeated string"]),
     ("GetDatasetParam", &["key 1 string"]),
     // event.proto
     (
@@ -647,12 +458,7 @@ const MESSAGES: &[(&str, &[&str])] = &[
     ),
     (
         "QueryEventsParam",
-        &[
-            "page_token 1 string",
-            "page_size 2 uint32",
-            "filter 3 EventQueryFilter",
-            "sort 4 enum SortOrder",
-        ],
+        &["page_token 1 string", "page_size 2 uint32", "filter 3 EventQueryFilter", "sort 4 enum SortOrder"],
     ),
     (
         "EventQueryFilter",
@@ -665,10 +471,7 @@ const MESSAGES: &[(&str, &[&str])] = &[
             "end 6 Timestamp",
         ],
     ),
-    (
-        "QueryEventsResponse",
-        &["events 1 repeated Event", "next_page_token 2 string"],
-    ),
+    ("QueryEventsResponse", &["events 1 repeated Event", "next_page_token 2 string"]),
     ("SubscribeToEventsParam", &["start_event_id 1 string"]),
     // failure_report.proto
     (
@@ -693,18 +496,8 @@ const MESSAGES: &[(&str, &[&str])] = &[
     ),
     ("GetFailureReportParam", &["asset_key 1 string"]),
     // function.proto
-    (
-        "FunctionInput",
-        &[
-            "kind 1 enum AssetKind",
-            "multiple 2 bool",
-            "optional 3 bool",
-        ],
-    ),
-    (
-        "FunctionOutput",
-        &["kind 1 enum AssetKind", "multiple 2 bool"],
-    ),
+    ("FunctionInput", &["kind 1 enum AssetKind", "multiple 2 bool", "optional 3 bool"]),
+    ("FunctionOutput", &["kind 1 enum AssetKind", "multiple 2 bool"]),
     (
         "Function",
         &[
@@ -736,28 +529,12 @@ const MESSAGES: &[(&str, &[&str])] = &[
         ],
     ),
     ("GetFunctionParam", &["key 1 string"]),
-    (
-        "QueryFunctionsResponse",
-        &["Functions 1 repeated Function", "next_page_token 2 string"],
-    ),
+    ("QueryFunctionsResponse", &["Functions 1 repeated Function", "next_page_token 2 string"]),
     ("FunctionQueryFilter", &["compute_plan_key 2 string"]),
-    (
-        "QueryFunctionsParam",
-        &[
-            "page_token 1 string",
-            "page_size 2 uint32",
-            "filter 3 FunctionQueryFilter",
-        ],
-    ),
-    (
-        "UpdateFunctionParam",
-        &["key 1 string", "name 2 string", "image 3 Addressable"],
-    ),
+    ("QueryFunctionsParam", &["page_token 1 string", "page_size 2 uint32", "filter 3 FunctionQueryFilter"]),
+    ("UpdateFunctionParam", &["key 1 string", "name 2 string", "image 3 Addressable"]),
     ("UpdateFunctionResponse", &[]),
-    (
-        "ApplyFunctionActionParam",
-        &["function_key 1 string", "action 2 enum FunctionAction"],
-    ),
+    ("ApplyFunctionActionParam", &["function_key 1 string", "action 2 enum FunctionAction"]),
     ("ApplyFunctionActionResponse", &[]),
     // info.proto
     ("QueryVersionParam", &[]),
@@ -791,11 +568,7 @@ const MESSAGES: &[(&str, &[&str])] = &[
     // performance.proto
     (
         "NewPerformance",
-        &[
-            "compute_task_key 1 string",
-            "compute_task_output_identifier 3 string",
-            "performance_value 2 float",
-        ],
+        &["compute_task_key 1 string", "compute_task_output_identifier 3 string", "performance_value 2 float"],
     ),
     (
         "Performance",
@@ -806,33 +579,11 @@ const MESSAGES: &[(&str, &[&str])] = &[
             "creation_date 3 Timestamp",
         ],
     ),
-    (
-        "PerformanceQueryFilter",
-        &[
-            "compute_task_key 1 string",
-            "compute_task_output_identifier 3 string",
-        ],
-    ),
-    (
-        "QueryPerformancesParam",
-        &[
-            "page_token 1 string",
-            "page_size 2 uint32",
-            "filter 3 PerformanceQueryFilter",
-        ],
-    ),
-    (
-        "QueryPerformancesResponse",
-        &[
-            "Performances 1 repeated Performance",
-            "next_page_token 2 string",
-        ],
-    ),
+    ("PerformanceQueryFilter", &["compute_task_key 1 string", "compute_task_output_identifier 3 string"]),
+    ("QueryPerformancesParam", &["page_token 1 string", "page_size 2 uint32", "filter 3 PerformanceQueryFilter"]),
+    ("QueryPerformancesResponse", &["Performances 1 repeated Performance", "next_page_token 2 string"]),
     // profiling.proto
-    (
-        "ProfilingStep",
-        &["duration 1 uint32", "asset_key 2 string", "step 3 string"],
-    ),
+    ("ProfilingStep", &["duration 1 uint32", "asset_key 2 string", "step 3 string"]),
 ];
 
 /// (message, reserved numbers as written, reserved names as written).
@@ -856,38 +607,15 @@ const RESERVED: &[(&str, &[i32], &[&str])] = &[
     (
         "ComputeTask",
         &[2, 3, 6, 12, 13, 14, 15, 18],
-        &[
-            "category",
-            "function",
-            "data",
-            "test",
-            "train",
-            "composite",
-            "aggregate",
-            "parent_task_keys",
-            "predict",
-        ],
+        &["category", "function", "data", "test", "train", "composite", "aggregate", "parent_task_keys", "predict"],
     ),
     (
         "NewComputeTask",
         &[2, 5, 12, 13, 14, 15, 18],
-        &[
-            "category",
-            "parent_task_keys",
-            "data",
-            "test",
-            "train",
-            "composite",
-            "aggregate",
-            "predict",
-        ],
+        &["category", "parent_task_keys", "data", "test", "train", "composite", "aggregate", "predict"],
     ),
     ("TaskQueryFilter", &[3], &["category"]),
-    (
-        "Dataset",
-        &[2, 3],
-        &["train_data_sample_keys", "test_data_sample_keys"],
-    ),
+    ("Dataset", &[2, 3], &["train_data_sample_keys", "test_data_sample_keys"]),
     ("Function", &[3], &["category"]),
     ("NewFunction", &[3], &["category"]),
     ("Model", &[2], &["category"]),
@@ -900,18 +628,8 @@ const SERVICES: &[(&str, &[Rpc])] = &[
     (
         "OrganizationService",
         &[
-            (
-                "RegisterOrganization",
-                "RegisterOrganizationParam",
-                "Organization",
-                false,
-            ),
-            (
-                "GetAllOrganizations",
-                "GetAllOrganizationsParam",
-                "GetAllOrganizationsResponse",
-                false,
-            ),
+            ("RegisterOrganization", "RegisterOrganizationParam", "Organization", false),
+            ("GetAllOrganizations", "GetAllOrganizationsParam", "GetAllOrganizationsResponse", false),
         ],
     ),
     (
@@ -919,142 +637,54 @@ const SERVICES: &[(&str, &[Rpc])] = &[
         &[
             ("RegisterPlan", "NewComputePlan", "ComputePlan", false),
             ("GetPlan", "GetComputePlanParam", "ComputePlan", false),
-            (
-                "ApplyPlanAction",
-                "ApplyPlanActionParam",
-                "ApplyPlanActionResponse",
-                false,
-            ),
+            ("ApplyPlanAction", "ApplyPlanActionParam", "ApplyPlanActionResponse", false),
             ("QueryPlans", "QueryPlansParam", "QueryPlansResponse", false),
-            (
-                "UpdatePlan",
-                "UpdateComputePlanParam",
-                "UpdateComputePlanResponse",
-                false,
-            ),
-            (
-                "IsPlanRunning",
-                "IsPlanRunningParam",
-                "IsPlanRunningResponse",
-                false,
-            ),
+            ("UpdatePlan", "UpdateComputePlanParam", "UpdateComputePlanResponse", false),
+            ("IsPlanRunning", "IsPlanRunningParam", "IsPlanRunningResponse", false),
         ],
     ),
     (
         "ComputeTaskService",
         &[
-            (
-                "RegisterTasks",
-                "RegisterTasksParam",
-                "RegisterTasksResponse",
-                false,
-            ),
+            ("RegisterTasks", "RegisterTasksParam", "RegisterTasksResponse", false),
             ("QueryTasks", "QueryTasksParam", "QueryTasksResponse", false),
             ("GetTask", "GetTaskParam", "ComputeTask", false),
-            (
-                "ApplyTaskAction",
-                "ApplyTaskActionParam",
-                "ApplyTaskActionResponse",
-                false,
-            ),
-            (
-                "GetTaskInputAssets",
-                "GetTaskInputAssetsParam",
-                "GetTaskInputAssetsResponse",
-                false,
-            ),
-            (
-                "DisableOutput",
-                "DisableOutputParam",
-                "DisableOutputResponse",
-                false,
-            ),
+            ("ApplyTaskAction", "ApplyTaskActionParam", "ApplyTaskActionResponse", false),
+            ("GetTaskInputAssets", "GetTaskInputAssetsParam", "GetTaskInputAssetsResponse", false),
+            ("DisableOutput", "DisableOutputParam", "DisableOutputResponse", false),
         ],
     ),
     (
         "DataManagerService",
         &[
-            (
-                "RegisterDataManager",
-                "NewDataManager",
-                "DataManager",
-                false,
-            ),
-            (
-                "GetDataManager",
-                "GetDataManagerParam",
-                "DataManager",
-                false,
-            ),
-            (
-                "QueryDataManagers",
-                "QueryDataManagersParam",
-                "QueryDataManagersResponse",
-                false,
-            ),
-            (
-                "UpdateDataManager",
-                "UpdateDataManagerParam",
-                "UpdateDataManagerResponse",
-                false,
-            ),
+            ("RegisterDataManager", "NewDataManager", "DataManager", false),
+            ("GetDataManager", "GetDataManagerParam", "DataManager", false),
+            ("QueryDataManagers", "QueryDataManagersParam", "QueryDataManagersResponse", false),
+            ("UpdateDataManager", "UpdateDataManagerParam", "UpdateDataManagerResponse", false),
         ],
     ),
     (
         "DataSampleService",
         &[
-            (
-                "RegisterDataSamples",
-                "RegisterDataSamplesParam",
-                "RegisterDataSamplesResponse",
-                false,
-            ),
-            (
-                "UpdateDataSamples",
-                "UpdateDataSamplesParam",
-                "UpdateDataSamplesResponse",
-                false,
-            ),
-            (
-                "QueryDataSamples",
-                "QueryDataSamplesParam",
-                "QueryDataSamplesResponse",
-                false,
-            ),
+            ("RegisterDataSamples", "RegisterDataSamplesParam", "RegisterDataSamplesResponse", false),
+            ("UpdateDataSamples", "UpdateDataSamplesParam", "UpdateDataSamplesResponse", false),
+            ("QueryDataSamples", "QueryDataSamplesParam", "QueryDataSamplesResponse", false),
             ("GetDataSample", "GetDataSampleParam", "DataSample", false),
         ],
     ),
-    (
-        "DatasetService",
-        &[("GetDataset", "GetDatasetParam", "Dataset", false)],
-    ),
+    ("DatasetService", &[("GetDataset", "GetDatasetParam", "Dataset", false)]),
     (
         "EventService",
         &[
-            (
-                "QueryEvents",
-                "QueryEventsParam",
-                "QueryEventsResponse",
-                false,
-            ),
+            ("QueryEvents", "QueryEventsParam", "QueryEventsResponse", false),
             ("SubscribeToEvents", "SubscribeToEventsParam", "Event", true),
         ],
     ),
     (
         "FailureReportService",
         &[
-            (
-                "RegisterFailureReport",
-                "NewFailureReport",
-                "FailureReport",
-                false,
-            ),
-            (
-                "GetFailureReport",
-                "GetFailureReportParam",
-                "FailureReport",
-                false,
-            ),
+            ("RegisterFailureReport", "NewFailureReport", "FailureReport", false),
+            ("GetFailureReport", "GetFailureReportParam", "FailureReport", false),
         ],
     ),
     (
@@ -1062,80 +692,29 @@ const SERVICES: &[(&str, &[Rpc])] = &[
         &[
             ("RegisterFunction", "NewFunction", "Function", false),
             ("GetFunction", "GetFunctionParam", "Function", false),
-            (
-                "QueryFunctions",
-                "QueryFunctionsParam",
-                "QueryFunctionsResponse",
-                false,
-            ),
-            (
-                "UpdateFunction",
-                "UpdateFunctionParam",
-                "UpdateFunctionResponse",
-                false,
-            ),
-            (
-                "ApplyFunctionAction",
-                "ApplyFunctionActionParam",
-                "ApplyFunctionActionResponse",
-                false,
-            ),
+            ("QueryFunctions", "QueryFunctionsParam", "QueryFunctionsResponse", false),
+            ("UpdateFunction", "UpdateFunctionParam", "UpdateFunctionResponse", false),
+            ("ApplyFunctionAction", "ApplyFunctionActionParam", "ApplyFunctionActionResponse", false),
         ],
     ),
-    (
-        "InfoService",
-        &[(
-            "QueryVersion",
-            "QueryVersionParam",
-            "QueryVersionResponse",
-            false,
-        )],
-    ),
+    ("InfoService", &[("QueryVersion", "QueryVersionParam", "QueryVersionResponse", false)]),
     (
         "ModelService",
         &[
             ("RegisterModel", "NewModel", "Model", false),
-            (
-                "RegisterModels",
-                "RegisterModelsParam",
-                "RegisterModelsResponse",
-                false,
-            ),
+            ("RegisterModels", "RegisterModelsParam", "RegisterModelsResponse", false),
             ("GetModel", "GetModelParam", "Model", false),
-            (
-                "GetComputeTaskOutputModels",
-                "GetComputeTaskModelsParam",
-                "GetComputeTaskModelsResponse",
-                false,
-            ),
+            ("GetComputeTaskOutputModels", "GetComputeTaskModelsParam", "GetComputeTaskModelsResponse", false),
         ],
     ),
     (
         "PerformanceService",
         &[
-            (
-                "RegisterPerformance",
-                "NewPerformance",
-                "Performance",
-                false,
-            ),
-            (
-                "QueryPerformances",
-                "QueryPerformancesParam",
-                "QueryPerformancesResponse",
-                false,
-            ),
+            ("RegisterPerformance", "NewPerformance", "Performance", false),
+            ("QueryPerformances", "QueryPerformancesParam", "QueryPerformancesResponse", false),
         ],
     ),
-    (
-        "ProfilingService",
-        &[(
-            "RegisterProfilingStep",
-            "ProfilingStep",
-            "google.protobuf.Empty",
-            false,
-        )],
-    ),
+    ("ProfilingService", &[("RegisterProfilingStep", "ProfilingStep", "google.protobuf.Empty", false)]),
 ];
 
 /// (enum, [(value, number)]) in declaration order, and reserved numbers/names.
@@ -1158,14 +737,8 @@ const ENUMS: &[EnumSpec] = &[
             ("ASSET_PROFILING_STEP", 12),
         ],
     ),
-    (
-        "SortOrder",
-        &[("UNSPECIFIED", 0), ("ASCENDING", 1), ("DESCENDING", 2)],
-    ),
-    (
-        "ComputePlanAction",
-        &[("PLAN_ACTION_UNKNOWN", 0), ("PLAN_ACTION_CANCELED", 1)],
-    ),
+    ("SortOrder", &[("UNSPECIFIED", 0), ("ASCENDING", 1), ("DESCENDING", 2)]),
+    ("ComputePlanAction", &[("PLAN_ACTION_UNKNOWN", 0), ("PLAN_ACTION_CANCELED", 1)]),
     (
         "ComputeTaskStatus",
         &[
@@ -1194,12 +767,7 @@ const ENUMS: &[EnumSpec] = &[
     ),
     (
         "EventKind",
-        &[
-            ("EVENT_UNKNOWN", 0),
-            ("EVENT_ASSET_CREATED", 1),
-            ("EVENT_ASSET_UPDATED", 2),
-            ("EVENT_ASSET_DISABLED", 3),
-        ],
+        &[("EVENT_UNKNOWN", 0), ("EVENT_ASSET_CREATED", 1), ("EVENT_ASSET_UPDATED", 2), ("EVENT_ASSET_DISABLED", 3)],
     ),
     (
         "ErrorType",
@@ -1210,14 +778,7 @@ const ENUMS: &[EnumSpec] = &[
             ("ERROR_TYPE_INTERNAL", 3),
         ],
     ),
-    (
-        "FailedAssetKind",
-        &[
-            ("FAILED_ASSET_UNKNOWN", 0),
-            ("FAILED_ASSET_COMPUTE_TASK", 1),
-            ("FAILED_ASSET_FUNCTION", 2),
-        ],
-    ),
+    ("FailedAssetKind", &[("FAILED_ASSET_UNKNOWN", 0), ("FAILED_ASSET_COMPUTE_TASK", 1), ("FAILED_ASSET_FUNCTION", 2)]),
     (
         "FunctionAction",
         &[
@@ -1254,21 +815,13 @@ fn totals() {
     // Only well-known imports besides ours.
     for file in set.file.iter().filter(|f| f.package() != PACKAGE) {
         assert!(
-            [
-                "google/protobuf/timestamp.proto",
-                "google/protobuf/empty.proto"
-            ]
-            .contains(&file.name()),
+            ["google/protobuf/timestamp.proto", "google/protobuf/empty.proto"].contains(&file.name()),
             "unexpected file {}",
             file.name()
         );
     }
     let services: usize = files.iter().map(|f| f.service.len()).sum();
-    let methods: usize = files
-        .iter()
-        .flat_map(|f| f.service.iter())
-        .map(|s| s.method.len())
-        .sum();
+    let methods: usize = files.iter().flat_map(|f| f.service.iter()).map(|s| s.method.len()).sum();
     let messages: usize = files.iter().map(|f| f.message_type.len()).sum();
     let enums: usize = files.iter().map(|f| f.enum_type.len()).sum();
     assert_eq!(services, 13, "services");
@@ -1277,10 +830,7 @@ fn totals() {
     assert_eq!(enums, 10, "enums");
     assert_eq!(MESSAGES.len(), 94);
     assert_eq!(SERVICES.len(), 13);
-    assert_eq!(
-        SERVICES.iter().map(|(_, rpcs)| rpcs.len()).sum::<usize>(),
-        40
-    );
+    assert_eq!(SERVICES.iter().map(|(_, rpcs)| rpcs.len()).sum::<usize>(), 40);
     assert_eq!(ENUMS.len(), 10);
 }
 
@@ -1292,10 +842,7 @@ fn files_imports_and_declarations() {
     let expected: BTreeSet<&str> = FILES.iter().map(|f| f.0).collect();
     assert_eq!(names, expected);
     for (name, imports, enums, messages, services) in FILES {
-        let file = files
-            .iter()
-            .find(|f| f.name() == *name)
-            .unwrap_or_else(|| panic!("file {name} missing"));
+        let file = files.iter().find(|f| f.name() == *name).unwrap_or_else(|| panic!("file {name} missing"));
         assert_eq!(file.syntax(), "proto3", "{name}");
         assert_eq!(
             file.options.as_ref().map(|o| o.go_package()),
@@ -1338,14 +885,8 @@ fn every_message_field() {
         for field in &msg.field {
             if field.r#type() == Type::Message && short(field.type_name()) == "Timestamp" {
                 assert_eq!(field.type_name(), ".google.protobuf.Timestamp");
-            } else if matches!(field.r#type(), Type::Message | Type::Enum)
-                && field.label() != Label::Repeated
-            {
-                assert!(
-                    field.type_name().starts_with(".orchestrator."),
-                    "{name}.{}",
-                    field.name()
-                );
+            } else if matches!(field.r#type(), Type::Message | Type::Enum) && field.label() != Label::Repeated {
+                assert!(field.type_name().starts_with(".orchestrator."), "{name}.{}", field.name());
             }
         }
     }
@@ -1374,10 +915,7 @@ fn tricky_numbers() {
     assert_eq!(number("Function", "inputs"), 17);
     assert_eq!(number("Function", "outputs"), 18);
     assert_eq!(number("Performance", "compute_task_output_identifier"), 6);
-    assert_eq!(
-        number("NewPerformance", "compute_task_output_identifier"),
-        3
-    );
+    assert_eq!(number("NewPerformance", "compute_task_output_identifier"), 3);
     assert_eq!(number("QueryVersionResponse", "orchestrator"), 1);
     assert_eq!(number("Event", "metadata"), 18);
     assert_eq!(number("QueryFunctionsResponse", "Functions"), 1);
@@ -1392,11 +930,7 @@ fn tricky_numbers() {
     // Oneofs: exactly three, no synthetic (proto3 optional) ones.
     let oneofs: Vec<(String, String)> = messages(&set)
         .iter()
-        .flat_map(|m| {
-            m.oneof_decl
-                .iter()
-                .map(|o| (m.name().to_owned(), o.name().to_owned()))
-        })
+        .flat_map(|m| m.oneof_decl.iter().map(|o| (m.name().to_owned(), o.name().to_owned())))
         .collect();
     assert_eq!(
         oneofs,
@@ -1413,21 +947,13 @@ fn reserved_numbers_and_names() {
     let set = fds();
     for (name, numbers, names) in RESERVED {
         let msg = message(&set, name);
-        let got: Vec<(i32, i32)> = msg
-            .reserved_range
-            .iter()
-            .map(|r| (r.start(), r.end()))
-            .collect();
+        let got: Vec<(i32, i32)> = msg.reserved_range.iter().map(|r| (r.start(), r.end())).collect();
         // Each single reserved number n is the half-open range [n, n+1).
         let want: Vec<(i32, i32)> = numbers.iter().map(|&n| (n, n + 1)).collect();
         assert_eq!(got, want, "reserved numbers of {name}");
         assert_eq!(&msg.reserved_name, names, "reserved names of {name}");
         for field in &msg.field {
-            assert!(
-                !numbers.contains(&field.number()),
-                "{name}.{} uses a reserved number",
-                field.name()
-            );
+            assert!(!numbers.contains(&field.number()), "{name}.{} uses a reserved number", field.name());
         }
     }
     // No other message reserves anything.
@@ -1441,11 +967,7 @@ fn reserved_numbers_and_names() {
         }
     }
     let asset_kind = enumeration(&set, "AssetKind");
-    let ranges: Vec<(i32, i32)> = asset_kind
-        .reserved_range
-        .iter()
-        .map(|r| (r.start(), r.end()))
-        .collect();
+    let ranges: Vec<(i32, i32)> = asset_kind.reserved_range.iter().map(|r| (r.start(), r.end())).collect();
     // Enum reserved ranges are inclusive.
     assert_eq!(ranges, [(2, 2)]);
     assert_eq!(asset_kind.reserved_name, ["ASSET_METRIC"]);
@@ -1461,10 +983,7 @@ fn services_and_rpcs() {
     assert_eq!(names, expected);
     let mut streaming = Vec::new();
     for (name, rpcs) in SERVICES {
-        let service = services
-            .iter()
-            .find(|s| s.name() == *name)
-            .unwrap_or_else(|| panic!("service {name} missing"));
+        let service = services.iter().find(|s| s.name() == *name).unwrap_or_else(|| panic!("service {name} missing"));
         let got: Vec<(String, String, String, bool)> = service
             .method
             .iter()
@@ -1477,27 +996,18 @@ fn services_and_rpcs() {
                 let output = output.strip_prefix("orchestrator.").unwrap_or(output);
                 (
                     m.name().to_owned(),
-                    m.input_type()
-                        .trim_start_matches(".orchestrator.")
-                        .to_owned(),
+                    m.input_type().trim_start_matches(".orchestrator.").to_owned(),
                     output.to_owned(),
                     m.server_streaming(),
                 )
             })
             .collect();
-        let want: Vec<(String, String, String, bool)> = rpcs
-            .iter()
-            .map(|(m, i, o, s)| ((*m).to_owned(), (*i).to_owned(), (*o).to_owned(), *s))
-            .collect();
+        let want: Vec<(String, String, String, bool)> =
+            rpcs.iter().map(|(m, i, o, s)| ((*m).to_owned(), (*i).to_owned(), (*o).to_owned(), *s)).collect();
         assert_eq!(got, want, "RPCs of {name}");
         for method in &service.method {
             let deprecated = method.options.as_ref().is_some_and(|o| o.deprecated());
-            assert_eq!(
-                deprecated,
-                method.name() == "RegisterModel",
-                "deprecated option on {name}.{}",
-                method.name()
-            );
+            assert_eq!(deprecated, method.name() == "RegisterModel", "deprecated option on {name}.{}", method.name());
         }
     }
     assert_eq!(streaming, ["EventService.SubscribeToEvents"]);
@@ -1506,19 +1016,12 @@ fn services_and_rpcs() {
 #[test]
 fn every_enum_value() {
     let set = fds();
-    let declared: BTreeSet<&str> = contract_files(&set)
-        .iter()
-        .flat_map(|f| f.enum_type.iter())
-        .map(|e| e.name())
-        .collect();
+    let declared: BTreeSet<&str> =
+        contract_files(&set).iter().flat_map(|f| f.enum_type.iter()).map(|e| e.name()).collect();
     let specified: BTreeSet<&str> = ENUMS.iter().map(|e| e.0).collect();
     assert_eq!(declared, specified);
     for (name, values) in ENUMS {
-        let got: Vec<(&str, i32)> = enumeration(&set, name)
-            .value
-            .iter()
-            .map(|v| (v.name(), v.number()))
-            .collect();
+        let got: Vec<(&str, i32)> = enumeration(&set, name).value.iter().map(|v| (v.name(), v.number())).collect();
         assert_eq!(&got, values, "values of {name}");
     }
 }
@@ -1526,8 +1029,8 @@ fn every_enum_value() {
 #[test]
 fn generated_types() {
     use orchestrator_proto::{
-        AssetKind, ComputeTaskInput, ComputeTaskStatus, DataManager, ErrorType, Event, Function,
-        FunctionStatus, compute_task_input, event,
+        AssetKind, ComputeTaskInput, ComputeTaskStatus, DataManager, ErrorType, Event, Function, FunctionStatus,
+        compute_task_input, event,
     };
     use std::collections::BTreeMap;
 
@@ -1535,17 +1038,8 @@ fn generated_types() {
     let mut metadata: BTreeMap<String, String> = BTreeMap::new();
     metadata.insert("b".into(), "2".into());
     metadata.insert("a".into(), "1".into());
-    let dm = DataManager {
-        key: "k".into(),
-        r#type: String::new(),
-        metadata: metadata.clone(),
-        ..Default::default()
-    };
-    let function = Function {
-        inputs: BTreeMap::new(),
-        status: FunctionStatus::Ready as i32,
-        ..Default::default()
-    };
+    let dm = DataManager { key: "k".into(), r#type: String::new(), metadata: metadata.clone(), ..Default::default() };
+    let function = Function { inputs: BTreeMap::new(), status: FunctionStatus::Ready as i32, ..Default::default() };
     let event = Event {
         asset_kind: AssetKind::AssetDataManager as i32,
         asset: Some(event::Asset::DataManager(dm)),
@@ -1559,20 +1053,12 @@ fn generated_types() {
     assert_eq!(decoded, event);
     assert_eq!(function.status(), FunctionStatus::Ready);
 
-    let input = ComputeTaskInput {
-        identifier: "model".into(),
-        r#ref: Some(compute_task_input::Ref::AssetKey("x".into())),
-    };
-    assert!(matches!(
-        input.r#ref,
-        Some(compute_task_input::Ref::AssetKey(_))
-    ));
+    let input =
+        ComputeTaskInput { identifier: "model".into(), r#ref: Some(compute_task_input::Ref::AssetKey("x".into())) };
+    assert!(matches!(input.r#ref, Some(compute_task_input::Ref::AssetKey(_))));
     assert_eq!(ComputeTaskStatus::StatusDone as i32, 4);
     assert_eq!(ErrorType::Execution.as_str_name(), "ERROR_TYPE_EXECUTION");
-    assert_eq!(
-        AssetKind::from_str_name("ASSET_PROFILING_STEP"),
-        Some(AssetKind::AssetProfilingStep)
-    );
+    assert_eq!(AssetKind::from_str_name("ASSET_PROFILING_STEP"), Some(AssetKind::AssetProfilingStep));
 }
 
 #[cfg(feature = "client")]
@@ -1582,16 +1068,12 @@ fn client_modules_exist() {
         std::any::type_name::<T>()
     }
     use orchestrator_proto::{
-        compute_plan_service_client::ComputePlanServiceClient,
-        compute_task_service_client::ComputeTaskServiceClient,
-        data_manager_service_client::DataManagerServiceClient,
-        data_sample_service_client::DataSampleServiceClient,
+        compute_plan_service_client::ComputePlanServiceClient, compute_task_service_client::ComputeTaskServiceClient,
+        data_manager_service_client::DataManagerServiceClient, data_sample_service_client::DataSampleServiceClient,
         dataset_service_client::DatasetServiceClient, event_service_client::EventServiceClient,
-        failure_report_service_client::FailureReportServiceClient,
-        function_service_client::FunctionServiceClient, info_service_client::InfoServiceClient,
-        model_service_client::ModelServiceClient,
-        organization_service_client::OrganizationServiceClient,
-        performance_service_client::PerformanceServiceClient,
+        failure_report_service_client::FailureReportServiceClient, function_service_client::FunctionServiceClient,
+        info_service_client::InfoServiceClient, model_service_client::ModelServiceClient,
+        organization_service_client::OrganizationServiceClient, performance_service_client::PerformanceServiceClient,
         profiling_service_client::ProfilingServiceClient,
     };
     let names = [

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use component_driver::ComponentDriver;
 use orchestrator_logic::testing::{Driver, Harness, call};
 use orchestrator_proto::{
-    Addressable, DataManager, GetDataManagerParam, NewDataManager, NewDataSample, NewPermissions,
-    Organization, RegisterDataSamplesParam, RegisterDataSamplesResponse, RegisterOrganizationParam,
+    Addressable, DataManager, GetDataManagerParam, NewDataManager, NewDataSample, NewPermissions, Organization,
+    RegisterDataSamplesParam, RegisterDataSamplesResponse, RegisterOrganizationParam,
 };
 
 const ORG: &str = "MyOrg1MSP";

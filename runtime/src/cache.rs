@@ -64,9 +64,7 @@ pub(crate) struct EngineEntry {
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Feeds `Hash` output into sha256 (std's hasher makes no stability promise across builds).
@@ -214,8 +212,8 @@ impl EngineEntry {
         }
 
         let started = Instant::now();
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| RuntimeError::Component(format!("compiling: {e:#}")))?;
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| RuntimeError::Component(format!("compiling: {e:#}")))?;
         tracing::info!(
             %sha256,
             size = bytes.len(),
@@ -250,9 +248,7 @@ impl EngineEntry {
 
 /// Writes the precompiled `component` to `path`.
 fn store(component: &Component, path: &Path) -> Result<(), RuntimeError> {
-    let serialized = component
-        .serialize()
-        .map_err(|e| RuntimeError::Component(format!("serializing: {e:#}")))?;
+    let serialized = component.serialize().map_err(|e| RuntimeError::Component(format!("serializing: {e:#}")))?;
     write_atomically(path, &serialized)?;
     tracing::debug!(path = %path.display(), "stored the precompiled component");
     Ok(())
@@ -263,15 +259,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), std::io::Error> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = dir.join(format!(
-        ".{file_name}.{}.{}.tmp",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = dir.join(format!(".{file_name}.{}.{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
     let write = || -> Result<(), std::io::Error> {
         let mut file = std::fs::File::create(&temp)?;
         file.write_all(bytes)?;

@@ -41,11 +41,7 @@ impl HostState {
     /// Ends the call: net writes, events and the first backend failure.
     pub fn finish(self) -> CallOutput {
         let (writes, failure) = self.overlay.finish();
-        CallOutput {
-            writes,
-            events: self.events,
-            failure,
-        }
+        CallOutput { writes, events: self.events, failure }
     }
 }
 
@@ -71,10 +67,7 @@ impl state::Host for HostState {
         Ok(self.overlay.get(&key).await?)
     }
 
-    async fn get_many(
-        &mut self,
-        keys: Vec<String>,
-    ) -> Result<Vec<Option<Vec<u8>>>, state::StateError> {
+    async fn get_many(&mut self, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, state::StateError> {
         Ok(self.overlay.get_many(&keys).await?)
     }
 
@@ -93,16 +86,9 @@ impl state::Host for HostState {
         limit: u32,
         cursor: Option<String>,
     ) -> Result<state::ScanPage, state::StateError> {
-        let page = self
-            .overlay
-            .scan(&start, &end, limit, cursor.as_deref())
-            .await?;
+        let page = self.overlay.scan(&start, &end, limit, cursor.as_deref()).await?;
         Ok(state::ScanPage {
-            entries: page
-                .entries
-                .into_iter()
-                .map(|(key, value)| state::Entry { key, value })
-                .collect(),
+            entries: page.entries.into_iter().map(|(key, value)| state::Entry { key, value }).collect(),
             next_cursor: page.next_cursor,
         })
     }
@@ -153,9 +139,6 @@ impl From<types::ErrorKind> for ErrorKind {
 
 impl From<types::Error> for LogicError {
     fn from(error: types::Error) -> Self {
-        LogicError {
-            kind: error.kind.into(),
-            message: error.message,
-        }
+        LogicError { kind: error.kind.into(), message: error.message }
     }
 }

@@ -120,18 +120,12 @@ pub struct BackendError {
 impl BackendError {
     /// A backend error the host should not retry.
     pub fn fatal(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: false,
-        }
+        Self { message: message.into(), retryable: false }
     }
 
     /// A backend error after which the whole call may be retried.
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: true,
-        }
+        Self { message: message.into(), retryable: true }
     }
 }
 
@@ -141,10 +135,7 @@ impl BackendError {
 /// Keys are ordered bytewise (UTF-8 byte order), as Rust's `str` ordering does.
 pub trait StateBackend: Send {
     /// One result per key, in order.
-    fn get_many<'a>(
-        &'a mut self,
-        keys: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>>;
+    fn get_many<'a>(&'a mut self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>>;
 
     /// Keys in [start, end) ascending, at most `limit` entries (limit >= 1).
     ///
@@ -216,12 +207,7 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self {
-            fuel_per_call: 20_000_000_000,
-            max_memory_bytes: 512 << 20,
-            cache_dir: None,
-            max_instances: 64,
-        }
+        Self { fuel_per_call: 20_000_000_000, max_memory_bytes: 512 << 20, cache_dir: None, max_instances: 64 }
     }
 }
 

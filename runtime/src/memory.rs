@@ -21,20 +21,14 @@ impl MemoryBackend {
     }
 
     /// A state holding `entries`.
-    pub fn from_entries<K: Into<String>, V: Into<Vec<u8>>>(
-        entries: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
+    pub fn from_entries<K: Into<String>, V: Into<Vec<u8>>>(entries: impl IntoIterator<Item = (K, V)>) -> Self {
         let backend = Self::new();
-        backend
-            .lock()
-            .extend(entries.into_iter().map(|(k, v)| (k.into(), v.into())));
+        backend.lock().extend(entries.into_iter().map(|(k, v)| (k.into(), v.into())));
         backend
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A boxed handle on the same state, to pass to [`crate::Runtime::invoke`].
@@ -79,10 +73,7 @@ impl MemoryBackend {
 }
 
 impl StateBackend for MemoryBackend {
-    fn get_many<'a>(
-        &'a mut self,
-        keys: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
+    fn get_many<'a>(&'a mut self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
         let state = self.lock();
         let values = keys.iter().map(|k| state.get(k).cloned()).collect();
         Box::pin(std::future::ready(Ok(values)))

@@ -64,17 +64,10 @@ fn quote(key: &str) -> String {
 
 fn check_str(key: &str, max: usize, what: &str) -> Result<(), StateError> {
     if key.len() > max {
-        return Err(StateError::InvalidKey(format!(
-            "{what} {} is {} bytes long (max {max})",
-            quote(key),
-            key.len()
-        )));
+        return Err(StateError::InvalidKey(format!("{what} {} is {} bytes long (max {max})", quote(key), key.len())));
     }
     if key.as_bytes().contains(&0) {
-        return Err(StateError::InvalidKey(format!(
-            "{what} {} contains NUL",
-            quote(key)
-        )));
+        return Err(StateError::InvalidKey(format!("{what} {} contains NUL", quote(key))));
     }
     Ok(())
 }
@@ -96,12 +89,7 @@ fn check_value(value: &[u8]) -> Result<(), StateError> {
 
 impl Overlay {
     pub fn new(backend: Box<dyn StateBackend>) -> Self {
-        Self {
-            backend,
-            writes: WriteSet::new(),
-            failure: None,
-            read_ahead_cap: usize::MAX,
-        }
+        Self { backend, writes: WriteSet::new(), failure: None, read_ahead_cap: usize::MAX }
     }
 
     #[cfg(test)]
@@ -144,10 +132,9 @@ impl Overlay {
             Err(e) => return Err(self.fail(e)),
         };
         if values.len() != 1 {
-            return Err(self.fail(BackendError::fatal(format!(
-                "backend get_many returned {} values for 1 key",
-                values.len()
-            ))));
+            return Err(
+                self.fail(BackendError::fatal(format!("backend get_many returned {} values for 1 key", values.len())))
+            );
         }
         Ok(values.pop().flatten())
     }
@@ -161,8 +148,7 @@ impl Overlay {
         let mut missing: Vec<String> = Vec::new();
         let mut missing_index: BTreeMap<&str, usize> = BTreeMap::new();
         for key in keys {
-            if !self.writes.contains_key(key.as_str()) && !missing_index.contains_key(key.as_str())
-            {
+            if !self.writes.contains_key(key.as_str()) && !missing_index.contains_key(key.as_str()) {
                 missing_index.insert(key, missing.len());
                 missing.push(key.clone());
             }
@@ -229,21 +215,14 @@ impl Overlay {
         if let Some(cursor) = cursor {
             check_bound(cursor)?;
         }
-        let limit = if limit == 0 {
-            DEFAULT_SCAN_LIMIT
-        } else {
-            limit
-        };
+        let limit = if limit == 0 { DEFAULT_SCAN_LIMIT } else { limit };
         // The cursor replaces `start`; it can never widen the range.
         let from = match cursor {
             Some(cursor) if cursor > start => cursor,
             _ => start,
         };
         if from >= end {
-            return Ok(ScanPage {
-                entries: Vec::new(),
-                next_cursor: None,
-            });
+            return Ok(ScanPage { entries: Vec::new(), next_cursor: None });
         }
         self.check_healthy()?;
 
@@ -256,11 +235,7 @@ impl Overlay {
         let mut lo = from.to_owned();
         let mut lo_seen = false;
         loop {
-            let lower = if lo_seen {
-                Bound::Excluded(lo.as_str())
-            } else {
-                Bound::Included(lo.as_str())
-            };
+            let lower = if lo_seen { Bound::Excluded(lo.as_str()) } else { Bound::Included(lo.as_str()) };
             // Entries the call deleted hide backend entries: ask for that many more so one
             // round trip usually fills the page. When resuming at `lo` (inclusive for the
             // backend, which takes a start key), one more for `lo` itself.
@@ -271,10 +246,7 @@ impl Overlay {
                 .count()
                 .min(self.read_ahead_cap);
             let need = want - merged.len();
-            let request = need
-                .saturating_add(hidden)
-                .saturating_add(usize::from(lo_seen))
-                .min(u32::MAX as usize);
+            let request = need.saturating_add(hidden).saturating_add(usize::from(lo_seen)).min(u32::MAX as usize);
             let request_u32 = u32::try_from(request).unwrap_or(u32::MAX);
             let mut batch = match self.backend.scan(&lo, end, request_u32).await {
                 Ok(batch) => batch,
@@ -290,18 +262,11 @@ impl Overlay {
                 (Some(last), false) => Bound::Included(last.as_str()),
                 _ => Bound::Excluded(end),
             };
-            let lower = if lo_seen {
-                Bound::Excluded(lo.as_str())
-            } else {
-                Bound::Included(lo.as_str())
-            };
+            let lower = if lo_seen { Bound::Excluded(lo.as_str()) } else { Bound::Included(lo.as_str()) };
             // Everything in (lower, upper) is now known: merge the backend entries the call
             // did not overwrite or delete with the call's puts.
-            let mut puts = self
-                .writes
-                .range::<str, _>((lower, upper))
-                .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
-                .peekable();
+            let mut puts =
+                self.writes.range::<str, _>((lower, upper)).filter_map(|(k, v)| v.as_ref().map(|v| (k, v))).peekable();
             let mut backend = batch
                 .into_iter()
                 .filter(|(k, _)| !(self.writes.contains_key(k.as_str()) || (lo_seen && *k == lo)))
@@ -334,15 +299,8 @@ impl Overlay {
             }
         }
         // `merged` holds at most `want` = page + 1 entries: the extra one starts the next page.
-        let next_cursor = if merged.len() > page {
-            merged.pop().map(|(key, _)| key)
-        } else {
-            None
-        };
-        Ok(ScanPage {
-            entries: merged,
-            next_cursor,
-        })
+        let next_cursor = if merged.len() > page { merged.pop().map(|(key, _)| key) } else { None };
+        Ok(ScanPage { entries: merged, next_cursor })
     }
 }
 

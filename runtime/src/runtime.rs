@@ -14,8 +14,8 @@ use crate::cache::{self, EngineEntry};
 use crate::host::bindings::{Orchestrator, OrchestratorPre};
 use crate::host::{CallOutput, HostState};
 use crate::{
-    BackendError, BoxFuture, Context, Invocation, LogicInfo, MethodInfo, RuntimeConfig,
-    RuntimeError, StateBackend, StateEntry,
+    BackendError, BoxFuture, Context, Invocation, LogicInfo, MethodInfo, RuntimeConfig, RuntimeError, StateBackend,
+    StateEntry,
 };
 
 /// Fuel between two yields of a running call to the async executor, so a long call does not
@@ -70,14 +70,7 @@ impl Runtime {
         Orchestrator::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| RuntimeError::Component(format!("building the linker: {e:#}")))?;
         let loaded = load(&engine, &linker, &config, component)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                config,
-                engine,
-                linker,
-                current: RwLock::new(Arc::new(loaded)),
-            }),
-        })
+        Ok(Self { inner: Arc::new(Inner { config, engine, linker, current: RwLock::new(Arc::new(loaded)) }) })
     }
 
     /// [`Runtime::new`] with the component read from `path`.
@@ -92,11 +85,7 @@ impl Runtime {
     }
 
     fn current(&self) -> Arc<Loaded> {
-        self.inner
-            .current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.inner.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     /// The current version.
@@ -112,19 +101,10 @@ impl Runtime {
     /// Loads, verifies and atomically switches to a new version; calls in flight finish on the
     /// old one. On error the current version keeps serving.
     pub fn swap(&self, component: &[u8]) -> Result<Arc<LogicInfo>, RuntimeError> {
-        let loaded = load(
-            &self.inner.engine,
-            &self.inner.linker,
-            &self.inner.config,
-            component,
-        )?;
+        let loaded = load(&self.inner.engine, &self.inner.linker, &self.inner.config, component)?;
         let info = loaded.info.clone();
         let previous = std::mem::replace(
-            &mut *self
-                .inner
-                .current
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            &mut *self.inner.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()),
             Arc::new(loaded),
         );
         tracing::info!(
@@ -168,21 +148,11 @@ impl Runtime {
             .await
             .map_err(|_| RuntimeError::Component("the instance pool is closed".to_owned()))?;
         let mut store = new_store(engine, fuel, backend)?;
-        let instance = loaded
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| instantiation_error(e, &loaded.info))?;
-        let outcome = instance
-            .substra_orchestrator_api()
-            .call_invoke(&mut store, &ctx.into(), method, request)
-            .await;
+        let instance =
+            loaded.pre.instantiate_async(&mut store).await.map_err(|e| instantiation_error(e, &loaded.info))?;
+        let outcome = instance.substra_orchestrator_api().call_invoke(&mut store, &ctx.into(), method, request).await;
         let fuel_consumed = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        let CallOutput {
-            writes,
-            events,
-            failure,
-        } = store.into_data().finish();
+        let CallOutput { writes, events, failure } = store.into_data().finish();
 
         if let Some(error) = failure {
             tracing::debug!(
@@ -206,18 +176,10 @@ impl Runtime {
             );
         }
         match outcome {
-            Ok(Ok(response)) => Ok(Invocation {
-                result: Ok(response),
-                writes,
-                events,
-                fuel_consumed,
-            }),
-            Ok(Err(error)) => Ok(Invocation {
-                result: Err(error.into()),
-                writes: Vec::new(),
-                events: Vec::new(),
-                fuel_consumed,
-            }),
+            Ok(Ok(response)) => Ok(Invocation { result: Ok(response), writes, events, fuel_consumed }),
+            Ok(Err(error)) => {
+                Ok(Invocation { result: Err(error.into()), writes: Vec::new(), events: Vec::new(), fuel_consumed })
+            }
             Err(trap) => {
                 let message = describe_trap(&trap);
                 tracing::warn!(
@@ -235,8 +197,7 @@ impl Runtime {
 }
 
 fn read_component(path: &Path) -> Result<Vec<u8>, RuntimeError> {
-    std::fs::read(path)
-        .map_err(|e| RuntimeError::Component(format!("reading {}: {e}", path.display())))
+    std::fs::read(path).map_err(|e| RuntimeError::Component(format!("reading {}: {e}", path.display())))
 }
 
 /// A store for one call: fuel budget, memory cap, fresh host state.
@@ -245,10 +206,7 @@ fn new_store(
     fuel: u64,
     backend: Box<dyn StateBackend>,
 ) -> Result<Store<HostState>, RuntimeError> {
-    let mut store = Store::new(
-        &engine.engine,
-        HostState::new(backend, engine.max_memory_bytes),
-    );
+    let mut store = Store::new(&engine.engine, HostState::new(backend, engine.max_memory_bytes));
     store.limiter(|state| &mut state.limits);
     store
         .set_fuel(fuel)
@@ -270,10 +228,7 @@ fn instantiation_error(error: wasmtime::Error, info: &LogicInfo) -> RuntimeError
     if error.downcast_ref::<wasmtime::Trap>().is_some() {
         RuntimeError::Trap(describe_trap(&error))
     } else {
-        RuntimeError::Component(format!(
-            "instantiating {} ({}): {error:#}",
-            info.sha256, info.version
-        ))
+        RuntimeError::Component(format!("instantiating {} ({}): {error:#}", info.sha256, info.version))
     }
 }
 
@@ -282,13 +237,8 @@ fn instantiation_error(error: wasmtime::Error, info: &LogicInfo) -> RuntimeError
 struct NoState;
 
 impl StateBackend for NoState {
-    fn get_many<'a>(
-        &'a mut self,
-        _keys: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
-        Box::pin(std::future::ready(Err(BackendError::fatal(
-            "no state while verifying a component",
-        ))))
+    fn get_many<'a>(&'a mut self, _keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
+        Box::pin(std::future::ready(Err(BackendError::fatal("no state while verifying a component"))))
     }
 
     fn scan<'a>(
@@ -297,9 +247,7 @@ impl StateBackend for NoState {
         _end: &'a str,
         _limit: u32,
     ) -> BoxFuture<'a, Result<Vec<StateEntry>, BackendError>> {
-        Box::pin(std::future::ready(Err(BackendError::fatal(
-            "no state while verifying a component",
-        ))))
+        Box::pin(std::future::ready(Err(BackendError::fatal("no state while verifying a component"))))
     }
 }
 
@@ -313,16 +261,11 @@ fn load(
     let started = Instant::now();
     let sha256 = cache::sha256_hex(bytes);
     let (component, source) = engine.component(bytes, &sha256, config.cache_dir.as_deref())?;
-    let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
-        RuntimeError::Component(format!(
-            "linking {sha256} against the orchestrator world: {e:#}"
-        ))
-    })?;
-    let pre = OrchestratorPre::new(instance_pre).map_err(|e| {
-        RuntimeError::Component(format!(
-            "{sha256} does not export the orchestrator world: {e:#}"
-        ))
-    })?;
+    let instance_pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| RuntimeError::Component(format!("linking {sha256} against the orchestrator world: {e:#}")))?;
+    let pre = OrchestratorPre::new(instance_pre)
+        .map_err(|e| RuntimeError::Component(format!("{sha256} does not export the orchestrator world: {e:#}")))?;
     let fuel = config.fuel_per_call.max(MIN_VERIFY_FUEL);
     let (version, methods) = {
         // The pool's verification slot (never shared with calls).
@@ -330,25 +273,15 @@ fn load(
         block_on(verify(engine, &pre, fuel))?
     };
     if version.is_empty() {
-        return Err(RuntimeError::Component(format!(
-            "{sha256}: the component reports an empty version"
-        )));
+        return Err(RuntimeError::Component(format!("{sha256}: the component reports an empty version")));
     }
     if methods.is_empty() {
-        return Err(RuntimeError::Component(format!(
-            "{sha256}: the component exports no method"
-        )));
+        return Err(RuntimeError::Component(format!("{sha256}: the component exports no method")));
     }
     let mut read_only = HashMap::with_capacity(methods.len());
     for method in &methods {
-        if read_only
-            .insert(method.name.clone(), method.read_only)
-            .is_some()
-        {
-            return Err(RuntimeError::Component(format!(
-                "{sha256}: method {} is listed twice",
-                method.name
-            )));
+        if read_only.insert(method.name.clone(), method.read_only).is_some() {
+            return Err(RuntimeError::Component(format!("{sha256}: method {} is listed twice", method.name)));
         }
     }
     tracing::info!(
@@ -359,15 +292,7 @@ fn load(
         elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
         "loaded the logic component"
     );
-    Ok(Loaded {
-        info: Arc::new(LogicInfo {
-            sha256,
-            version,
-            methods,
-        }),
-        read_only,
-        pre,
-    })
+    Ok(Loaded { info: Arc::new(LogicInfo { sha256, version, methods }), read_only, pre })
 }
 
 /// Calls `version` and `methods` on a fresh instance.
@@ -376,28 +301,18 @@ async fn verify(
     pre: &OrchestratorPre<HostState>,
     fuel: u64,
 ) -> Result<(String, Vec<MethodInfo>), RuntimeError> {
-    let failed = |what: &str, e: wasmtime::Error| {
-        RuntimeError::Component(format!("verifying the component: {what}: {e:#}"))
-    };
+    let failed =
+        |what: &str, e: wasmtime::Error| RuntimeError::Component(format!("verifying the component: {what}: {e:#}"));
     let mut store = new_store(engine, fuel, Box::new(NoState))?;
-    let instance = pre
-        .instantiate_async(&mut store)
-        .await
-        .map_err(|e| failed("instantiating", e))?;
+    let instance = pre.instantiate_async(&mut store).await.map_err(|e| failed("instantiating", e))?;
     let api = instance.substra_orchestrator_api();
-    let version = api
-        .call_version(&mut store)
-        .await
-        .map_err(|e| failed("version()", e))?;
+    let version = api.call_version(&mut store).await.map_err(|e| failed("version()", e))?;
     let methods = api
         .call_methods(&mut store)
         .await
         .map_err(|e| failed("methods()", e))?
         .into_iter()
-        .map(|m| MethodInfo {
-            name: m.name,
-            read_only: m.read_only,
-        })
+        .map(|m| MethodInfo { name: m.name, read_only: m.read_only })
         .collect();
     Ok((version, methods))
 }

@@ -3,9 +3,7 @@
 
 use orchestrator_logic_component::{COMPONENT, SHA256};
 use orchestrator_proto::{QueryVersionResponse, RegisterOrganizationParam};
-use orchestrator_runtime::{
-    Context, ErrorKind, MemoryBackend, Runtime, RuntimeConfig, RuntimeError,
-};
+use orchestrator_runtime::{Context, ErrorKind, MemoryBackend, Runtime, RuntimeConfig, RuntimeError};
 use prost::Message;
 
 const QUERY_VERSION: &str = "orchestrator.InfoService/QueryVersion";
@@ -32,10 +30,7 @@ fn loads_the_logic_component() {
     assert!(!info.version.is_empty());
     let method = |name: &str| info.methods.iter().find(|m| m.name == name).cloned();
     assert_eq!(method(QUERY_VERSION).map(|m| m.read_only), Some(true));
-    assert_eq!(
-        method(REGISTER_ORGANIZATION).map(|m| m.read_only),
-        Some(false)
-    );
+    assert_eq!(method(REGISTER_ORGANIZATION).map(|m| m.read_only), Some(false));
     assert_eq!(rt.is_read_only(QUERY_VERSION), Some(true));
     assert_eq!(rt.is_read_only(REGISTER_ORGANIZATION), Some(false));
 }
@@ -44,10 +39,7 @@ fn loads_the_logic_component() {
 async fn query_version() {
     let rt = runtime();
     let backend = MemoryBackend::new();
-    let invocation = rt
-        .invoke(&ctx("tx-version"), QUERY_VERSION, &[], backend.boxed())
-        .await
-        .unwrap();
+    let invocation = rt.invoke(&ctx("tx-version"), QUERY_VERSION, &[], backend.boxed()).await.unwrap();
     let response = QueryVersionResponse::decode(invocation.result.unwrap().as_slice()).unwrap();
     assert!(!response.orchestrator.is_empty(), "{response:?}");
     assert!(invocation.writes.is_empty());
@@ -59,19 +51,8 @@ async fn query_version() {
 async fn register_organization() {
     let rt = runtime();
     let backend = MemoryBackend::new();
-    let request = RegisterOrganizationParam {
-        address: String::new(),
-    }
-    .encode_to_vec();
-    let invocation = rt
-        .invoke(
-            &ctx("tx-register"),
-            REGISTER_ORGANIZATION,
-            &request,
-            backend.boxed(),
-        )
-        .await
-        .unwrap();
+    let request = RegisterOrganizationParam { address: String::new() }.encode_to_vec();
+    let invocation = rt.invoke(&ctx("tx-register"), REGISTER_ORGANIZATION, &request, backend.boxed()).await.unwrap();
     assert!(invocation.result.is_ok(), "{:?}", invocation.result);
     assert!(!invocation.writes.is_empty());
     assert!(!invocation.events.is_empty());
@@ -80,15 +61,7 @@ async fn register_organization() {
     assert!(!backend.is_empty());
 
     // Once committed, registering the same organization again is refused and writes nothing.
-    let again = rt
-        .invoke(
-            &ctx("tx-register-2"),
-            REGISTER_ORGANIZATION,
-            &request,
-            backend.boxed(),
-        )
-        .await
-        .unwrap();
+    let again = rt.invoke(&ctx("tx-register-2"), REGISTER_ORGANIZATION, &request, backend.boxed()).await.unwrap();
     assert!(again.result.is_err(), "{:?}", again.result);
     assert!(again.writes.is_empty() && again.events.is_empty());
 }
@@ -96,67 +69,23 @@ async fn register_organization() {
 #[tokio::test]
 async fn malformed_request() {
     let rt = runtime();
-    let invocation = rt
-        .invoke(
-            &ctx("tx"),
-            REGISTER_ORGANIZATION,
-            &[0xff, 0xff, 0xff],
-            MemoryBackend::new().boxed(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        invocation.result.map_err(|e| e.kind),
-        Err(ErrorKind::MalformedRequest)
-    );
+    let invocation =
+        rt.invoke(&ctx("tx"), REGISTER_ORGANIZATION, &[0xff, 0xff, 0xff], MemoryBackend::new().boxed()).await.unwrap();
+    assert_eq!(invocation.result.map_err(|e| e.kind), Err(ErrorKind::MalformedRequest));
 }
 
 #[tokio::test]
 async fn exhausted_fuel_fails_one_call_only() {
     // Loading verifies with its own budget: a tight per-call budget still loads.
-    let starved = Runtime::new(
-        RuntimeConfig {
-            fuel_per_call: 1_000,
-            ..RuntimeConfig::default()
-        },
-        COMPONENT,
-    )
-    .unwrap();
-    let request = RegisterOrganizationParam {
-        address: String::new(),
-    }
-    .encode_to_vec();
-    let result = starved
-        .invoke(
-            &ctx("tx"),
-            REGISTER_ORGANIZATION,
-            &request,
-            MemoryBackend::new().boxed(),
-        )
-        .await;
-    assert!(
-        matches!(&result, Err(RuntimeError::Trap(m)) if m.contains("fuel")),
-        "{result:?}"
-    );
-    let result = starved
-        .invoke(
-            &ctx("tx"),
-            REGISTER_ORGANIZATION,
-            &request,
-            MemoryBackend::new().boxed(),
-        )
-        .await;
+    let starved = Runtime::new(RuntimeConfig { fuel_per_call: 1_000, ..RuntimeConfig::default() }, COMPONENT).unwrap();
+    let request = RegisterOrganizationParam { address: String::new() }.encode_to_vec();
+    let result = starved.invoke(&ctx("tx"), REGISTER_ORGANIZATION, &request, MemoryBackend::new().boxed()).await;
+    assert!(matches!(&result, Err(RuntimeError::Trap(m)) if m.contains("fuel")), "{result:?}");
+    let result = starved.invoke(&ctx("tx"), REGISTER_ORGANIZATION, &request, MemoryBackend::new().boxed()).await;
     assert!(matches!(&result, Err(RuntimeError::Trap(_))), "{result:?}");
     // The same component with a normal budget, in the same process, still serves.
     let rt = runtime();
-    let invocation = rt
-        .invoke(
-            &ctx("tx"),
-            REGISTER_ORGANIZATION,
-            &request,
-            MemoryBackend::new().boxed(),
-        )
-        .await
-        .unwrap();
+    let invocation =
+        rt.invoke(&ctx("tx"), REGISTER_ORGANIZATION, &request, MemoryBackend::new().boxed()).await.unwrap();
     assert!(invocation.result.is_ok());
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::{QUERY, RUN, op, test_component};
 use orchestrator_runtime::{
-    BackendError, BoxFuture, Context, ErrorKind, LogicError, MemoryBackend, MethodInfo, Runtime,
-    RuntimeConfig, RuntimeError, StateBackend,
+    BackendError, BoxFuture, Context, ErrorKind, LogicError, MemoryBackend, MethodInfo, Runtime, RuntimeConfig,
+    RuntimeError, StateBackend,
 };
 use sha2::Digest;
 use tokio::sync::oneshot;
@@ -26,11 +26,7 @@ fn ctx(tx_id: &str) -> Context {
 
 /// Small pools: tests create several engines.
 fn config() -> RuntimeConfig {
-    RuntimeConfig {
-        max_memory_bytes: 64 << 20,
-        max_instances: 8,
-        ..RuntimeConfig::default()
-    }
+    RuntimeConfig { max_memory_bytes: 64 << 20, max_instances: 8, ..RuntimeConfig::default() }
 }
 
 fn runtime(version: &str) -> Runtime {
@@ -38,22 +34,13 @@ fn runtime(version: &str) -> Runtime {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "orchestrator-runtime-it-{name}-{}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("orchestrator-runtime-it-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
 
-async fn call(
-    rt: &Runtime,
-    request: &[u8],
-    backend: &MemoryBackend,
-) -> orchestrator_runtime::Invocation {
-    rt.invoke(&ctx("tx"), RUN, request, backend.boxed())
-        .await
-        .unwrap()
+async fn call(rt: &Runtime, request: &[u8], backend: &MemoryBackend) -> orchestrator_runtime::Invocation {
+    rt.invoke(&ctx("tx"), RUN, request, backend.boxed()).await.unwrap()
 }
 
 /// A backend that always fails.
@@ -62,14 +49,8 @@ struct Failing {
 }
 
 impl StateBackend for Failing {
-    fn get_many<'a>(
-        &'a mut self,
-        _: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
-        let error = BackendError {
-            message: "could not serialize access".to_owned(),
-            retryable: self.retryable,
-        };
+    fn get_many<'a>(&'a mut self, _: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
+        let error = BackendError { message: "could not serialize access".to_owned(), retryable: self.retryable };
         Box::pin(std::future::ready(Err(error)))
     }
 
@@ -91,10 +72,7 @@ struct Gated {
 }
 
 impl StateBackend for Gated {
-    fn get_many<'a>(
-        &'a mut self,
-        keys: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
+    fn get_many<'a>(&'a mut self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
         Box::pin(async move {
             if let Some(entered) = self.entered.take() {
                 let _ = entered.send(());
@@ -127,14 +105,8 @@ fn loads_and_verifies() {
     assert_eq!(
         info.methods,
         vec![
-            MethodInfo {
-                name: RUN.to_owned(),
-                read_only: false
-            },
-            MethodInfo {
-                name: QUERY.to_owned(),
-                read_only: true
-            },
+            MethodInfo { name: RUN.to_owned(), read_only: false },
+            MethodInfo { name: QUERY.to_owned(), read_only: true },
         ]
     );
     assert_eq!(rt.is_read_only(RUN), Some(false));
@@ -149,15 +121,10 @@ fn loads_and_verifies() {
 fn invalid_components_are_rejected() {
     for bytes in [&b"not wasm"[..], b"", b"\0asm\x01\0\0\0"] {
         let result = Runtime::new(config(), bytes);
-        assert!(
-            matches!(result, Err(RuntimeError::Component(_))),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(RuntimeError::Component(_))), "{result:?}");
     }
     let result = Runtime::from_path(config(), std::path::Path::new("/nonexistent/logic.wasm"));
-    assert!(
-        matches!(result, Err(RuntimeError::Component(m)) if m.contains("/nonexistent/logic.wasm"))
-    );
+    assert!(matches!(result, Err(RuntimeError::Component(m)) if m.contains("/nonexistent/logic.wasm")));
 }
 
 #[test]
@@ -168,23 +135,12 @@ fn loads_from_a_path_and_fills_the_cache_dir() {
     let path = dir.join("logic.wasm");
     std::fs::write(&path, &bytes).unwrap();
     let cache_dir = dir.join("cache");
-    let rt = Runtime::from_path(
-        RuntimeConfig {
-            cache_dir: Some(cache_dir.clone()),
-            ..config()
-        },
-        &path,
-    )
-    .unwrap();
+    let rt = Runtime::from_path(RuntimeConfig { cache_dir: Some(cache_dir.clone()), ..config() }, &path).unwrap();
     assert_eq!(rt.info().version, "test-path");
-    let cached: Vec<String> = std::fs::read_dir(&cache_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let cached: Vec<String> =
+        std::fs::read_dir(&cache_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(cached.len(), 1, "{cached:?}");
-    assert!(
-        cached[0].starts_with(&format!("{}-", rt.info().sha256)) && cached[0].ends_with(".cwasm")
-    );
+    assert!(cached[0].starts_with(&format!("{}-", rt.info().sha256)) && cached[0].ends_with(".cwasm"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -208,10 +164,7 @@ async fn writes_and_events_come_back_on_success() {
     let request = [op::PUT_EMIT_OK, 1, 2, 3];
     let invocation = call(&rt, &request, &backend).await;
     assert_eq!(invocation.result, Ok(request.to_vec()));
-    assert_eq!(
-        invocation.writes,
-        vec![("k".to_owned(), Some(request.to_vec()))]
-    );
+    assert_eq!(invocation.writes, vec![("k".to_owned(), Some(request.to_vec()))]);
     assert_eq!(invocation.events, vec![request.to_vec()]);
     // The backend saw nothing: the host commits.
     assert!(backend.is_empty());
@@ -228,13 +181,7 @@ async fn business_errors_drop_writes_and_events() {
     let rt = runtime("test-error");
     let backend = MemoryBackend::new();
     let invocation = call(&rt, &[op::PUT_EMIT_ERR, 9], &backend).await;
-    assert_eq!(
-        invocation.result,
-        Err(LogicError {
-            kind: ErrorKind::NotFound,
-            message: "nope".to_owned()
-        })
-    );
+    assert_eq!(invocation.result, Err(LogicError { kind: ErrorKind::NotFound, message: "nope".to_owned() }));
     assert!(invocation.writes.is_empty());
     assert!(invocation.events.is_empty());
     assert!(invocation.fuel_consumed > 0);
@@ -244,9 +191,7 @@ async fn business_errors_drop_writes_and_events() {
 async fn backend_failures_fail_the_call_whatever_the_logic_answers() {
     let rt = runtime("test-backend");
     for retryable in [true, false] {
-        let result = rt
-            .invoke(&ctx("tx"), RUN, &[op::GET], Box::new(Failing { retryable }))
-            .await;
+        let result = rt.invoke(&ctx("tx"), RUN, &[op::GET], Box::new(Failing { retryable })).await;
         // The logic turned the state error into err(internal, ...); the runtime reports the
         // backend failure instead so that the host can retry.
         match result {
@@ -263,62 +208,29 @@ async fn backend_failures_fail_the_call_whatever_the_logic_answers() {
 async fn a_trap_fails_one_call_only() {
     let rt = runtime("test-trap");
     let backend = MemoryBackend::new();
-    let result = rt
-        .invoke(&ctx("tx"), RUN, &[op::TRAP], backend.boxed())
-        .await;
-    assert!(
-        matches!(&result, Err(RuntimeError::Trap(m)) if m.contains("unreachable")),
-        "{result:?}"
-    );
-    assert_eq!(
-        call(&rt, b"", &backend).await.result,
-        Ok(b"test-trap".to_vec())
-    );
+    let result = rt.invoke(&ctx("tx"), RUN, &[op::TRAP], backend.boxed()).await;
+    assert!(matches!(&result, Err(RuntimeError::Trap(m)) if m.contains("unreachable")), "{result:?}");
+    assert_eq!(call(&rt, b"", &backend).await.result, Ok(b"test-trap".to_vec()));
 }
 
 #[tokio::test]
 async fn exhausted_fuel_fails_one_call_only() {
-    let rt = Runtime::new(
-        RuntimeConfig {
-            fuel_per_call: 5_000_000,
-            ..config()
-        },
-        &test_component("test-fuel"),
-    )
-    .unwrap();
+    let rt =
+        Runtime::new(RuntimeConfig { fuel_per_call: 5_000_000, ..config() }, &test_component("test-fuel")).unwrap();
     let backend = MemoryBackend::new();
-    let result = rt
-        .invoke(&ctx("tx"), RUN, &[op::SPIN], backend.boxed())
-        .await;
-    assert!(
-        matches!(&result, Err(RuntimeError::Trap(m)) if m.contains("fuel")),
-        "{result:?}"
-    );
-    assert_eq!(
-        call(&rt, b"", &backend).await.result,
-        Ok(b"test-fuel".to_vec())
-    );
+    let result = rt.invoke(&ctx("tx"), RUN, &[op::SPIN], backend.boxed()).await;
+    assert!(matches!(&result, Err(RuntimeError::Trap(m)) if m.contains("fuel")), "{result:?}");
+    assert_eq!(call(&rt, b"", &backend).await.result, Ok(b"test-fuel".to_vec()));
 }
 
 #[tokio::test]
 async fn exhausted_memory_fails_one_call_only() {
-    let rt = Runtime::new(
-        RuntimeConfig {
-            max_memory_bytes: 8 << 20,
-            ..config()
-        },
-        &test_component("test-memory"),
-    )
-    .unwrap();
+    let rt =
+        Runtime::new(RuntimeConfig { max_memory_bytes: 8 << 20, ..config() }, &test_component("test-memory")).unwrap();
     let backend = MemoryBackend::new();
     // The guest grows its memory past the cap.
-    let result = rt
-        .invoke(&ctx("tx"), RUN, &[op::GROW], backend.boxed())
-        .await;
-    assert!(
-        matches!(&result, Err(RuntimeError::Trap(m)) if m.contains("growing memory")),
-        "{result:?}"
-    );
+    let result = rt.invoke(&ctx("tx"), RUN, &[op::GROW], backend.boxed()).await;
+    assert!(matches!(&result, Err(RuntimeError::Trap(m)) if m.contains("growing memory")), "{result:?}");
     // A request larger than the cap cannot even be copied in.
     let mut big = vec![0u8; 16 << 20];
     big[0] = op::PUT_EMIT_OK;
@@ -327,15 +239,9 @@ async fn exhausted_memory_fails_one_call_only() {
     // Under the cap it works, and the next small call too.
     let mut fits = vec![0u8; 4 << 20];
     fits[0] = op::PUT_EMIT_OK;
-    let invocation = rt
-        .invoke(&ctx("tx"), RUN, &fits, backend.boxed())
-        .await
-        .unwrap();
+    let invocation = rt.invoke(&ctx("tx"), RUN, &fits, backend.boxed()).await.unwrap();
     assert_eq!(invocation.result.map(|r| r.len()), Ok(4 << 20));
-    assert_eq!(
-        call(&rt, b"", &backend).await.result,
-        Ok(b"test-memory".to_vec())
-    );
+    assert_eq!(call(&rt, b"", &backend).await.result, Ok(b"test-memory".to_vec()));
 }
 
 #[tokio::test]
@@ -345,15 +251,9 @@ async fn swap_switches_versions_and_keeps_serving_on_failure() {
     let v1 = rt.info();
 
     let result = rt.swap(b"definitely not a component");
-    assert!(
-        matches!(result, Err(RuntimeError::Component(_))),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(RuntimeError::Component(_))), "{result:?}");
     assert_eq!(rt.info(), v1);
-    assert_eq!(
-        call(&rt, b"", &backend).await.result,
-        Ok(b"test-v1".to_vec())
-    );
+    assert_eq!(call(&rt, b"", &backend).await.result, Ok(b"test-v1".to_vec()));
 
     let v2 = rt.swap(&test_component("test-v2")).unwrap();
     assert_eq!(v2.version, "test-v2");
@@ -361,10 +261,7 @@ async fn swap_switches_versions_and_keeps_serving_on_failure() {
     assert_eq!(rt.info(), v2);
     // Clones share the current version.
     let clone = rt.clone();
-    assert_eq!(
-        call(&clone, b"", &backend).await.result,
-        Ok(b"test-v2".to_vec())
-    );
+    assert_eq!(call(&clone, b"", &backend).await.result, Ok(b"test-v2".to_vec()));
     // The info handed out before the swap still describes v1.
     assert_eq!(v1.version, "test-v1");
 }
@@ -374,18 +271,11 @@ async fn calls_in_flight_finish_on_the_old_version() {
     let rt = runtime("test-old");
     let (entered_tx, entered_rx) = oneshot::channel();
     let (release_tx, release_rx) = oneshot::channel();
-    let backend = Gated {
-        entered: Some(entered_tx),
-        release: Some(release_rx),
-        delay: Duration::ZERO,
-    };
+    let backend = Gated { entered: Some(entered_tx), release: Some(release_rx), delay: Duration::ZERO };
     let in_flight = {
         let rt = rt.clone();
         // `invoke` futures are Send: hosts spawn them.
-        tokio::spawn(async move {
-            rt.invoke(&ctx("tx"), RUN, &[op::GET], Box::new(backend))
-                .await
-        })
+        tokio::spawn(async move { rt.invoke(&ctx("tx"), RUN, &[op::GET], Box::new(backend)).await })
     };
     entered_rx.await.unwrap();
     rt.swap(&test_component("test-new")).unwrap();
@@ -393,34 +283,19 @@ async fn calls_in_flight_finish_on_the_old_version() {
     let invocation = in_flight.await.unwrap().unwrap();
     assert_eq!(invocation.result, Ok(b"test-old".to_vec()));
     let backend = MemoryBackend::new();
-    assert_eq!(
-        call(&rt, &[op::GET], &backend).await.result,
-        Ok(b"test-new".to_vec())
-    );
+    assert_eq!(call(&rt, &[op::GET], &backend).await.result, Ok(b"test-new".to_vec()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_beyond_the_pool_wait_for_a_slot() {
-    let rt = Runtime::new(
-        RuntimeConfig {
-            max_instances: 2,
-            ..config()
-        },
-        &test_component("test-pool"),
-    )
-    .unwrap();
+    let rt = Runtime::new(RuntimeConfig { max_instances: 2, ..config() }, &test_component("test-pool")).unwrap();
     let rt = Arc::new(rt);
     let calls: Vec<_> = (0..8)
         .map(|i| {
             let rt = rt.clone();
             tokio::spawn(async move {
-                let backend = Gated {
-                    entered: None,
-                    release: None,
-                    delay: Duration::from_millis(20),
-                };
-                rt.invoke(&ctx(&format!("tx{i}")), RUN, &[op::GET], Box::new(backend))
-                    .await
+                let backend = Gated { entered: None, release: None, delay: Duration::from_millis(20) };
+                rt.invoke(&ctx(&format!("tx{i}")), RUN, &[op::GET], Box::new(backend)).await
             })
         })
         .collect();
@@ -434,27 +309,13 @@ async fn calls_beyond_the_pool_wait_for_a_slot() {
 async fn swap_never_waits_for_calls() {
     // Single-threaded executor, one call slot, taken by a call parked in the backend: a swap
     // from this very thread must still complete (verification has its own pool slot).
-    let rt = Runtime::new(
-        RuntimeConfig {
-            max_instances: 1,
-            ..config()
-        },
-        &test_component("test-busy"),
-    )
-    .unwrap();
+    let rt = Runtime::new(RuntimeConfig { max_instances: 1, ..config() }, &test_component("test-busy")).unwrap();
     let (entered_tx, entered_rx) = oneshot::channel();
     let (release_tx, release_rx) = oneshot::channel();
-    let backend = Gated {
-        entered: Some(entered_tx),
-        release: Some(release_rx),
-        delay: Duration::ZERO,
-    };
+    let backend = Gated { entered: Some(entered_tx), release: Some(release_rx), delay: Duration::ZERO };
     let in_flight = {
         let rt = rt.clone();
-        tokio::spawn(async move {
-            rt.invoke(&ctx("tx"), RUN, &[op::GET], Box::new(backend))
-                .await
-        })
+        tokio::spawn(async move { rt.invoke(&ctx("tx"), RUN, &[op::GET], Box::new(backend)).await })
     };
     entered_rx.await.unwrap();
     let info = rt.swap(&test_component("test-busy-2")).unwrap();

@@ -28,13 +28,7 @@ pub(crate) struct DbFailure {
 
 impl DbFailure {
     pub(crate) fn from_sqlx(err: &sqlx::Error) -> Self {
-        Self {
-            code: err
-                .as_database_error()
-                .and_then(|e| e.code())
-                .map(|c| c.into_owned()),
-            message: err.to_string(),
-        }
+        Self { code: err.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned()), message: err.to_string() }
     }
 
     pub(crate) fn retryable(&self) -> bool {
@@ -64,18 +58,12 @@ impl PgBackend {
 }
 
 fn closed() -> BackendError {
-    BackendError {
-        message: "the call's database transaction is closed".to_owned(),
-        retryable: false,
-    }
+    BackendError { message: "the call's database transaction is closed".to_owned(), retryable: false }
 }
 
 fn record(failure: &mut Option<DbFailure>, err: &sqlx::Error) -> BackendError {
     let current = DbFailure::from_sqlx(err);
-    let error = BackendError {
-        message: current.message.clone(),
-        retryable: current.retryable(),
-    };
+    let error = BackendError { message: current.message.clone(), retryable: current.retryable() };
     if failure.is_none() {
         *failure = Some(current);
     }
@@ -83,10 +71,7 @@ fn record(failure: &mut Option<DbFailure>, err: &sqlx::Error) -> BackendError {
 }
 
 impl StateBackend for PgBackend {
-    fn get_many<'a>(
-        &'a mut self,
-        keys: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
+    fn get_many<'a>(&'a mut self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
         Box::pin(async move {
             if keys.is_empty() {
                 return Ok(Vec::new());
@@ -94,14 +79,13 @@ impl StateBackend for PgBackend {
             let mut slot = self.slot.lock().await;
             let TxSlot { tx, failure } = &mut *slot;
             let tx = tx.as_mut().ok_or_else(closed)?;
-            let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-                "SELECT key, value FROM state WHERE channel = $1 AND key = ANY($2::text[])",
-            )
-            .bind(&self.channel)
-            .bind(keys)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(|err| record(failure, &err))?;
+            let rows: Vec<(String, Vec<u8>)> =
+                sqlx::query_as("SELECT key, value FROM state WHERE channel = $1 AND key = ANY($2::text[])")
+                    .bind(&self.channel)
+                    .bind(keys)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(|err| record(failure, &err))?;
             let mut found: HashMap<String, Vec<u8>> = rows.into_iter().collect();
             // A key asked twice gets its value twice: clone for all but the last occurrence.
             let mut remaining: HashMap<&str, usize> = HashMap::new();
@@ -113,11 +97,7 @@ impl StateBackend for PgBackend {
                 .map(|key| {
                     let left = remaining.entry(key.as_str()).or_default();
                     *left = left.saturating_sub(1);
-                    if *left == 0 {
-                        found.remove(key)
-                    } else {
-                        found.get(key).cloned()
-                    }
+                    if *left == 0 { found.remove(key) } else { found.get(key).cloned() }
                 })
                 .collect())
         })
@@ -131,11 +111,7 @@ impl StateBackend for PgBackend {
     ) -> BoxFuture<'a, Result<Vec<(String, Vec<u8>)>, BackendError>> {
         Box::pin(async move {
             // The runtime promises start < end and limit >= 1; stay total anyway.
-            let limit = if limit == 0 {
-                DEFAULT_SCAN_LIMIT
-            } else {
-                limit
-            };
+            let limit = if limit == 0 { DEFAULT_SCAN_LIMIT } else { limit };
             if end <= start {
                 return Ok(Vec::new());
             }

@@ -113,10 +113,7 @@ fn from_failure(failure: DbFailure) -> AttemptError {
 }
 
 fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 async fn rollback(tx: Transaction<'static, Postgres>) {
@@ -145,11 +142,7 @@ impl Executor {
             attempts = attempts.saturating_add(1);
             match self.attempt(runtime, call).await {
                 Ok((response, fuel_consumed)) => {
-                    return CallOutcome {
-                        result: Ok(response),
-                        attempts,
-                        fuel_consumed,
-                    };
+                    return CallOutcome { result: Ok(response), attempts, fuel_consumed };
                 }
                 Err(AttemptError::Retryable(err)) if started.elapsed() < self.retry_budget => {
                     tracing::debug!(method = call.method, attempt = attempts, error = %err, "retrying call");
@@ -157,36 +150,18 @@ impl Executor {
                     // retries at once, which livelocks more easily under contention.
                     let cap_micros = 200u128 * u128::from(attempts.min(20));
                     let jitter = uuid::Uuid::new_v4().as_u128() % cap_micros.max(1);
-                    tokio::time::sleep(Duration::from_micros(
-                        u64::try_from(jitter).unwrap_or_default(),
-                    ))
-                    .await;
+                    tokio::time::sleep(Duration::from_micros(u64::try_from(jitter).unwrap_or_default())).await;
                 }
                 Err(AttemptError::Retryable(err) | AttemptError::Final(err)) => {
-                    return CallOutcome {
-                        result: Err(err),
-                        attempts,
-                        fuel_consumed: 0,
-                    };
+                    return CallOutcome { result: Err(err), attempts, fuel_consumed: 0 };
                 }
             }
         }
     }
 
-    async fn attempt(
-        &self,
-        runtime: &Runtime,
-        call: Call<'_>,
-    ) -> Result<(Vec<u8>, u64), AttemptError> {
-        let tx = self
-            .pool
-            .begin_with(call.mode.begin_statement())
-            .await
-            .map_err(|err| from_db(&err))?;
-        let slot = Arc::new(Mutex::new(TxSlot {
-            tx: Some(tx),
-            failure: None,
-        }));
+    async fn attempt(&self, runtime: &Runtime, call: Call<'_>) -> Result<(Vec<u8>, u64), AttemptError> {
+        let tx = self.pool.begin_with(call.mode.begin_statement()).await.map_err(|err| from_db(&err))?;
+        let slot = Arc::new(Mutex::new(TxSlot { tx: Some(tx), failure: None }));
         let ctx = Context {
             msp_id: call.msp_id.to_owned(),
             channel: call.channel.to_owned(),
@@ -194,9 +169,7 @@ impl Executor {
             tx_time_micros: now_micros(),
         };
         let backend = PgBackend::new(Arc::clone(&slot), call.channel.to_owned());
-        let invoked = runtime
-            .invoke(&ctx, call.method, call.request, Box::new(backend))
-            .await;
+        let invoked = runtime.invoke(&ctx, call.method, call.request, Box::new(backend)).await;
 
         let (tx, failure) = {
             let mut slot = slot.lock().await;
@@ -220,16 +193,10 @@ impl Executor {
                     RuntimeError::Backend(be) if be.retryable => {
                         AttemptError::Retryable(CallError::Database(be.message))
                     }
-                    RuntimeError::Backend(be) => {
-                        AttemptError::Final(CallError::Database(be.message))
-                    }
+                    RuntimeError::Backend(be) => AttemptError::Final(CallError::Database(be.message)),
                     RuntimeError::Trap(message) => AttemptError::Final(CallError::Trap(message)),
-                    RuntimeError::Component(message) => {
-                        AttemptError::Final(CallError::Component(message))
-                    }
-                    RuntimeError::Cache(err) => {
-                        AttemptError::Final(CallError::Component(err.to_string()))
-                    }
+                    RuntimeError::Component(message) => AttemptError::Final(CallError::Component(message)),
+                    RuntimeError::Cache(err) => AttemptError::Final(CallError::Component(err.to_string())),
                 });
             }
         };
@@ -279,9 +246,7 @@ async fn flush(
         let decoded = <EventId as prost::Message>::decode(event.as_slice())
             .map_err(|err| AttemptError::Final(CallError::InvalidEvent(err.to_string())))?;
         if decoded.id.is_empty() {
-            return Err(AttemptError::Final(CallError::InvalidEvent(
-                "event without id".to_owned(),
-            )));
+            return Err(AttemptError::Final(CallError::InvalidEvent("event without id".to_owned())));
         }
         event_ids.push(decoded.id);
     }

@@ -46,10 +46,7 @@ fn quote_identifier(name: &str) -> String {
 
 /// SQLSTATEs of a lost race between two `CREATE DATABASE` of the same name.
 fn is_duplicate_database(err: &sqlx::Error) -> bool {
-    matches!(
-        err.as_database_error().and_then(|e| e.code()).as_deref(),
-        Some("42P04" | "23505")
-    )
+    matches!(err.as_database_error().and_then(|e| e.code()).as_deref(), Some("42P04" | "23505"))
 }
 
 /// Creates the database named in `url` if it does not exist, through the server's `postgres`
@@ -69,19 +66,15 @@ pub async fn create_database_if_missing(url: &str) -> Result<bool, SetupError> {
         .connect()
         .await
         .map_err(db_error("connect to the maintenance database"))?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut conn)
-            .await
-            .map_err(db_error("look up the database"))?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(db_error("look up the database"))?;
     let mut created = false;
     if !exists {
         let statement = format!("CREATE DATABASE {}", quote_identifier(&name));
-        match sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(&mut conn)
-            .await
-        {
+        match sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut conn).await {
             Ok(_) => created = true,
             Err(err) if is_duplicate_database(&err) => {}
             Err(err) => return Err(db_error("create the database")(err)),
@@ -103,14 +96,8 @@ pub async fn drop_database(url: &str) -> Result<(), SetupError> {
         .connect()
         .await
         .map_err(db_error("connect to the maintenance database"))?;
-    let statement = format!(
-        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-        quote_identifier(&name)
-    );
-    sqlx::query(sqlx::AssertSqlSafe(statement))
-        .execute(&mut conn)
-        .await
-        .map_err(db_error("drop the database"))?;
+    let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_identifier(&name));
+    sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut conn).await.map_err(db_error("drop the database"))?;
     conn.close().await.ok();
     Ok(())
 }

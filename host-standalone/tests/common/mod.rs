@@ -79,22 +79,12 @@ impl TestServer {
         }
         let server = Server::bind(&config).await.expect("server starts");
         let addr = server.local_addr().expect("bound address");
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(2)
-            .connect(&db_url)
-            .await
-            .expect("test pool");
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&db_url).await.expect("test pool");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async move {
             let _ = rx.await;
         }));
-        Self {
-            addr,
-            db_url,
-            pool,
-            shutdown: Some(tx),
-            task: Some(task),
-        }
+        Self { addr, db_url, pool, shutdown: Some(tx), task: Some(task) }
     }
 
     /// A channel without any header.
@@ -108,32 +98,18 @@ impl TestServer {
     }
 
     /// A channel whose every request carries `mspid` and `channel`.
-    pub async fn client(
-        &self,
-        msp_id: &str,
-        channel: &str,
-    ) -> InterceptedService<Channel, Headers> {
-        InterceptedService::new(
-            self.channel().await,
-            Headers::new(&[("mspid", msp_id), ("channel", channel)]),
-        )
+    pub async fn client(&self, msp_id: &str, channel: &str) -> InterceptedService<Channel, Headers> {
+        InterceptedService::new(self.channel().await, Headers::new(&[("mspid", msp_id), ("channel", channel)]))
     }
 
     /// Sends `body` as is to `path` with exactly the given headers (repeats allowed).
-    pub async fn raw_call(
-        &self,
-        path: &str,
-        body: Vec<u8>,
-        headers: &[(&str, &str)],
-    ) -> Result<Bytes, Status> {
+    pub async fn raw_call(&self, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Result<Bytes, Status> {
         let mut grpc = tonic::client::Grpc::new(self.channel().await);
         grpc.ready().await.expect("ready");
         let mut request = Request::new(body);
         append_headers(request.metadata_mut(), headers);
         let path = http::uri::PathAndQuery::try_from(path).expect("path");
-        grpc.unary(request, path, RawCodec)
-            .await
-            .map(tonic::Response::into_inner)
+        grpc.unary(request, path, RawCodec).await.map(tonic::Response::into_inner)
     }
 
     /// Every row of `events`, by position.
@@ -146,10 +122,7 @@ impl TestServer {
 
     /// Number of rows of `state`.
     pub async fn state_rows(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM state")
-            .fetch_one(&self.pool)
-            .await
-            .expect("state count")
+        sqlx::query_scalar("SELECT count(*) FROM state").fetch_one(&self.pool).await.expect("state count")
     }
 
     /// Stops the server (graceful) and drops its database.
@@ -159,15 +132,10 @@ impl TestServer {
         }
         if let Some(task) = self.task.take() {
             let stopped = tokio::time::timeout(Duration::from_secs(10), task).await;
-            assert!(
-                matches!(stopped, Ok(Ok(Ok(())))),
-                "server stopped cleanly: {stopped:?}"
-            );
+            assert!(matches!(stopped, Ok(Ok(Ok(())))), "server stopped cleanly: {stopped:?}");
         }
         self.pool.close().await;
-        postgres::drop_database(&self.db_url)
-            .await
-            .expect("drop database");
+        postgres::drop_database(&self.db_url).await.expect("drop database");
     }
 }
 
@@ -181,10 +149,7 @@ impl Drop for TestServer {
             }
             let url = self.db_url.clone();
             let _ = std::thread::spawn(move || {
-                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     let _ = rt.block_on(postgres::drop_database(&url));
                 }
             })
@@ -206,22 +171,13 @@ pub struct Headers(Vec<(String, String)>);
 
 impl Headers {
     pub fn new(headers: &[(&str, &str)]) -> Self {
-        Self(
-            headers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
+        Self(headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
     }
 }
 
 impl Interceptor for Headers {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let pairs: Vec<(&str, &str)> = self
-            .0
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let pairs: Vec<(&str, &str)> = self.0.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         append_headers(request.metadata_mut(), &pairs);
         Ok(request)
     }

@@ -82,10 +82,7 @@ pub struct IndexEntry {
 
 impl TaskRecord {
     pub fn new(task: ComputeTask) -> Self {
-        TaskRecord {
-            task,
-            output_assets: Vec::new(),
-        }
+        TaskRecord { task, output_assets: Vec::new() }
     }
 
     pub fn status(&self) -> ComputeTaskStatus {
@@ -103,8 +100,7 @@ pub fn get(tx: &mut Tx<'_>, req: GetTaskParam) -> Result<ComputeTask> {
 
 /// The task's record, or NOT_FOUND.
 pub fn load_record(tx: &mut Tx<'_>, key: &str) -> Result<TaskRecord> {
-    tx.load(&keys::computetask(key))?
-        .ok_or_else(|| OrcError::not_found(ASSET, key))
+    tx.load(&keys::computetask(key))?.ok_or_else(|| OrcError::not_found(ASSET, key))
 }
 
 /// Records of many tasks in one state call (one result per key, in order).
@@ -133,11 +129,7 @@ pub fn parent_keys(task_inputs: &[orchestrator_proto::ComputeTaskInput]) -> Vec<
 
 /// The snapshot carried by events of tasks changed by a cascade (§13.2): no inputs, no outputs.
 pub fn without_io(task: &ComputeTask) -> ComputeTask {
-    ComputeTask {
-        inputs: Vec::new(),
-        outputs: Default::default(),
-        ..task.clone()
-    }
+    ComputeTask { inputs: Vec::new(), outputs: Default::default(), ..task.clone() }
 }
 
 /// Whether at least one task of `plan` has `status`: a one-entry probe of the plan+status index.
@@ -206,10 +198,7 @@ fn entry(prefix: String, micros: i64, key: &str) -> String {
 }
 
 fn created_micros(task: &ComputeTask) -> i64 {
-    task.creation_date
-        .as_ref()
-        .map(timestamp_to_micros)
-        .unwrap_or_default()
+    task.creation_date.as_ref().map(timestamp_to_micros).unwrap_or_default()
 }
 
 /// Index entries that never move.
@@ -228,21 +217,9 @@ fn status_index_keys(task: &ComputeTask, status: ComputeTaskStatus) -> [String; 
     let micros = created_micros(task);
     [
         entry(status_prefix(status), micros, &task.key),
-        entry(
-            plan_status_prefix(&task.compute_plan_key, status),
-            micros,
-            &task.key,
-        ),
-        entry(
-            worker_status_prefix(&task.worker, status),
-            micros,
-            &task.key,
-        ),
-        entry(
-            function_status_prefix(&task.function_key, status),
-            micros,
-            &task.key,
-        ),
+        entry(plan_status_prefix(&task.compute_plan_key, status), micros, &task.key),
+        entry(worker_status_prefix(&task.worker, status), micros, &task.key),
+        entry(function_status_prefix(&task.function_key, status), micros, &task.key),
     ]
 }
 
@@ -257,15 +234,9 @@ fn index_value(task: &ComputeTask) -> Vec<u8> {
 
 /// Stores a new task: its record, every index entry and the links from its parents.
 fn insert(tx: &mut Tx<'_>, task: &ComputeTask) -> Result<()> {
-    tx.store(
-        &keys::computetask(&task.key),
-        &TaskRecord::new(task.clone()),
-    )?;
+    tx.store(&keys::computetask(&task.key), &TaskRecord::new(task.clone()))?;
     let value = index_value(task);
-    for key in static_index_keys(task)
-        .into_iter()
-        .chain(status_index_keys(task, status_of(task)))
-    {
+    for key in static_index_keys(task).into_iter().chain(status_index_keys(task, status_of(task))) {
         tx.put_raw(&key, value.clone())?;
     }
     for parent in parent_keys(&task.inputs) {

@@ -9,8 +9,8 @@ use orchestrator_proto::{ComputeTaskStatus, QueryTasksParam, QueryTasksResponse}
 use prost::Message;
 
 use super::{
-    IndexEntry, created_prefix, function_prefix, function_status_prefix, load_records, plan_prefix,
-    plan_status_prefix, status_prefix, worker_prefix, worker_status_prefix,
+    IndexEntry, created_prefix, function_prefix, function_status_prefix, load_records, plan_prefix, plan_status_prefix,
+    status_prefix, worker_prefix, worker_status_prefix,
 };
 use crate::error::{OrcError, Result};
 use crate::keys;
@@ -47,12 +47,8 @@ impl Plan {
         };
         match (status, &plan, &function, &worker) {
             (Some(s), Some(p), _, _) => residual(plan_status_prefix(p, s), true, false, true),
-            (Some(s), None, Some(f), _) => {
-                residual(function_status_prefix(f, s), true, false, false)
-            }
-            (Some(s), None, None, Some(w)) => {
-                residual(worker_status_prefix(w, s), false, false, false)
-            }
+            (Some(s), None, Some(f), _) => residual(function_status_prefix(f, s), true, false, false),
+            (Some(s), None, None, Some(w)) => residual(worker_status_prefix(w, s), false, false, false),
             (Some(s), None, None, None) => residual(status_prefix(s), false, false, false),
             (None, Some(p), _, _) => residual(plan_prefix(p), true, false, true),
             (None, None, Some(f), _) => residual(function_prefix(f), true, false, false),
@@ -72,14 +68,8 @@ impl Plan {
         let entry = IndexEntry::decode(value)
             .map_err(|e| OrcError::internal(format!("corrupt index entry at {key:?}: {e}")))?;
         Ok(self.worker.as_ref().is_none_or(|w| *w == entry.worker)
-            && self
-                .compute_plan_key
-                .as_ref()
-                .is_none_or(|p| *p == entry.compute_plan_key)
-            && self
-                .function_key
-                .as_ref()
-                .is_none_or(|f| *f == entry.function_key))
+            && self.compute_plan_key.as_ref().is_none_or(|p| *p == entry.compute_plan_key)
+            && self.function_key.as_ref().is_none_or(|f| *f == entry.function_key))
     }
 }
 
@@ -100,39 +90,21 @@ pub fn query(tx: &mut Tx<'_>, req: QueryTasksParam) -> Result<QueryTasksResponse
             }
         },
     };
-    let plan = Plan::choose(
-        given(filter.worker),
-        status,
-        given(filter.compute_plan_key),
-        given(filter.function_key),
-    );
+    let plan = Plan::choose(given(filter.worker), status, given(filter.compute_plan_key), given(filter.function_key));
     let (entries, next_page_token) = scan_filtered(tx, &plan, &req.page_token, req.page_size)?;
-    let task_keys: Vec<String> = entries
-        .iter()
-        .map(|k| keys::last_component(k).to_owned())
-        .collect();
+    let task_keys: Vec<String> = entries.iter().map(|k| keys::last_component(k).to_owned()).collect();
     let mut tasks = Vec::with_capacity(task_keys.len());
     for (key, record) in task_keys.iter().zip(load_records(tx, &task_keys)?) {
-        let record = record.ok_or_else(|| {
-            OrcError::internal(format!("index points to missing computetask {key}"))
-        })?;
+        let record = record.ok_or_else(|| OrcError::internal(format!("index points to missing computetask {key}")))?;
         tasks.push(record.task);
     }
-    Ok(QueryTasksResponse {
-        tasks,
-        next_page_token,
-    })
+    Ok(QueryTasksResponse { tasks, next_page_token })
 }
 
 /// One page of the index entries under `plan.prefix` that `plan` keeps: their keys and the token
 /// of the next page (a cursor at the next kept entry, `""` when there is none). Decimal offset
 /// tokens count kept entries, as the reference's offsets count filtered rows.
-fn scan_filtered(
-    tx: &mut Tx<'_>,
-    plan: &Plan,
-    token: &str,
-    page_size: u32,
-) -> Result<(Vec<String>, String)> {
+fn scan_filtered(tx: &mut Tx<'_>, plan: &Plan, token: &str, page_size: u32) -> Result<(Vec<String>, String)> {
     let size = effective_page_size(page_size) as usize;
     let (start, end) = keys::prefix_range(&plan.prefix);
     let (mut cursor, mut skip) = match parse_token(token)? {
@@ -143,19 +115,11 @@ fn scan_filtered(
     if cursor.as_deref().is_some_and(|c| c >= end.as_str()) {
         return Ok((Vec::new(), String::new()));
     }
-    let min_chunk = if plan.filters() {
-        MIN_FILTERED_CHUNK
-    } else {
-        1
-    };
+    let min_chunk = if plan.filters() { MIN_FILTERED_CHUNK } else { 1 };
     let mut found: Vec<String> = Vec::new();
     loop {
-        let wanted = skip
-            .saturating_add((size - found.len()) as u64)
-            .saturating_add(1);
-        let chunk = u32::try_from(wanted)
-            .unwrap_or(MAX_CHUNK)
-            .clamp(min_chunk, MAX_CHUNK);
+        let wanted = skip.saturating_add((size - found.len()) as u64).saturating_add(1);
+        let chunk = u32::try_from(wanted).unwrap_or(MAX_CHUNK).clamp(min_chunk, MAX_CHUNK);
         let page = tx.scan(&start, &end, chunk, cursor.as_deref())?;
         for (key, value) in page.entries {
             if !plan.keeps(&key, &value)? {

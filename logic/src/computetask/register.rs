@@ -9,10 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use orchestrator_proto::{
-    AssetKind, ComputePlan, ComputeTask, ComputeTaskInput, ComputeTaskOutput, ComputeTaskStatus,
-    DataManager, DataSample, EventKind, Function, FunctionInput, FunctionStatus, Model,
-    NewComputeTask, NewPermissions, Permission, Permissions, RegisterTasksParam,
-    RegisterTasksResponse, compute_task_input::Ref, event,
+    AssetKind, ComputePlan, ComputeTask, ComputeTaskInput, ComputeTaskOutput, ComputeTaskStatus, DataManager,
+    DataSample, EventKind, Function, FunctionInput, FunctionStatus, Model, NewComputeTask, NewPermissions, Permission,
+    Permissions, RegisterTasksParam, RegisterTasksResponse, compute_task_input::Ref, event,
 };
 
 use super::{ASSET, TaskRecord, insert, load_records, parent_keys, status_of};
@@ -47,11 +46,7 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterTasksParam) -> Result<RegisterTask
     }
 
     // Parents outside the batch must be stored; inside the batch they must come first.
-    let batch_index: BTreeMap<&str, usize> = new_tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.key.as_str(), i))
-        .collect();
+    let batch_index: BTreeMap<&str, usize> = new_tasks.iter().enumerate().map(|(i, t)| (t.key.as_str(), i)).collect();
     let parents_of: Vec<Vec<String>> = new_tasks.iter().map(|t| parent_keys(&t.inputs)).collect();
     let outside: Vec<String> = parents_of
         .iter()
@@ -67,8 +62,8 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterTasksParam) -> Result<RegisterTask
         .zip(load_records(tx, &outside)?)
         .filter_map(|(key, record)| record.map(|r| (key, r)))
         .collect();
-    let order = topological_order(&parents_of, &batch_index, |p| stored_parents.contains_key(p))
-        .map_err(|unsorted| {
+    let order =
+        topological_order(&parents_of, &batch_index, |p| stored_parents.contains_key(p)).map_err(|unsorted| {
             OrcError::invalid_asset(format!(
                 "cyclic dependency in compute plan graph or unknown task parent, unsorted_tasks_count: {unsorted}"
             ))
@@ -97,15 +92,8 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterTasksParam) -> Result<RegisterTask
             continue;
         }
         if let Some(Some(f)) = world.functions.get(&task.function_key) {
-            let function_created = f
-                .creation_date
-                .as_ref()
-                .map(timestamp_to_micros)
-                .unwrap_or_default();
-            tx.put_raw(
-                &function::by_plan_index(&task.compute_plan_key, function_created, &f.key),
-                Vec::new(),
-            )?;
+            let function_created = f.creation_date.as_ref().map(timestamp_to_micros).unwrap_or_default();
+            tx.put_raw(&function::by_plan_index(&task.compute_plan_key, function_created, &f.key), Vec::new())?;
         }
     }
     for task in &created {
@@ -195,18 +183,14 @@ fn resend(
             _ => return Err(conflict()),
         }
     }
-    let batch_index: BTreeMap<&str, usize> = new_tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.key.as_str(), i))
-        .collect();
+    let batch_index: BTreeMap<&str, usize> = new_tasks.iter().enumerate().map(|(i, t)| (t.key.as_str(), i)).collect();
     if batch_index.len() != new_tasks.len() {
         return Err(conflict());
     }
     let parents_of: Vec<Vec<String>> = new_tasks.iter().map(|t| parent_keys(&t.inputs)).collect();
     // The original sort: parents outside the batch were stored then (they still are).
-    let order = topological_order(&parents_of, &batch_index, |p| !batch_index.contains_key(p))
-        .map_err(|_| conflict())?;
+    let order =
+        topological_order(&parents_of, &batch_index, |p| !batch_index.contains_key(p)).map_err(|_| conflict())?;
     let mut slots: Vec<Option<ComputeTask>> = tasks.into_iter().map(Some).collect();
     let tasks = order.into_iter().filter_map(|i| slots[i].take()).collect();
     Ok(RegisterTasksResponse { tasks })
@@ -218,10 +202,7 @@ fn same_content(new: &NewComputeTask, stored: &ComputeTask, owner: &str) -> bool
     let outputs_match = new.outputs.len() == stored.outputs.len()
         && new.outputs.iter().all(|(identifier, output)| {
             stored.outputs.get(identifier).is_some_and(|s| {
-                let expected = output
-                    .permissions
-                    .as_ref()
-                    .map(|p| permission_with_owner(owner, p));
+                let expected = output.permissions.as_ref().map(|p| permission_with_owner(owner, p));
                 s.transient == output.transient
                     && s.permissions.as_ref().and_then(|p| p.process.clone()) == expected
                     && s.permissions.as_ref().and_then(|p| p.download.clone()) == expected
@@ -262,8 +243,7 @@ fn topological_order(
             }
         }
     }
-    let mut queue: std::collections::VecDeque<usize> =
-        (0..n).filter(|&i| pending[i] == 0).collect();
+    let mut queue: std::collections::VecDeque<usize> = (0..n).filter(|&i| pending[i] == 0).collect();
     let mut order = Vec::with_capacity(n);
     while let Some(current) = queue.pop_front() {
         order.push(current);
@@ -274,11 +254,7 @@ fn topological_order(
             }
         }
     }
-    if order.len() == n {
-        Ok(order)
-    } else {
-        Err(n - order.len())
-    }
+    if order.len() == n { Ok(order) } else { Err(n - order.len()) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -304,10 +280,7 @@ fn load_map<M: prost::Message + Default>(
 ) -> Result<BTreeMap<String, Option<M>>> {
     let wanted: Vec<String> = wanted.into_iter().collect();
     let record_keys: Vec<String> = wanted.iter().map(|k| record_key(k)).collect();
-    Ok(wanted
-        .into_iter()
-        .zip(tx.load_many::<M>(&record_keys)?)
-        .collect())
+    Ok(wanted.into_iter().zip(tx.load_many::<M>(&record_keys)?).collect())
 }
 
 impl World {
@@ -317,33 +290,22 @@ impl World {
         new_tasks: &[NewComputeTask],
         stored_parents: BTreeMap<String, TaskRecord>,
     ) -> Result<World> {
-        let plans = load_map(
-            tx,
-            new_tasks
-                .iter()
-                .map(|t| t.compute_plan_key.clone())
-                .collect(),
-            keys::computeplan,
-        )?;
+        let plans = load_map(tx, new_tasks.iter().map(|t| t.compute_plan_key.clone()).collect(), keys::computeplan)?;
         let function_keys = new_tasks
             .iter()
             .map(|t| t.function_key.clone())
             .chain(stored_parents.values().map(|p| p.task.function_key.clone()))
             .collect();
-        let functions: BTreeMap<String, Option<Function>> =
-            load_map(tx, function_keys, keys::function)?;
+        let functions: BTreeMap<String, Option<Function>> = load_map(tx, function_keys, keys::function)?;
 
         // Asset keys by the kind the task's function gives each input.
-        let (mut dm_keys, mut sample_keys, mut model_keys) =
-            (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+        let (mut dm_keys, mut sample_keys, mut model_keys) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
         for task in new_tasks {
             let Some(Some(f)) = functions.get(&task.function_key) else {
                 continue;
             };
             for input in &task.inputs {
-                let (Some(Ref::AssetKey(key)), Some(declared)) =
-                    (&input.r#ref, f.inputs.get(&input.identifier))
-                else {
+                let (Some(Ref::AssetKey(key)), Some(declared)) = (&input.r#ref, f.inputs.get(&input.identifier)) else {
                     continue;
                 };
                 match AssetKind::try_from(declared.kind) {
@@ -363,8 +325,7 @@ impl World {
                 }
             }
         }
-        let data_managers: BTreeMap<String, Option<DataManager>> =
-            load_map(tx, dm_keys, keys::datamanager)?;
+        let data_managers: BTreeMap<String, Option<DataManager>> = load_map(tx, dm_keys, keys::datamanager)?;
         let samples = load_map(tx, sample_keys, keys::datasample)?;
         let models = load_map(tx, model_keys, keys::model)?;
 
@@ -388,36 +349,19 @@ impl World {
             .filter_map(|(id, present)| present.then_some(id))
             .collect();
 
-        Ok(World {
-            plans,
-            functions,
-            stored_parents,
-            data_managers,
-            samples,
-            models,
-            organizations,
-        })
+        Ok(World { plans, functions, stored_parents, data_managers, samples, models, organizations })
     }
 
     fn function(&self, key: &str) -> Result<&Function> {
-        self.functions
-            .get(key)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| OrcError::not_found(function::ASSET, key))
+        self.functions.get(key).and_then(Option::as_ref).ok_or_else(|| OrcError::not_found(function::ASSET, key))
     }
 
     fn data_manager(&self, key: &str) -> Result<&DataManager> {
-        self.data_managers
-            .get(key)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| OrcError::not_found(datamanager::ASSET, key))
+        self.data_managers.get(key).and_then(Option::as_ref).ok_or_else(|| OrcError::not_found(datamanager::ASSET, key))
     }
 
     fn model(&self, key: &str) -> Result<&Model> {
-        self.models
-            .get(key)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| OrcError::not_found("model", key))
+        self.models.get(key).and_then(Option::as_ref).ok_or_else(|| OrcError::not_found("model", key))
     }
 }
 
@@ -425,14 +369,8 @@ impl World {
 // createTask (§8.1 step 5), check by check in the reference's order.
 
 /// A parent: created earlier in this batch or stored.
-fn find_parent<'a>(
-    world: &'a World,
-    batch: &'a BTreeMap<String, ComputeTask>,
-    key: &str,
-) -> Option<&'a ComputeTask> {
-    batch
-        .get(key)
-        .or_else(|| world.stored_parents.get(key).map(|r| &r.task))
+fn find_parent<'a>(world: &'a World, batch: &'a BTreeMap<String, ComputeTask>, key: &str) -> Option<&'a ComputeTask> {
+    batch.get(key).or_else(|| world.stored_parents.get(key).map(|r| &r.task))
 }
 
 fn create_task(
@@ -449,16 +387,12 @@ fn create_task(
         .and_then(Option::as_ref)
         .ok_or_else(|| OrcError::not_found(computeplan::ASSET, &new.compute_plan_key))?;
     if plan.owner != owner {
-        return Err(OrcError::permission_denied(
-            "Cannot register tasks to a compute plan you don't own",
-        ));
+        return Err(OrcError::permission_denied("Cannot register tasks to a compute plan you don't own"));
     }
 
     // 2. Parents (the sort guarantees they are all known).
-    let parents: Vec<&ComputeTask> = parent_keys(&new.inputs)
-        .iter()
-        .filter_map(|k| find_parent(world, batch, k))
-        .collect();
+    let parents: Vec<&ComputeTask> =
+        parent_keys(&new.inputs).iter().filter_map(|k| find_parent(world, batch, k)).collect();
 
     // 3. The function, processable by the owner.
     let function = world.function(&new.function_key)?;
@@ -487,10 +421,7 @@ fn create_task(
             if let Some(Some(model)) = world.models.get(&asset.asset_key)
                 && model.address.is_none()
             {
-                return Err(OrcError::invalid_asset(format!(
-                    "Model {} has been disabled",
-                    go_quote(&model.key)
-                )));
+                return Err(OrcError::invalid_asset(format!("Model {} has been disabled", go_quote(&model.key))));
             }
         }
     }
@@ -499,18 +430,11 @@ fn create_task(
     let mut outputs = BTreeMap::new();
     for (identifier, output) in &new.outputs {
         let default = NewPermissions::default();
-        let permission = new_permission(
-            world,
-            owner,
-            output.permissions.as_ref().unwrap_or(&default),
-        )?;
+        let permission = new_permission(world, owner, output.permissions.as_ref().unwrap_or(&default))?;
         outputs.insert(
             identifier.clone(),
             ComputeTaskOutput {
-                permissions: Some(Permissions {
-                    process: Some(permission.clone()),
-                    download: Some(permission),
-                }),
+                permissions: Some(Permissions { process: Some(permission.clone()), download: Some(permission) }),
                 transient: output.transient,
             },
         );
@@ -524,16 +448,7 @@ fn create_task(
 
     // 8. Logs permission; 9. rank.
     let logs_permission = logs_permission(world, owner, &parents, &new.inputs, function)?;
-    let rank = if parents.is_empty() {
-        0
-    } else {
-        parents
-            .iter()
-            .map(|p| p.rank)
-            .max()
-            .unwrap_or(0)
-            .saturating_add(1)
-    };
+    let rank = if parents.is_empty() { 0 } else { parents.iter().map(|p| p.rank).max().unwrap_or(0).saturating_add(1) };
 
     let task = ComputeTask {
         key: new.key.clone(),
@@ -562,12 +477,7 @@ fn can_process_opt(permissions: Option<&Permissions>, who: &str) -> bool {
 
 /// §1.2 on prefetched organizations: a private list may only name registered organizations.
 fn new_permission(world: &World, owner: &str, input: &NewPermissions) -> Result<Permission> {
-    if !input.public
-        && !input
-            .authorized_ids
-            .iter()
-            .all(|id| world.organizations.contains(id))
-    {
+    if !input.public && !input.authorized_ids.iter().all(|id| world.organizations.contains(id)) {
         return Err(OrcError::bad_request("invalid permission input values"));
     }
     Ok(permission_with_owner(owner, input))
@@ -578,19 +488,13 @@ fn permission_with_owner(owner: &str, input: &NewPermissions) -> Permission {
     if !authorized_ids.iter().any(|id| id == owner) {
         authorized_ids.push(owner.to_owned());
     }
-    Permission {
-        public: input.public,
-        authorized_ids,
-    }
+    Permission { public: input.public, authorized_ids }
 }
 
 /// §8.2.
 fn initial_status(parents: &[&ComputeTask], function: &Function) -> ComputeTaskStatus {
     use ComputeTaskStatus as S;
-    if parents
-        .iter()
-        .any(|p| matches!(status_of(p), S::StatusFailed | S::StatusCanceled))
-    {
+    if parents.iter().any(|p| matches!(status_of(p), S::StatusFailed | S::StatusCanceled)) {
         return S::StatusCanceled;
     }
     match FunctionStatus::try_from(function.status) {
@@ -617,10 +521,7 @@ fn unknown_input(identifier: &str) -> OrcError {
 }
 
 fn declared<'f>(function: &'f Function, input: &ComputeTaskInput) -> Result<&'f FunctionInput> {
-    function
-        .inputs
-        .get(&input.identifier)
-        .ok_or_else(|| unknown_input(&input.identifier))
+    function.inputs.get(&input.identifier).ok_or_else(|| unknown_input(&input.identifier))
 }
 
 fn is_kind(declared: &FunctionInput, kind: AssetKind) -> bool {
@@ -663,9 +564,7 @@ fn task_worker(world: &World, new: &NewComputeTask, function: &Function) -> Resu
         return Ok(dm.owner.clone());
     }
     if new.worker.is_empty() {
-        return Err(OrcError::bad_request(
-            "Worker cannot be inferred and must be explicitly set",
-        ));
+        return Err(OrcError::bad_request("Worker cannot be inferred and must be explicitly set"));
     }
     Ok(new.worker.clone())
 }
@@ -685,15 +584,9 @@ fn logs_permission(
             return Ok(dm.logs_permission.clone().unwrap_or_default());
         }
     }
-    let mut permission = Permission {
-        public: false,
-        authorized_ids: vec![owner.to_owned()],
-    };
+    let mut permission = Permission { public: false, authorized_ids: vec![owner.to_owned()] };
     for parent in parents {
-        permission = union(
-            &parent.logs_permission.clone().unwrap_or_default(),
-            &permission,
-        );
+        permission = union(&parent.logs_permission.clone().unwrap_or_default(), &permission);
     }
     Ok(permission)
 }
@@ -722,9 +615,7 @@ fn validate_inputs(
         match AssetKind::try_from(declared_input.kind) {
             // Checked with their data manager.
             Ok(AssetKind::AssetDataSample) => {}
-            Ok(AssetKind::AssetDataManager) => {
-                validate_data_manager_input(world, task, input, function)?
-            }
+            Ok(AssetKind::AssetDataManager) => validate_data_manager_input(world, task, input, function)?,
             _ => validate_input_ref(world, batch, task, input, declared_input)?,
         }
     }
@@ -781,9 +672,7 @@ fn validate_data_manager_input(
             .and_then(Option::as_ref)
             .ok_or_else(|| OrcError::not_found(datasample::ASSET, key))?;
         if !sample.data_manager_keys.contains(&dm.key) {
-            return Err(OrcError::invalid_asset(
-                "datasamples do not share a common manager",
-            ));
+            return Err(OrcError::invalid_asset("datasamples do not share a common manager"));
         }
     }
     Ok(())
@@ -802,9 +691,7 @@ fn validate_input_ref(
     match &input.r#ref {
         Some(Ref::AssetKey(key)) => {
             if !is_kind(declared_input, AssetKind::AssetModel) {
-                return Err(OrcError::unimplemented(format!(
-                    "invalid task input {id}: invalid asset kind"
-                )));
+                return Err(OrcError::unimplemented(format!("invalid task input {id}: invalid asset kind")));
             }
             let model = world.model(key)?;
             if !can_process_opt(model.permissions.as_ref(), &task.worker) {
@@ -879,11 +766,7 @@ fn validate_outputs(task: &ComputeTask, function: &Function) -> Result<()> {
             )));
         };
         if declared_output.kind == AssetKind::AssetPerformance as i32 {
-            let public = output
-                .permissions
-                .as_ref()
-                .and_then(|p| p.process.as_ref())
-                .is_some_and(|p| p.public);
+            let public = output.permissions.as_ref().and_then(|p| p.process.as_ref()).is_some_and(|p| p.public);
             if !public {
                 return Err(OrcError::invalid_asset(format!(
                     "invalid task {tk}, invalid task output {}: a PERFORMANCE output should be public",
@@ -914,9 +797,7 @@ mod tests {
     use super::*;
 
     fn parents(list: &[&[&str]]) -> Vec<Vec<String>> {
-        list.iter()
-            .map(|ps| ps.iter().map(|p| (*p).to_owned()).collect())
-            .collect()
+        list.iter().map(|ps| ps.iter().map(|p| (*p).to_owned()).collect()).collect()
     }
 
     #[test]
@@ -939,9 +820,6 @@ mod tests {
         let p = parents(&[&[], &["a"], &["c"]]);
         assert_eq!(topological_order(&p, &index, |_| false), Err(1));
         let p = parents(&[&[], &["a"], &["z"]]);
-        assert_eq!(
-            topological_order(&p, &index, |k| k == "z").map(|o| o.len()),
-            Ok(3)
-        );
+        assert_eq!(topological_order(&p, &index, |k| k == "z").map(|o| o.len()), Ok(3));
     }
 }

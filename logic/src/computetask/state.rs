@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 use orchestrator_proto::{
-    ApplyTaskActionParam, ApplyTaskActionResponse, AssetKind, ComputeTaskAction, ComputeTaskStatus,
-    EventKind, Function, FunctionStatus, event,
+    ApplyTaskActionParam, ApplyTaskActionResponse, AssetKind, ComputeTaskAction, ComputeTaskStatus, EventKind,
+    Function, FunctionStatus, event,
 };
 
 use super::{
-    ASSET, TaskRecord, children_prefix, function_status_prefix, load_record, load_records,
-    parent_keys, status_of, store_status, without_io,
+    ASSET, TaskRecord, children_prefix, function_status_prefix, load_record, load_records, parent_keys, status_of,
+    store_status, without_io,
 };
 use crate::computeplan;
 use crate::error::{OrcError, Result};
@@ -21,8 +21,8 @@ use crate::tx::Tx;
 
 use ComputeTaskStatus::{
     StatusBuilding as BLD, StatusCanceled as CANCELED, StatusDone as DONE, StatusExecuting as EXE,
-    StatusFailed as FAILED, StatusWaitingForBuilderSlot as WFBS,
-    StatusWaitingForExecutorSlot as WFES, StatusWaitingForParentTasks as WFPT,
+    StatusFailed as FAILED, StatusWaitingForBuilderSlot as WFBS, StatusWaitingForExecutorSlot as WFES,
+    StatusWaitingForParentTasks as WFPT,
 };
 
 /// Tasks are processed in chunks of this many when a function build moves many of them.
@@ -103,22 +103,14 @@ pub fn apply_action(tx: &mut Tx<'_>, req: ApplyTaskActionParam) -> Result<ApplyT
     let permitted = match ComputeTaskAction::try_from(req.action) {
         Ok(ComputeTaskAction::TaskActionExecuting) if is_worker => Some(Transition::Executing),
         Ok(ComputeTaskAction::TaskActionDone) if is_worker => Some(Transition::Done),
-        Ok(ComputeTaskAction::TaskActionCanceled) if is_owner || is_worker => {
-            Some(Transition::Canceled)
-        }
-        Ok(ComputeTaskAction::TaskActionFailed) if is_owner || is_worker => {
-            Some(Transition::Failed)
-        }
+        Ok(ComputeTaskAction::TaskActionCanceled) if is_owner || is_worker => Some(Transition::Canceled),
+        Ok(ComputeTaskAction::TaskActionFailed) if is_owner || is_worker => Some(Transition::Failed),
         _ => None,
     };
     let Some(transition) = permitted else {
         return Err(OrcError::permission_denied("only task owner can update it"));
     };
-    let reason = if req.log.is_empty() {
-        REASON_USER_ACTION
-    } else {
-        req.log.as_str()
-    };
+    let reason = if req.log.is_empty() { REASON_USER_ACTION } else { req.log.as_str() };
     apply_transition(tx, &mut record, transition, reason, Snapshot::Full)?;
     Ok(ApplyTaskActionResponse {})
 }
@@ -164,27 +156,16 @@ pub fn apply_transition(
 /// T4: every child waiting for its parents whose parents are now all DONE moves to WFES, in
 /// child key order, with reason `Last parent task <parent> done`.
 fn release_children(tx: &mut Tx<'_>, parent: &str) -> Result<()> {
-    let child_keys: Vec<String> = scan_all_keys(tx, &children_prefix(parent))?
-        .iter()
-        .map(|k| keys::last_component(k).to_owned())
-        .collect();
+    let child_keys: Vec<String> =
+        scan_all_keys(tx, &children_prefix(parent))?.iter().map(|k| keys::last_component(k).to_owned()).collect();
     let reason = format!("Last parent task {parent} done");
     for chunk in child_keys.chunks(CHUNK) {
-        let waiting: Vec<TaskRecord> = load_records(tx, chunk)?
-            .into_iter()
-            .flatten()
-            .filter(|child| child.status() == WFPT)
-            .collect();
+        let waiting: Vec<TaskRecord> =
+            load_records(tx, chunk)?.into_iter().flatten().filter(|child| child.status() == WFPT).collect();
         let done = parents_done(tx, &waiting)?;
         for (mut child, all_done) in waiting.into_iter().zip(done) {
             if all_done {
-                apply_transition(
-                    tx,
-                    &mut child,
-                    Transition::WaitingExecutorSlot,
-                    &reason,
-                    Snapshot::WithoutIo,
-                )?;
+                apply_transition(tx, &mut child, Transition::WaitingExecutorSlot, &reason, Snapshot::WithoutIo)?;
             }
         }
     }
@@ -193,10 +174,7 @@ fn release_children(tx: &mut Tx<'_>, parent: &str) -> Result<()> {
 
 /// For each task, whether all its parents are DONE (one state call for all the parents).
 fn parents_done(tx: &mut Tx<'_>, tasks: &[TaskRecord]) -> Result<Vec<bool>> {
-    let mut all: Vec<String> = tasks
-        .iter()
-        .flat_map(|t| parent_keys(&t.task.inputs))
-        .collect();
+    let mut all: Vec<String> = tasks.iter().flat_map(|t| parent_keys(&t.task.inputs)).collect();
     all.sort_unstable();
     all.dedup();
     let statuses: BTreeMap<String, ComputeTaskStatus> = all
@@ -207,11 +185,7 @@ fn parents_done(tx: &mut Tx<'_>, tasks: &[TaskRecord]) -> Result<Vec<bool>> {
         .collect();
     Ok(tasks
         .iter()
-        .map(|t| {
-            parent_keys(&t.task.inputs)
-                .iter()
-                .all(|p| statuses.get(p).is_none_or(|s| *s == DONE))
-        })
+        .map(|t| parent_keys(&t.task.inputs).iter().all(|p| statuses.get(p).is_none_or(|s| *s == DONE)))
         .collect())
 }
 
@@ -230,18 +204,15 @@ pub fn on_function_status(tx: &mut Tx<'_>, function: &Function, reason: &str) ->
         _ => return Ok(()),
     };
     // Collect first: the transitions move the entries of the scanned index.
-    let task_keys: Vec<String> =
-        scan_all_keys(tx, &function_status_prefix(&function.key, selected))?
-            .iter()
-            .map(|k| keys::last_component(k).to_owned())
-            .collect();
+    let task_keys: Vec<String> = scan_all_keys(tx, &function_status_prefix(&function.key, selected))?
+        .iter()
+        .map(|k| keys::last_component(k).to_owned())
+        .collect();
     let built_reason = format!("Function {} finished building", function.key);
     for chunk in task_keys.chunks(CHUNK) {
         let mut records = Vec::with_capacity(chunk.len());
         for (key, record) in chunk.iter().zip(load_records(tx, chunk)?) {
-            records.push(record.ok_or_else(|| {
-                OrcError::internal(format!("index points to missing {ASSET} {key}"))
-            })?);
+            records.push(record.ok_or_else(|| OrcError::internal(format!("index points to missing {ASSET} {key}")))?);
         }
         match transition {
             Some(transition) => {
@@ -252,11 +223,7 @@ pub fn on_function_status(tx: &mut Tx<'_>, function: &Function, reason: &str) ->
             None => {
                 let done = parents_done(tx, &records)?;
                 for (mut record, all_done) in records.into_iter().zip(done) {
-                    let next = if all_done {
-                        Transition::WaitingExecutorSlot
-                    } else {
-                        Transition::WaitingParentTasks
-                    };
+                    let next = if all_done { Transition::WaitingExecutorSlot } else { Transition::WaitingParentTasks };
                     apply_transition(tx, &mut record, next, &built_reason, Snapshot::WithoutIo)?;
                 }
             }

@@ -6,19 +6,13 @@ use super::*;
 mod common;
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "orchestrator-runtime-{name}-{}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("orchestrator-runtime-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
 
 fn key() -> EngineKey {
-    EngineKey {
-        max_memory_bytes: 16 << 20,
-        max_instances: 2,
-    }
+    EngineKey { max_memory_bytes: 16 << 20, max_instances: 2 }
 }
 
 #[test]
@@ -67,18 +61,9 @@ fn memory_hit_still_fills_a_new_cache_dir() {
     let bytes = common::test_component("cache-2");
     let sha = sha256_hex(&bytes);
     let entry = EngineEntry::new(key()).unwrap();
-    assert_eq!(
-        entry.component(&bytes, &sha, None).unwrap().1,
-        Source::Compiled
-    );
-    assert_eq!(
-        entry.component(&bytes, &sha, Some(&dir)).unwrap().1,
-        Source::Memory
-    );
-    assert!(
-        dir.join(format!("{sha}-{}.cwasm", entry.fingerprint))
-            .is_file()
-    );
+    assert_eq!(entry.component(&bytes, &sha, None).unwrap().1, Source::Compiled);
+    assert_eq!(entry.component(&bytes, &sha, Some(&dir)).unwrap().1, Source::Memory);
+    assert!(dir.join(format!("{sha}-{}.cwasm", entry.fingerprint)).is_file());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -105,11 +90,7 @@ fn invalid_bytes_do_not_compile() {
 
 #[test]
 fn engines_are_shared_per_settings() {
-    let config = RuntimeConfig {
-        max_memory_bytes: 24 << 20,
-        max_instances: 3,
-        ..RuntimeConfig::default()
-    };
+    let config = RuntimeConfig { max_memory_bytes: 24 << 20, max_instances: 3, ..RuntimeConfig::default() };
     let a = engine_for(&config).unwrap();
     let b = engine_for(&RuntimeConfig {
         fuel_per_call: 1,
@@ -117,14 +98,7 @@ fn engines_are_shared_per_settings() {
         ..config.clone()
     })
     .unwrap();
-    assert!(
-        Arc::ptr_eq(&a, &b),
-        "fuel and cache dir do not split engines"
-    );
-    let c = engine_for(&RuntimeConfig {
-        max_instances: 4,
-        ..config
-    })
-    .unwrap();
+    assert!(Arc::ptr_eq(&a, &b), "fuel and cache dir do not split engines");
+    let c = engine_for(&RuntimeConfig { max_instances: 4, ..config }).unwrap();
     assert!(!Arc::ptr_eq(&a, &c));
 }

@@ -29,9 +29,7 @@ struct Recording {
 impl Recording {
     fn new(entries: &[(&str, &str)]) -> Self {
         Self {
-            inner: MemoryBackend::from_entries(
-                entries.iter().map(|(k, v)| (k.to_string(), v.as_bytes())),
-            ),
+            inner: MemoryBackend::from_entries(entries.iter().map(|(k, v)| (k.to_string(), v.as_bytes()))),
             ..Self::default()
         }
     }
@@ -44,20 +42,14 @@ impl Recording {
         let mut calls = self.calls.lock().unwrap();
         calls.push(call);
         match self.fail_from {
-            Some(n) if calls.len() > n => Err(BackendError::retryable(format!(
-                "injected failure #{}",
-                calls.len()
-            ))),
+            Some(n) if calls.len() > n => Err(BackendError::retryable(format!("injected failure #{}", calls.len()))),
             _ => Ok(()),
         }
     }
 }
 
 impl StateBackend for Recording {
-    fn get_many<'a>(
-        &'a mut self,
-        keys: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
+    fn get_many<'a>(&'a mut self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
         Box::pin(async move {
             self.record(Call::GetMany(keys.to_vec()))?;
             self.inner.get_many(keys).await
@@ -114,20 +106,10 @@ fn get_reads_own_writes_and_deletes() {
         assert_eq!(state.get("c").await, Ok(v("3")));
     });
     // Only the first two reads reached the backend.
-    assert_eq!(
-        backend.calls(),
-        vec![Call::GetMany(keys(&["a"])), Call::GetMany(keys(&["zz"]))]
-    );
+    assert_eq!(backend.calls(), vec![Call::GetMany(keys(&["a"])), Call::GetMany(keys(&["zz"]))]);
     let (writes, failure) = state.finish();
     assert!(failure.is_none());
-    assert_eq!(
-        writes,
-        vec![
-            ("a".to_string(), v("10")),
-            ("b".to_string(), None),
-            ("c".to_string(), v("3")),
-        ]
-    );
+    assert_eq!(writes, vec![("a".to_string(), v("10")), ("b".to_string(), None), ("c".to_string(), v("3")),]);
 }
 
 #[test]
@@ -137,14 +119,8 @@ fn get_many_sends_only_missing_keys_once() {
     block_on(async {
         state.put("b".into(), b"20".to_vec()).unwrap();
         state.delete("c".into()).unwrap();
-        let got = state
-            .get_many(&keys(&["d", "a", "b", "c", "x", "a", "d"]))
-            .await
-            .unwrap();
-        assert_eq!(
-            got,
-            vec![v("4"), v("1"), v("20"), None, None, v("1"), v("4")]
-        );
+        let got = state.get_many(&keys(&["d", "a", "b", "c", "x", "a", "d"])).await.unwrap();
+        assert_eq!(got, vec![v("4"), v("1"), v("20"), None, None, v("1"), v("4")]);
         // All answered by the overlay: no backend call.
         let got = state.get_many(&keys(&["b", "c", "b"])).await.unwrap();
         assert_eq!(got, vec![v("20"), None, v("20")]);
@@ -164,43 +140,20 @@ fn keys_and_values_are_validated() {
     let long = "k".repeat(MAX_KEY_BYTES + 1);
     let max = "k".repeat(MAX_KEY_BYTES);
     block_on(async {
-        assert!(matches!(
-            state.get(&long).await,
-            Err(StateError::InvalidKey(_))
-        ));
-        assert!(
-            matches!(state.get("a\0b").await, Err(StateError::InvalidKey(m)) if m.contains("NUL"))
-        );
-        assert!(matches!(
-            state.get_many(&["ok".to_string(), long.clone()]).await,
-            Err(StateError::InvalidKey(_))
-        ));
-        assert!(matches!(
-            state.put(long.clone(), vec![]),
-            Err(StateError::InvalidKey(_))
-        ));
-        assert!(matches!(
-            state.delete("\0".into()),
-            Err(StateError::InvalidKey(_))
-        ));
+        assert!(matches!(state.get(&long).await, Err(StateError::InvalidKey(_))));
+        assert!(matches!(state.get("a\0b").await, Err(StateError::InvalidKey(m)) if m.contains("NUL")));
+        assert!(matches!(state.get_many(&["ok".to_string(), long.clone()]).await, Err(StateError::InvalidKey(_))));
+        assert!(matches!(state.put(long.clone(), vec![]), Err(StateError::InvalidKey(_))));
+        assert!(matches!(state.delete("\0".into()), Err(StateError::InvalidKey(_))));
         assert_eq!(
             state.put("big".into(), vec![0; MAX_VALUE_BYTES + 1]),
             Err(StateError::ValueTooLarge(MAX_VALUE_BYTES as u64 + 1))
         );
-        assert!(matches!(
-            state.scan("a\0", "b", 1, None).await,
-            Err(StateError::InvalidKey(_))
-        ));
-        assert!(matches!(
-            state.scan("a", "b", 1, Some("a\0")).await,
-            Err(StateError::InvalidKey(_))
-        ));
+        assert!(matches!(state.scan("a\0", "b", 1, None).await, Err(StateError::InvalidKey(_))));
+        assert!(matches!(state.scan("a", "b", 1, Some("a\0")).await, Err(StateError::InvalidKey(_))));
         // Limits are inclusive.
         state.put(max.clone(), vec![0; MAX_VALUE_BYTES]).unwrap();
-        assert_eq!(
-            state.get(&max).await.unwrap().map(|v| v.len()),
-            Some(MAX_VALUE_BYTES)
-        );
+        assert_eq!(state.get(&max).await.unwrap().map(|v| v.len()), Some(MAX_VALUE_BYTES));
     });
     // A long key is quoted, not copied whole, into the message.
     let Err(StateError::InvalidKey(message)) = block_on(state.get(&"x".repeat(100_000))) else {
@@ -213,13 +166,7 @@ fn keys_and_values_are_validated() {
 
 #[test]
 fn scan_merges_puts_and_deletes() {
-    let backend = Recording::new(&[
-        ("k1", "b1"),
-        ("k2", "b2"),
-        ("k4", "b4"),
-        ("k6", "b6"),
-        ("z", "zz"),
-    ]);
+    let backend = Recording::new(&[("k1", "b1"), ("k2", "b2"), ("k4", "b4"), ("k6", "b6"), ("z", "zz")]);
     let mut state = overlay(&backend);
     block_on(async {
         state.put("k3".into(), b"o3".to_vec()).unwrap();
@@ -237,16 +184,10 @@ fn scan_merges_puts_and_deletes() {
         let page = state.scan("k", "l", 2, None).await.unwrap();
         assert_eq!(page_keys(&page), ["k1", "k3"]);
         assert_eq!(page.next_cursor.as_deref(), Some("k4"));
-        let page = state
-            .scan("k", "l", 2, page.next_cursor.as_deref())
-            .await
-            .unwrap();
+        let page = state.scan("k", "l", 2, page.next_cursor.as_deref()).await.unwrap();
         assert_eq!(page_keys(&page), ["k4", "k6"]);
         assert_eq!(page.next_cursor.as_deref(), Some("k7"));
-        let page = state
-            .scan("k", "l", 2, page.next_cursor.as_deref())
-            .await
-            .unwrap();
+        let page = state.scan("k", "l", 2, page.next_cursor.as_deref()).await.unwrap();
         assert_eq!(page_keys(&page), ["k7"]);
         assert_eq!(page.next_cursor, None);
 
@@ -256,22 +197,8 @@ fn scan_merges_puts_and_deletes() {
         assert_eq!(page.next_cursor, None);
 
         // Empty and inverted ranges; a cursor never widens the range.
-        assert!(
-            state
-                .scan("l", "k", 3, None)
-                .await
-                .unwrap()
-                .entries
-                .is_empty()
-        );
-        assert!(
-            state
-                .scan("k", "k", 3, None)
-                .await
-                .unwrap()
-                .entries
-                .is_empty()
-        );
+        assert!(state.scan("l", "k", 3, None).await.unwrap().entries.is_empty());
+        assert!(state.scan("k", "k", 3, None).await.unwrap().entries.is_empty());
         let page = state.scan("k4", "l", 1, Some("a")).await.unwrap();
         assert_eq!(page_keys(&page), ["k4"]);
         let page = state.scan("k", "l", 10, Some("zzz")).await.unwrap();
@@ -281,13 +208,8 @@ fn scan_merges_puts_and_deletes() {
 
 #[test]
 fn scan_fills_pages_hidden_by_deletes_in_one_round_trip() {
-    let entries: Vec<(String, String)> = (0..20)
-        .map(|i| (format!("t{i:02}"), format!("{i}")))
-        .collect();
-    let refs: Vec<(&str, &str)> = entries
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let entries: Vec<(String, String)> = (0..20).map(|i| (format!("t{i:02}"), format!("{i}"))).collect();
+    let refs: Vec<(&str, &str)> = entries.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let backend = Recording::new(&refs);
     let mut state = overlay(&backend);
     block_on(async {
@@ -298,22 +220,13 @@ fn scan_fills_pages_hidden_by_deletes_in_one_round_trip() {
         assert_eq!(page_keys(&page), ["t10", "t11", "t12"]);
         assert_eq!(page.next_cursor.as_deref(), Some("t13"));
     });
-    assert_eq!(
-        backend.calls(),
-        vec![Call::Scan("t".into(), "u".into(), 14)],
-        "page + 1 look-ahead + 10 hidden"
-    );
+    assert_eq!(backend.calls(), vec![Call::Scan("t".into(), "u".into(), 14)], "page + 1 look-ahead + 10 hidden");
 }
 
 #[test]
 fn scan_keeps_reading_when_deletes_hide_a_whole_batch() {
-    let entries: Vec<(String, String)> = (0..20)
-        .map(|i| (format!("t{i:02}"), format!("{i}")))
-        .collect();
-    let refs: Vec<(&str, &str)> = entries
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let entries: Vec<(String, String)> = (0..20).map(|i| (format!("t{i:02}"), format!("{i}"))).collect();
+    let refs: Vec<(&str, &str)> = entries.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let backend = Recording::new(&refs);
     let mut state = overlay(&backend).with_read_ahead_cap(0);
     block_on(async {
@@ -348,18 +261,9 @@ fn backend_failure_is_sticky_and_first_one_wins() {
         assert_eq!(message, "injected failure #2");
         // Further calls fail without reaching the backend; writes too.
         assert!(matches!(state.get("b").await, Err(StateError::Backend(_))));
-        assert!(matches!(
-            state.get_many(&keys(&["c"])).await,
-            Err(StateError::Backend(_))
-        ));
-        assert!(matches!(
-            state.put("c".into(), vec![]),
-            Err(StateError::Backend(_))
-        ));
-        assert!(matches!(
-            state.delete("c".into()),
-            Err(StateError::Backend(_))
-        ));
+        assert!(matches!(state.get_many(&keys(&["c"])).await, Err(StateError::Backend(_))));
+        assert!(matches!(state.put("c".into(), vec![]), Err(StateError::Backend(_))));
+        assert!(matches!(state.delete("c".into()), Err(StateError::Backend(_))));
     });
     assert_eq!(backend.calls().len(), 2);
     let (_, failure) = state.finish();
@@ -380,10 +284,7 @@ fn backend_protocol_violations_fail_the_call() {
 
     struct Short;
     impl StateBackend for Short {
-        fn get_many<'a>(
-            &'a mut self,
-            _: &'a [String],
-        ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
+        fn get_many<'a>(&'a mut self, _: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
             Box::pin(std::future::ready(Ok(vec![])))
         }
         fn scan<'a>(
@@ -396,10 +297,7 @@ fn backend_protocol_violations_fail_the_call() {
         }
     }
     let mut state = Overlay::new(Box::new(Short));
-    assert!(matches!(
-        block_on(state.get("a")),
-        Err(StateError::Backend(_))
-    ));
+    assert!(matches!(block_on(state.get("a")), Err(StateError::Backend(_))));
     let mut state = Overlay::new(Box::new(Short));
     let result = block_on(state.scan("a", "b", 5, None));
     assert!(matches!(result, Err(StateError::Backend(m)) if m.contains("outside")));
@@ -425,9 +323,7 @@ impl Rng {
     fn key(&mut self) -> String {
         const ALPHABET: [&str; 5] = ["a", "b", "c", "é", "\u{10000}"];
         let len = 1 + self.below(3);
-        (0..len)
-            .map(|_| ALPHABET[self.below(ALPHABET.len() as u64) as usize])
-            .collect()
+        (0..len).map(|_| ALPHABET[self.below(ALPHABET.len() as u64) as usize]).collect()
     }
 }
 
@@ -440,9 +336,8 @@ fn model_page(
     if from >= end {
         return (vec![], None);
     }
-    let mut all = model
-        .range::<str, _>((Bound::Included(from), Bound::Excluded(end)))
-        .map(|(k, v)| (k.clone(), v.clone()));
+    let mut all =
+        model.range::<str, _>((Bound::Included(from), Bound::Excluded(end))).map(|(k, v)| (k.clone(), v.clone()));
     let page: Vec<_> = all.by_ref().take(limit).collect();
     (page, all.next().map(|(k, _)| k))
 }
@@ -456,10 +351,7 @@ fn overlay_matches_a_btreemap_model() {
             let value = rng.next().to_le_bytes().to_vec();
             committed.insert(rng.key(), value);
         }
-        let backend = Recording {
-            inner: MemoryBackend::from_entries(committed.clone()),
-            ..Recording::default()
-        };
+        let backend = Recording { inner: MemoryBackend::from_entries(committed.clone()), ..Recording::default() };
         let cap = [0, 1, 2, usize::MAX][rng.below(4) as usize];
         let mut state = overlay(&backend).with_read_ahead_cap(cap);
         let mut model = committed.clone();
@@ -486,27 +378,14 @@ fn overlay_matches_a_btreemap_model() {
                     assert_eq!(block_on(state.get(&key)).unwrap(), model.get(&key).cloned());
                 }
                 _ => {
-                    let start = if rng.below(5) == 0 {
-                        String::new()
-                    } else {
-                        rng.key()
-                    };
-                    let end = if rng.below(5) == 0 {
-                        "\u{10FFFF}".to_owned()
-                    } else {
-                        rng.key()
-                    };
+                    let start = if rng.below(5) == 0 { String::new() } else { rng.key() };
+                    let end = if rng.below(5) == 0 { "\u{10FFFF}".to_owned() } else { rng.key() };
                     let limit = rng.below(6) as u32;
-                    let page_len = if limit == 0 {
-                        DEFAULT_SCAN_LIMIT as usize
-                    } else {
-                        limit as usize
-                    };
+                    let page_len = if limit == 0 { DEFAULT_SCAN_LIMIT as usize } else { limit as usize };
                     let mut cursor: Option<String> = None;
                     let mut seen = Vec::new();
                     loop {
-                        let page =
-                            block_on(state.scan(&start, &end, limit, cursor.as_deref())).unwrap();
+                        let page = block_on(state.scan(&start, &end, limit, cursor.as_deref())).unwrap();
                         let from = cursor.clone().unwrap_or_else(|| start.clone());
                         let (want, want_next) = model_page(&model, &from, &end, page_len);
                         assert_eq!(
@@ -529,17 +408,10 @@ fn overlay_matches_a_btreemap_model() {
         // The net writes turn the committed state into the model.
         let (writes, failure) = state.finish();
         assert!(failure.is_none());
-        assert!(
-            writes.windows(2).all(|w| w[0].0 < w[1].0),
-            "writes sorted by key"
-        );
+        assert!(writes.windows(2).all(|w| w[0].0 < w[1].0), "writes sorted by key");
         let after = MemoryBackend::from_entries(committed);
         after.apply(&writes);
-        assert_eq!(
-            after.snapshot(),
-            model,
-            "seed {seed}: writes replay to the model"
-        );
+        assert_eq!(after.snapshot(), model, "seed {seed}: writes replay to the model");
         // Every backend scan asked for at least one entry over a non-empty range (asserted in
         // the recording backend) and every get_many for distinct keys.
         for call in backend.calls() {

@@ -4,9 +4,9 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use wasm_encoder::{
-    BlockType, CodeSection, ConstExpr, DataSection, EntityType, ExportKind, ExportSection,
-    Function, FunctionSection, GlobalSection, GlobalType, ImportSection, InstructionSink, MemArg,
-    MemorySection, MemoryType, Module, TypeSection, ValType,
+    BlockType, CodeSection, ConstExpr, DataSection, EntityType, ExportKind, ExportSection, Function, FunctionSection,
+    GlobalSection, GlobalType, ImportSection, InstructionSink, MemArg, MemorySection, MemoryType, Module, TypeSection,
+    ValType,
 };
 
 /// The WIT world the runtime serves.
@@ -53,19 +53,11 @@ const F_PUT: u32 = 1;
 const F_EMIT: u32 = 2;
 
 fn mem(offset: u64, align: u32) -> MemArg {
-    MemArg {
-        offset,
-        align,
-        memory_index: 0,
-    }
+    MemArg { offset, align, memory_index: 0 }
 }
 
 /// `*(INVOKE_RET + offset) = value` for an i32 produced by `value`.
-fn store_ret(
-    f: &mut InstructionSink<'_>,
-    offset: u64,
-    value: impl FnOnce(&mut InstructionSink<'_>),
-) {
+fn store_ret(f: &mut InstructionSink<'_>, offset: u64, value: impl FnOnce(&mut InstructionSink<'_>)) {
     f.i32_const(INVOKE_RET as i32);
     value(f);
     f.i32_store(mem(offset, 2));
@@ -117,21 +109,9 @@ fn core_module(version: &str) -> Vec<u8> {
     types.ty().function(invoke_params, [ValType::I32]); // 5: invoke
 
     let mut imports = ImportSection::new();
-    imports.import(
-        "substra:orchestrator/state@0.1.0",
-        "get",
-        EntityType::Function(0),
-    );
-    imports.import(
-        "substra:orchestrator/state@0.1.0",
-        "put",
-        EntityType::Function(1),
-    );
-    imports.import(
-        "substra:orchestrator/events@0.1.0",
-        "emit",
-        EntityType::Function(2),
-    );
+    imports.import("substra:orchestrator/state@0.1.0", "get", EntityType::Function(0));
+    imports.import("substra:orchestrator/state@0.1.0", "put", EntityType::Function(1));
+    imports.import("substra:orchestrator/events@0.1.0", "emit", EntityType::Function(2));
 
     let mut functions = FunctionSection::new();
     functions.function(3); // 3: cabi_realloc
@@ -140,37 +120,17 @@ fn core_module(version: &str) -> Vec<u8> {
     functions.function(5); // 6: invoke
 
     let mut memories = MemorySection::new();
-    memories.memory(MemoryType {
-        minimum: 1,
-        maximum: None,
-        memory64: false,
-        shared: false,
-        page_size_log2: None,
-    });
+    memories.memory(MemoryType { minimum: 1, maximum: None, memory64: false, shared: false, page_size_log2: None });
 
     let mut globals = GlobalSection::new();
-    globals.global(
-        GlobalType {
-            val_type: ValType::I32,
-            mutable: true,
-            shared: false,
-        },
-        &ConstExpr::i32_const(HEAP_START),
-    );
+    globals
+        .global(GlobalType { val_type: ValType::I32, mutable: true, shared: false }, &ConstExpr::i32_const(HEAP_START));
 
     let mut exports = ExportSection::new();
     exports.export("memory", ExportKind::Memory, 0);
     exports.export("cabi_realloc", ExportKind::Func, 3);
-    exports.export(
-        "substra:orchestrator/api@0.1.0#version",
-        ExportKind::Func,
-        4,
-    );
-    exports.export(
-        "substra:orchestrator/api@0.1.0#methods",
-        ExportKind::Func,
-        5,
-    );
+    exports.export("substra:orchestrator/api@0.1.0#version", ExportKind::Func, 4);
+    exports.export("substra:orchestrator/api@0.1.0#methods", ExportKind::Func, 5);
     exports.export("substra:orchestrator/api@0.1.0#invoke", ExportKind::Func, 6);
 
     let mut code = CodeSection::new();
@@ -180,21 +140,13 @@ fn core_module(version: &str) -> Vec<u8> {
     {
         let f = &mut realloc.instructions();
         // p = (heap + align - 1) & -align
-        f.global_get(0)
-            .local_get(2)
-            .i32_add()
-            .i32_const(1)
-            .i32_sub();
+        f.global_get(0).local_get(2).i32_add().i32_const(1).i32_sub();
         f.i32_const(0).local_get(2).i32_sub().i32_and().local_set(4);
         // heap = p + new_size
         f.local_get(4).local_get(3).i32_add().global_set(0);
         // while heap > memory.size * 64 KiB: grow one page or trap
         f.loop_(BlockType::Empty);
-        f.global_get(0)
-            .memory_size(0)
-            .i32_const(16)
-            .i32_shl()
-            .i32_gt_u();
+        f.global_get(0).memory_size(0).i32_const(16).i32_shl().i32_gt_u();
         f.if_(BlockType::Empty);
         f.i32_const(1).memory_grow(0).i32_const(-1).i32_eq();
         f.if_(BlockType::Empty).unreachable().end();
@@ -206,16 +158,10 @@ fn core_module(version: &str) -> Vec<u8> {
     code.function(&realloc);
 
     let mut version_fn = Function::new([]);
-    version_fn
-        .instructions()
-        .i32_const(VERSION_RET as i32)
-        .end();
+    version_fn.instructions().i32_const(VERSION_RET as i32).end();
     code.function(&version_fn);
     let mut methods_fn = Function::new([]);
-    methods_fn
-        .instructions()
-        .i32_const(METHODS_RET as i32)
-        .end();
+    methods_fn.instructions().i32_const(METHODS_RET as i32).end();
     code.function(&methods_fn);
 
     // invoke(msp ptr, len, channel ptr, len, tx ptr, len, time, method ptr, len, req ptr, len)
@@ -240,10 +186,7 @@ fn core_module(version: &str) -> Vec<u8> {
         f.local_get(REQ_PTR).i32_load8_u(mem(0, 0)).local_set(OP);
 
         let when = |f: &mut InstructionSink<'_>, op: u8| {
-            f.local_get(OP)
-                .i32_const(i32::from(op))
-                .i32_eq()
-                .if_(BlockType::Empty);
+            f.local_get(OP).i32_const(i32::from(op)).i32_eq().if_(BlockType::Empty);
         };
 
         when(f, op::TRAP);
@@ -255,20 +198,14 @@ fn core_module(version: &str) -> Vec<u8> {
 
         when(f, op::GROW);
         f.loop_(BlockType::Empty);
-        f.i32_const(16)
-            .memory_grow(0)
-            .i32_const(-1)
-            .i32_ne()
-            .br_if(0);
+        f.i32_const(16).memory_grow(0).i32_const(-1).i32_ne().br_if(0);
         f.end();
         f.unreachable().end();
 
         for (op, fails) in [(op::PUT_EMIT_OK, false), (op::PUT_EMIT_ERR, true)] {
             when(f, op);
             f.i32_const(KEY_AT as i32).i32_const(1);
-            f.local_get(REQ_PTR)
-                .local_get(REQ_LEN)
-                .i32_const(IMPORT_RET as i32);
+            f.local_get(REQ_PTR).local_get(REQ_LEN).i32_const(IMPORT_RET as i32);
             f.call(F_PUT);
             f.local_get(REQ_PTR).local_get(REQ_LEN).call(F_EMIT);
             if fails {
@@ -300,13 +237,8 @@ fn core_module(version: &str) -> Vec<u8> {
         // at 8 (state-error holds a u64): option discriminant at 8, list at 12/16; state-error
         // discriminant at 8, string at 16/20.
         when(f, op::GET);
-        f.i32_const(KEY_AT as i32)
-            .i32_const(1)
-            .i32_const(IMPORT_RET as i32)
-            .call(F_GET);
-        f.i32_const(IMPORT_RET as i32)
-            .i32_load8_u(mem(0, 0))
-            .if_(BlockType::Empty);
+        f.i32_const(KEY_AT as i32).i32_const(1).i32_const(IMPORT_RET as i32).call(F_GET);
+        f.i32_const(IMPORT_RET as i32).i32_load8_u(mem(0, 0)).if_(BlockType::Empty);
         return_err(
             f,
             3,
@@ -318,9 +250,7 @@ fn core_module(version: &str) -> Vec<u8> {
             },
         );
         f.end();
-        f.i32_const(IMPORT_RET as i32)
-            .i32_load8_u(mem(8, 0))
-            .if_(BlockType::Empty);
+        f.i32_const(IMPORT_RET as i32).i32_load8_u(mem(8, 0)).if_(BlockType::Empty);
         return_ok(
             f,
             |f| {
@@ -391,20 +321,7 @@ pub fn test_component(version: &str) -> Vec<u8> {
     let mut module = core_module(version);
     let mut resolve = wit_parser::Resolve::default();
     let package = resolve.push_str("orchestrator.wit", WIT).unwrap();
-    let world = resolve
-        .select_world(&[package], Some("orchestrator"))
-        .unwrap();
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-    )
-    .unwrap();
-    wit_component::ComponentEncoder::default()
-        .validate(true)
-        .module(&module)
-        .unwrap()
-        .encode()
-        .unwrap()
+    let world = resolve.select_world(&[package], Some("orchestrator")).unwrap();
+    wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8).unwrap();
+    wit_component::ComponentEncoder::default().validate(true).module(&module).unwrap().encode().unwrap()
 }

@@ -95,9 +95,7 @@ impl Driver for ComponentDriver {
             .tokio
             .block_on(self.runtime.invoke(&ctx, method, request, backend.boxed()))
             .map_err(|e: RuntimeError| OrcError::internal(format!("runtime: {e}")))?;
-        let response = invocation
-            .result
-            .map_err(|e| OrcError { kind: logic_kind(e.kind), message: e.message })?;
+        let response = invocation.result.map_err(|e| OrcError { kind: logic_kind(e.kind), message: e.message })?;
         backend.apply(&invocation.writes);
         for bytes in invocation.events {
             self.events.push(Event::decode(bytes.as_slice()).map_err(|e| OrcError::internal(e.to_string()))?);
@@ -109,4 +107,3 @@ impl Driver for ComponentDriver {
         self.events.clone()
     }
 }
-

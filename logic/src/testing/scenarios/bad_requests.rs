@@ -5,9 +5,8 @@ use orchestrator_proto::{QueryVersionParam, QueryVersionResponse};
 use prost::Message;
 
 use super::{
-    CHANNEL, ORG1, UNREGISTERED, assert_no_event_since, expect_err, get_data_manager, method,
-    new_data_manager, new_function, organization_ids, query_data_managers, register_data_manager,
-    setup_organizations,
+    CHANNEL, ORG1, UNREGISTERED, assert_no_event_since, expect_err, get_data_manager, method, new_data_manager,
+    new_function, organization_ids, query_data_managers, register_data_manager, setup_organizations,
 };
 use crate::error::ErrorKind;
 use crate::testing::{Driver, call};
@@ -17,8 +16,7 @@ const NOT_YET_WRITTEN: [&str; 1] = [method::QUERY_EVENTS];
 
 pub fn bad_requests(d: &mut dyn Driver) {
     setup_organizations(d, CHANNEL);
-    let dm = register_data_manager(d, ORG1, CHANNEL, &new_data_manager(1))
-        .expect("register data manager");
+    let dm = register_data_manager(d, ORG1, CHANNEL, &new_data_manager(1)).expect("register data manager");
     let before = d.events().len();
 
     // Bytes that are not a protobuf message (a truncated varint).
@@ -38,39 +36,23 @@ pub fn bad_requests(d: &mut dyn Driver) {
         method::QUERY_VERSION,
     ] {
         let err = d.call_raw(UNREGISTERED, CHANNEL, m, &garbage).expect_err(m);
-        assert_eq!(
-            err.kind,
-            ErrorKind::MalformedRequest,
-            "{m}: {}",
-            err.message
-        );
+        assert_eq!(err.kind, ErrorKind::MalformedRequest, "{m}: {}", err.message);
     }
     // A valid message cut short (inside a length-delimited field).
     for (m, bytes) in [
-        (
-            method::REGISTER_DATA_MANAGER,
-            new_data_manager(2).encode_to_vec(),
-        ),
+        (method::REGISTER_DATA_MANAGER, new_data_manager(2).encode_to_vec()),
         (method::REGISTER_FUNCTION, new_function(2).encode_to_vec()),
     ] {
         let truncated = &bytes[..bytes.len() - 5];
         let err = d.call_raw(ORG1, CHANNEL, m, truncated).expect_err(m);
-        assert_eq!(
-            err.kind,
-            ErrorKind::MalformedRequest,
-            "{m}: {}",
-            err.message
-        );
+        assert_eq!(err.kind, ErrorKind::MalformedRequest, "{m}: {}", err.message);
     }
     // Nothing was registered nor emitted.
     assert_no_event_since(d, before);
     assert!(!organization_ids(d, CHANNEL).contains(&UNREGISTERED.to_owned()));
     let all = query_data_managers(d, CHANNEL, "", 0).expect("query");
     assert_eq!(all.data_managers, vec![dm.clone()]);
-    assert_eq!(
-        get_data_manager(d, ORG1, CHANNEL, &dm.key).expect("get"),
-        dm
-    );
+    assert_eq!(get_data_manager(d, ORG1, CHANNEL, &dm.key).expect("get"), dm);
 
     // Unknown methods.
     for m in [
@@ -83,36 +65,20 @@ pub fn bad_requests(d: &mut dyn Driver) {
         assert_eq!(err.kind, ErrorKind::Unimplemented, "{m:?}: {}", err.message);
     }
     // The one stream is the host's, not a unary method of the logic.
-    let err = d
-        .call_raw(ORG1, CHANNEL, method::SUBSCRIBE_TO_EVENTS, &[])
-        .expect_err("stream");
+    let err = d.call_raw(ORG1, CHANNEL, method::SUBSCRIBE_TO_EVENTS, &[]).expect_err("stream");
     assert_eq!(err.kind, ErrorKind::Unimplemented, "{}", err.message);
 
     // Methods of the contract not written yet: UNIMPLEMENTED with OE0010, whatever the bytes.
     for m in NOT_YET_WRITTEN {
-        expect_err(
-            d.call_raw(ORG1, CHANNEL, m, &[]),
-            ErrorKind::Unimplemented,
-            "OE0010: ",
-        );
-        expect_err(
-            d.call_raw(ORG1, CHANNEL, m, &garbage),
-            ErrorKind::Unimplemented,
-            "OE0010: ",
-        );
+        expect_err(d.call_raw(ORG1, CHANNEL, m, &[]), ErrorKind::Unimplemented, "OE0010: ");
+        expect_err(d.call_raw(ORG1, CHANNEL, m, &garbage), ErrorKind::Unimplemented, "OE0010: ");
     }
     assert_no_event_since(d, before);
 
     // QueryVersion answers the logic's version, for anyone, without writing anything.
     for msp in [ORG1, UNREGISTERED] {
-        let version: QueryVersionResponse = call(
-            d,
-            msp,
-            CHANNEL,
-            method::QUERY_VERSION,
-            &QueryVersionParam {},
-        )
-        .expect("QueryVersion");
+        let version: QueryVersionResponse =
+            call(d, msp, CHANNEL, method::QUERY_VERSION, &QueryVersionParam {}).expect("QueryVersion");
         assert_eq!(version.orchestrator, crate::api::version());
         assert_eq!(version.orchestrator, env!("CARGO_PKG_VERSION"));
     }

@@ -4,20 +4,17 @@
 use std::collections::BTreeMap;
 
 use orchestrator_proto::{
-    ApplyPlanActionParam, ApplyPlanActionResponse, AssetKind, ComputePlan, ComputePlanAction,
-    ComputeTaskAction, EventKind, FunctionAction, GetComputePlanParam, IsPlanRunningParam,
-    IsPlanRunningResponse, NewComputePlan, PlanQueryFilter, QueryPlansParam, QueryPlansResponse,
-    UpdateComputePlanParam, UpdateComputePlanResponse, event,
+    ApplyPlanActionParam, ApplyPlanActionResponse, AssetKind, ComputePlan, ComputePlanAction, ComputeTaskAction,
+    EventKind, FunctionAction, GetComputePlanParam, IsPlanRunningParam, IsPlanRunningResponse, NewComputePlan,
+    PlanQueryFilter, QueryPlansParam, QueryPlansResponse, UpdateComputePlanParam, UpdateComputePlanResponse, event,
 };
 
 use super::computetask::{
-    DM1, DM2, PLAN, TRAIN, aggregate_task, apply_task_action, get_task, register_tasks,
-    setup_world, train_task,
+    DM1, DM2, PLAN, TRAIN, aggregate_task, apply_task_action, get_task, register_tasks, setup_world, train_task,
 };
 use super::{
-    CHANNEL, ORG1, ORG2, OTHER_CHANNEL, Res, UNREGISTERED, apply_function_action,
-    assert_no_event_since, check_event, events_since, expect_err, key, method,
-    register_organization, setup_organizations, time_key,
+    CHANNEL, ORG1, ORG2, OTHER_CHANNEL, Res, UNREGISTERED, apply_function_action, assert_no_event_since, check_event,
+    events_since, expect_err, key, method, register_organization, setup_organizations, time_key,
 };
 use crate::error::ErrorKind;
 use crate::testing::{Driver, call};
@@ -43,30 +40,16 @@ pub fn register_plan(d: &mut dyn Driver, msp: &str, plan: &NewComputePlan) -> Re
 }
 
 pub fn get_plan(d: &mut dyn Driver, msp: &str, key: &str) -> Res<ComputePlan> {
-    call(
-        d,
-        msp,
-        CHANNEL,
-        GET_PLAN,
-        &GetComputePlanParam {
-            key: key.to_owned(),
-        },
-    )
+    call(d, msp, CHANNEL, GET_PLAN, &GetComputePlanParam { key: key.to_owned() })
 }
 
 pub fn update_plan(d: &mut dyn Driver, msp: &str, key: &str, name: &str) -> Res<()> {
-    let param = UpdateComputePlanParam {
-        key: key.to_owned(),
-        name: name.to_owned(),
-    };
+    let param = UpdateComputePlanParam { key: key.to_owned(), name: name.to_owned() };
     call::<_, UpdateComputePlanResponse>(d, msp, CHANNEL, UPDATE_PLAN, &param).map(|_| ())
 }
 
 pub fn apply_plan_action(d: &mut dyn Driver, msp: &str, key: &str, action: i32) -> Res<()> {
-    let param = ApplyPlanActionParam {
-        key: key.to_owned(),
-        action,
-    };
+    let param = ApplyPlanActionParam { key: key.to_owned(), action };
     call::<_, ApplyPlanActionResponse>(d, msp, CHANNEL, APPLY_PLAN_ACTION, &param).map(|_| ())
 }
 
@@ -83,29 +66,20 @@ pub fn query_plans(
     let param = QueryPlansParam {
         page_token: page_token.to_owned(),
         page_size,
-        filter: owner.map(|o| PlanQueryFilter {
-            owner: o.to_owned(),
-        }),
+        filter: owner.map(|o| PlanQueryFilter { owner: o.to_owned() }),
     };
     call(d, ORG1, CHANNEL, QUERY_PLANS, &param)
 }
 
 pub fn is_plan_running(d: &mut dyn Driver, key: &str) -> Res<bool> {
-    let param = IsPlanRunningParam {
-        key: key.to_owned(),
-    };
-    call::<_, IsPlanRunningResponse>(d, ORG2, CHANNEL, IS_PLAN_RUNNING, &param)
-        .map(|r| r.is_running)
+    let param = IsPlanRunningParam { key: key.to_owned() };
+    call::<_, IsPlanRunningResponse>(d, ORG2, CHANNEL, IS_PLAN_RUNNING, &param).map(|r| r.is_running)
 }
 
 /// Every plan of the filter, walking pages of `page_size`; checks page sizes and tokens.
 #[track_caller]
 fn walk_plans(d: &mut dyn Driver, owner: Option<&str>, page_size: u32) -> Vec<ComputePlan> {
-    let size = if page_size == 0 {
-        50
-    } else {
-        page_size as usize
-    };
+    let size = if page_size == 0 { 50 } else { page_size as usize };
     let mut all = Vec::new();
     let mut token = String::new();
     loop {
@@ -146,14 +120,8 @@ pub fn compute_plans(d: &mut dyn Driver) {
     assert_eq!((plan.cancelation_date, plan.failure_date), (None, None));
     let events = events_since(d, before);
     assert_eq!(events.len(), 1, "{events:?}");
-    let asset = check_event(
-        &events[0],
-        AssetKind::AssetComputePlan,
-        EventKind::EventAssetCreated,
-        &key(1),
-        CHANNEL,
-        &[],
-    );
+    let asset =
+        check_event(&events[0], AssetKind::AssetComputePlan, EventKind::EventAssetCreated, &key(1), CHANNEL, &[]);
     assert_eq!(asset, event::Asset::ComputePlan(plan.clone()));
     assert_eq!(events[0].timestamp, plan.creation_date);
     assert_eq!(get_plan(d, ORG2, &key(1)).expect("anyone reads"), plan);
@@ -187,11 +155,7 @@ pub fn compute_plans(d: &mut dyn Driver) {
     let mut bad = new_plan(3);
     bad.key = key(0xabc).to_uppercase();
     bad.name = "n".repeat(101);
-    expect_invalid_plan(
-        d,
-        &bad,
-        "key: must be a valid UUID; name: the length must be between 1 and 100.",
-    );
+    expect_invalid_plan(d, &bad, "key: must be a valid UUID; name: the length must be between 1 and 100.");
     let mut bad = new_plan(3);
     bad.metadata.insert("k".repeat(101), "v".to_owned());
     expect_invalid_plan(d, &bad, "metadata: OE0101: metadata key");
@@ -208,13 +172,7 @@ pub fn compute_plans(d: &mut dyn Driver) {
 
     // Channels are separate.
     register_organization(d, ORG1, OTHER_CHANNEL, "").expect("ORG1 on the other channel");
-    let other: Res<ComputePlan> = call(
-        d,
-        ORG1,
-        OTHER_CHANNEL,
-        GET_PLAN,
-        &GetComputePlanParam { key: key(1) },
-    );
+    let other: Res<ComputePlan> = call(d, ORG1, OTHER_CHANNEL, GET_PLAN, &GetComputePlanParam { key: key(1) });
     expect_err(other, ErrorKind::NotFound, "computeplan");
 
     // --- QueryPlans: creation order, owner filter, pages -----------------------------------
@@ -227,9 +185,7 @@ pub fn compute_plans(d: &mut dyn Driver) {
     assert_eq!(all.len(), 15);
     let mut sorted = all.clone();
     sorted.sort_by(|a, b| {
-        time_key(a.creation_date.as_ref())
-            .cmp(&time_key(b.creation_date.as_ref()))
-            .then_with(|| a.key.cmp(&b.key))
+        time_key(a.creation_date.as_ref()).cmp(&time_key(b.creation_date.as_ref())).then_with(|| a.key.cmp(&b.key))
     });
     assert_eq!(all, sorted, "creation order, then key");
     for size in [1, 4, 0] {
@@ -238,17 +194,9 @@ pub fn compute_plans(d: &mut dyn Driver) {
     let of_org2: Vec<ComputePlan> = all.iter().filter(|p| p.owner == ORG2).cloned().collect();
     assert_eq!(of_org2.len(), 5);
     for size in [1, 2, 0] {
-        assert_eq!(
-            walk_plans(d, Some(ORG2), size),
-            of_org2,
-            "owner filter, size {size}"
-        );
+        assert_eq!(walk_plans(d, Some(ORG2), size), of_org2, "owner filter, size {size}");
     }
-    assert_eq!(
-        walk_plans(d, Some(""), 0),
-        all,
-        "an empty owner is no filter"
-    );
+    assert_eq!(walk_plans(d, Some(""), 0), all, "an empty owner is no filter");
     assert!(walk_plans(d, Some(UNREGISTERED), 0).is_empty());
     // Decimal offsets are accepted; garbage tokens are refused (UNKNOWN).
     let page = query_plans(d, Some(ORG1), "3", 2).expect("offset token");
@@ -261,24 +209,11 @@ pub fn compute_plans(d: &mut dyn Driver) {
     update_plan(d, ORG1, &key(1), "renamed").expect("owner renames");
     let renamed = get_plan(d, ORG1, &key(1)).expect("get");
     assert_eq!(renamed.name, "renamed");
-    assert_eq!(
-        ComputePlan {
-            name: plan.name.clone(),
-            ..renamed.clone()
-        },
-        plan,
-        "only the name changed"
-    );
+    assert_eq!(ComputePlan { name: plan.name.clone(), ..renamed.clone() }, plan, "only the name changed");
     let events = events_since(d, before);
     assert_eq!(events.len(), 1);
-    let asset = check_event(
-        &events[0],
-        AssetKind::AssetComputePlan,
-        EventKind::EventAssetUpdated,
-        &key(1),
-        CHANNEL,
-        &[],
-    );
+    let asset =
+        check_event(&events[0], AssetKind::AssetComputePlan, EventKind::EventAssetUpdated, &key(1), CHANNEL, &[]);
     assert_eq!(asset, event::Asset::ComputePlan(renamed.clone()));
     // The same name again still emits an event.
     update_plan(d, ORG1, &key(1), "renamed").expect("same name");
@@ -345,21 +280,9 @@ pub fn plan_actions(d: &mut dyn Driver) {
     let canceled = get_plan(d, ORG2, &plan.key).expect("get");
     assert_eq!(canceled.cancelation_date, events[0].timestamp);
     assert_eq!(canceled.failure_date, None);
-    assert_eq!(
-        ComputePlan {
-            cancelation_date: None,
-            ..canceled.clone()
-        },
-        plan
-    );
-    let asset = check_event(
-        &events[0],
-        AssetKind::AssetComputePlan,
-        EventKind::EventAssetUpdated,
-        &plan.key,
-        CHANNEL,
-        &[],
-    );
+    assert_eq!(ComputePlan { cancelation_date: None, ..canceled.clone() }, plan);
+    let asset =
+        check_event(&events[0], AssetKind::AssetComputePlan, EventKind::EventAssetUpdated, &plan.key, CHANNEL, &[]);
     assert_eq!(asset, event::Asset::ComputePlan(canceled.clone()));
     assert_eq!(
         get_task(d, &key(101)).expect("task").status,
@@ -374,20 +297,14 @@ pub fn plan_actions(d: &mut dyn Driver) {
         ErrorKind::TerminatedComputePlan,
         &format!("OE0109: compute plan {} is already terminated", plan.key),
     );
-    assert_eq!(
-        err.message,
-        format!("OE0109: compute plan {} is already terminated", plan.key)
-    );
+    assert_eq!(err.message, format!("OE0109: compute plan {} is already terminated", plan.key));
     assert_no_event_since(d, before);
     update_plan(d, ORG1, &plan.key, "still renamable").expect("rename a canceled plan");
     register_tasks(d, ORG1, &[train_task(102, DM2, &[22], &[])]).expect("tasks on a canceled plan");
     apply_task_action(d, ORG1, &key(101), ComputeTaskAction::TaskActionFailed, "")
         .expect("task actions on a canceled plan");
     let after = get_plan(d, ORG1, &plan.key).expect("get");
-    assert_eq!(
-        after.failure_date, None,
-        "a terminated plan is never re-terminated"
-    );
+    assert_eq!(after.failure_date, None, "a terminated plan is never re-terminated");
     assert_eq!(after.cancelation_date, canceled.cancelation_date);
 
     // --- Failure through a task: failure_date, no plan event -------------------------------
@@ -398,14 +315,8 @@ pub fn plan_actions(d: &mut dyn Driver) {
     u.compute_plan_key = second.key.clone();
     register_tasks(d, ORG1, &[t, u]).expect("tasks of the second plan");
     let before = d.events().len();
-    apply_task_action(
-        d,
-        ORG2,
-        &key(111),
-        ComputeTaskAction::TaskActionFailed,
-        "boom",
-    )
-    .expect("the worker fails its task");
+    apply_task_action(d, ORG2, &key(111), ComputeTaskAction::TaskActionFailed, "boom")
+        .expect("the worker fails its task");
     let events = events_since(d, before);
     assert_eq!(events.len(), 1, "only the task event: {events:?}");
     check_event(
@@ -420,17 +331,9 @@ pub fn plan_actions(d: &mut dyn Driver) {
     assert_eq!(failed.failure_date, events[0].timestamp);
     assert_eq!(failed.cancelation_date, None);
     // A second failure leaves the date alone; the failed plan cannot be canceled.
-    apply_task_action(d, ORG1, &key(110), ComputeTaskAction::TaskActionFailed, "")
-        .expect("owner fails the other task");
-    assert_eq!(
-        get_plan(d, ORG1, &second.key).expect("get").failure_date,
-        failed.failure_date
-    );
-    expect_err(
-        cancel_plan(d, ORG1, &second.key),
-        ErrorKind::TerminatedComputePlan,
-        "already terminated",
-    );
+    apply_task_action(d, ORG1, &key(110), ComputeTaskAction::TaskActionFailed, "").expect("owner fails the other task");
+    assert_eq!(get_plan(d, ORG1, &second.key).expect("get").failure_date, failed.failure_date);
+    expect_err(cancel_plan(d, ORG1, &second.key), ErrorKind::TerminatedComputePlan, "already terminated");
 }
 
 pub fn plan_running(d: &mut dyn Driver) {
@@ -447,17 +350,9 @@ pub fn plan_running(d: &mut dyn Driver) {
     // Waiting for a builder slot, building, waiting for the executor, executing: running.
     register_tasks(d, ORG1, &[train_task(101, DM1, &[20], &[])]).expect("task");
     assert!(is_plan_running(d, &plan).expect("WFBS"));
-    apply_function_action(
-        d,
-        ORG1,
-        CHANNEL,
-        &key(TRAIN),
-        FunctionAction::Building as i32,
-    )
-    .expect("build");
+    apply_function_action(d, ORG1, CHANNEL, &key(TRAIN), FunctionAction::Building as i32).expect("build");
     assert!(is_plan_running(d, &plan).expect("BUILDING"));
-    apply_function_action(d, ORG1, CHANNEL, &key(TRAIN), FunctionAction::Ready as i32)
-        .expect("built");
+    apply_function_action(d, ORG1, CHANNEL, &key(TRAIN), FunctionAction::Ready as i32).expect("built");
     assert!(is_plan_running(d, &plan).expect("WFES"));
     apply_task_action(d, ORG1, &key(101), A::TaskActionExecuting, "").expect("execute");
     assert!(is_plan_running(d, &plan).expect("EXECUTING"));
@@ -487,12 +382,7 @@ pub fn plan_running(d: &mut dyn Driver) {
     assert!(is_plan_running(d, &second.key).expect("waiting"));
     apply_task_action(d, ORG2, &key(111), A::TaskActionExecuting, "").expect("execute");
     apply_task_action(d, ORG2, &key(111), A::TaskActionFailed, "").expect("fail");
-    assert!(
-        get_plan(d, ORG1, &second.key)
-            .expect("plan")
-            .failure_date
-            .is_some()
-    );
+    assert!(get_plan(d, ORG1, &second.key).expect("plan").failure_date.is_some());
     assert!(!is_plan_running(d, &second.key).expect("failed"));
 
     // A canceled plan is not running whatever its tasks.
@@ -514,10 +404,7 @@ pub fn plan_running(d: &mut dyn Driver) {
         orchestrator_proto::ComputeTaskStatus::StatusCanceled as i32
     );
     assert!(!is_plan_running(d, &fourth.key).expect("only a canceled task"));
-    assert_eq!(
-        get_plan(d, ORG1, &fourth.key).expect("plan").failure_date,
-        None
-    );
+    assert_eq!(get_plan(d, ORG1, &fourth.key).expect("plan").failure_date, None);
     // Reads only.
     let before = d.events().len();
     for k in [&plan, &second.key, &third.key, &fourth.key] {

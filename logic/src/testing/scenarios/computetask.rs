@@ -5,19 +5,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use orchestrator_proto::{
-    ApplyTaskActionParam, ApplyTaskActionResponse, AssetKind, ComputeTask, ComputeTaskAction,
-    ComputeTaskInput, ComputeTaskStatus, EventKind, FunctionAction, GetTaskParam, NewComputeTask,
-    NewComputeTaskOutput, NewFunction, NewPermissions, ParentTaskOutputRef, Permission,
-    QueryTasksParam, QueryTasksResponse, RegisterTasksParam, RegisterTasksResponse,
-    TaskQueryFilter, compute_task_input::Ref, event,
+    ApplyTaskActionParam, ApplyTaskActionResponse, AssetKind, ComputeTask, ComputeTaskAction, ComputeTaskInput,
+    ComputeTaskStatus, EventKind, FunctionAction, GetTaskParam, NewComputeTask, NewComputeTaskOutput, NewFunction,
+    NewPermissions, ParentTaskOutputRef, Permission, QueryTasksParam, QueryTasksResponse, RegisterTasksParam,
+    RegisterTasksResponse, TaskQueryFilter, compute_task_input::Ref, event,
 };
 
 use super::computeplan::{get_plan, new_plan, register_plan};
 use super::{
-    CHANNEL, ORG1, ORG2, OTHER_CHANNEL, Res, UNREGISTERED, apply_function_action,
-    assert_no_event_since, check_event, events_since, expect_err, input, key, method,
-    new_data_manager, new_data_sample, new_function, output, private_permissions,
-    public_permissions, query_functions, register_data_manager, register_data_samples,
+    CHANNEL, ORG1, ORG2, OTHER_CHANNEL, Res, UNREGISTERED, apply_function_action, assert_no_event_since, check_event,
+    events_since, expect_err, input, key, method, new_data_manager, new_data_sample, new_function, output,
+    private_permissions, public_permissions, query_functions, register_data_manager, register_data_samples,
     register_function, setup_organizations, strings, time_key,
 };
 use crate::error::ErrorKind;
@@ -25,8 +23,8 @@ use crate::testing::{Driver, call};
 
 use ComputeTaskStatus::{
     StatusBuilding as BLD, StatusCanceled as CANCELED, StatusDone as DONE, StatusExecuting as EXE,
-    StatusFailed as FAILED, StatusWaitingForBuilderSlot as WFBS,
-    StatusWaitingForExecutorSlot as WFES, StatusWaitingForParentTasks as WFPT,
+    StatusFailed as FAILED, StatusWaitingForBuilderSlot as WFBS, StatusWaitingForExecutorSlot as WFES,
+    StatusWaitingForParentTasks as WFPT,
 };
 
 pub const QUERY_TASKS: &str = "orchestrator.ComputeTaskService/QueryTasks";
@@ -58,14 +56,8 @@ pub fn aggregate_function(n: u64) -> NewFunction {
 pub fn metric_function(n: u64) -> NewFunction {
     let mut f = new_function(n);
     f.inputs.remove("model");
-    f.inputs.insert(
-        "predictions".to_owned(),
-        input(AssetKind::AssetModel, false, false),
-    );
-    f.outputs = BTreeMap::from([(
-        "performance".to_owned(),
-        output(AssetKind::AssetPerformance, false),
-    )]);
+    f.inputs.insert("predictions".to_owned(), input(AssetKind::AssetModel, false, false));
+    f.outputs = BTreeMap::from([("performance".to_owned(), output(AssetKind::AssetPerformance, false))]);
     f
 }
 
@@ -77,10 +69,7 @@ pub fn setup_world(d: &mut dyn Driver) {
         dm.logs_permission = Some(private_permissions(&[]));
         register_data_manager(d, owner, CHANNEL, &dm).expect("data manager");
         let dm_key = key(n);
-        let samples = samples
-            .iter()
-            .map(|s| new_data_sample(*s, &[dm_key.as_str()]))
-            .collect();
+        let samples = samples.iter().map(|s| new_data_sample(*s, &[dm_key.as_str()])).collect();
         register_data_samples(d, owner, CHANNEL, samples).expect("samples");
     }
     register_function(d, ORG1, CHANNEL, &new_function(TRAIN)).expect("train function");
@@ -96,10 +85,7 @@ pub fn make_ready(d: &mut dyn Driver, n: u64) {
 }
 
 pub fn asset_input(identifier: &str, asset_key: String) -> ComputeTaskInput {
-    ComputeTaskInput {
-        identifier: identifier.to_owned(),
-        r#ref: Some(Ref::AssetKey(asset_key)),
-    }
+    ComputeTaskInput { identifier: identifier.to_owned(), r#ref: Some(Ref::AssetKey(asset_key)) }
 }
 
 pub fn parent_input(identifier: &str, parent: u64, output: &str) -> ComputeTaskInput {
@@ -113,10 +99,7 @@ pub fn parent_input(identifier: &str, parent: u64, output: &str) -> ComputeTaskI
 }
 
 pub fn task_output(permissions: NewPermissions, transient: bool) -> NewComputeTaskOutput {
-    NewComputeTaskOutput {
-        permissions: Some(permissions),
-        transient,
-    }
+    NewComputeTaskOutput { permissions: Some(permissions), transient }
 }
 
 /// A TRAIN task of PLAN on data manager `dm` with `samples`, consuming the `model` output of
@@ -144,10 +127,7 @@ pub fn aggregate_task(n: u64, worker: &str, parents: &[u64]) -> NewComputeTask {
         compute_plan_key: key(PLAN),
         worker: worker.to_owned(),
         metadata: BTreeMap::new(),
-        inputs: parents
-            .iter()
-            .map(|p| parent_input("model", *p, "model"))
-            .collect(),
+        inputs: parents.iter().map(|p| parent_input("model", *p, "model")).collect(),
         outputs: BTreeMap::from([("model".to_owned(), task_output(public_permissions(), true))]),
     }
 }
@@ -155,46 +135,21 @@ pub fn aggregate_task(n: u64, worker: &str, parents: &[u64]) -> NewComputeTask {
 // ---------------------------------------------------------------------------------------------
 // Typed calls.
 
-pub fn register_tasks(
-    d: &mut dyn Driver,
-    msp: &str,
-    tasks: &[NewComputeTask],
-) -> Res<Vec<ComputeTask>> {
-    let param = RegisterTasksParam {
-        tasks: tasks.to_vec(),
-    };
-    call::<_, RegisterTasksResponse>(d, msp, CHANNEL, method::REGISTER_TASKS, &param)
-        .map(|r| r.tasks)
+pub fn register_tasks(d: &mut dyn Driver, msp: &str, tasks: &[NewComputeTask]) -> Res<Vec<ComputeTask>> {
+    let param = RegisterTasksParam { tasks: tasks.to_vec() };
+    call::<_, RegisterTasksResponse>(d, msp, CHANNEL, method::REGISTER_TASKS, &param).map(|r| r.tasks)
 }
 
 pub fn get_task(d: &mut dyn Driver, key: &str) -> Res<ComputeTask> {
-    call(
-        d,
-        ORG2,
-        CHANNEL,
-        GET_TASK,
-        &GetTaskParam {
-            key: key.to_owned(),
-        },
-    )
+    call(d, ORG2, CHANNEL, GET_TASK, &GetTaskParam { key: key.to_owned() })
 }
 
-pub fn apply_task_action(
-    d: &mut dyn Driver,
-    msp: &str,
-    key: &str,
-    action: ComputeTaskAction,
-    log: &str,
-) -> Res<()> {
+pub fn apply_task_action(d: &mut dyn Driver, msp: &str, key: &str, action: ComputeTaskAction, log: &str) -> Res<()> {
     apply_raw_action(d, msp, key, action as i32, log)
 }
 
 fn apply_raw_action(d: &mut dyn Driver, msp: &str, key: &str, action: i32, log: &str) -> Res<()> {
-    let param = ApplyTaskActionParam {
-        compute_task_key: key.to_owned(),
-        action,
-        log: log.to_owned(),
-    };
+    let param = ApplyTaskActionParam { compute_task_key: key.to_owned(), action, log: log.to_owned() };
     call::<_, ApplyTaskActionResponse>(d, msp, CHANNEL, APPLY_TASK_ACTION, &param).map(|_| ())
 }
 
@@ -204,11 +159,7 @@ pub fn query_tasks(
     page_token: &str,
     page_size: u32,
 ) -> Res<QueryTasksResponse> {
-    let param = QueryTasksParam {
-        page_token: page_token.to_owned(),
-        page_size,
-        filter: Some(filter.clone()),
-    };
+    let param = QueryTasksParam { page_token: page_token.to_owned(), page_size, filter: Some(filter.clone()) };
     call(d, ORG1, CHANNEL, QUERY_TASKS, &param)
 }
 
@@ -222,20 +173,12 @@ fn keys_of(tasks: &[ComputeTask]) -> Vec<String> {
 }
 
 fn perm(public: bool, ids: &[&str]) -> Permission {
-    Permission {
-        public,
-        authorized_ids: strings(ids),
-    }
+    Permission { public, authorized_ids: strings(ids) }
 }
 
 /// Checks one COMPUTE_TASK/UPDATED event and returns the task it carries.
 #[track_caller]
-fn task_event(
-    event: &orchestrator_proto::Event,
-    n: u64,
-    status: ComputeTaskStatus,
-    reason: &str,
-) -> ComputeTask {
+fn task_event(event: &orchestrator_proto::Event, n: u64, status: ComputeTaskStatus, reason: &str) -> ComputeTask {
     let asset = check_event(
         event,
         AssetKind::AssetComputeTask,
@@ -244,9 +187,7 @@ fn task_event(
         CHANNEL,
         &[("reason", reason)],
     );
-    let event::Asset::ComputeTask(task) = asset else {
-        panic!("not a task: {asset:?}")
-    };
+    let event::Asset::ComputeTask(task) = asset else { panic!("not a task: {asset:?}") };
     assert_eq!(task.status, status as i32, "status in {event:?}");
     task
 }
@@ -265,11 +206,7 @@ fn cascade_event(
     assert!(!stored.inputs.is_empty() && !stored.outputs.is_empty());
     assert_eq!(
         task,
-        ComputeTask {
-            inputs: Vec::new(),
-            outputs: BTreeMap::new(),
-            ..stored
-        },
+        ComputeTask { inputs: Vec::new(), outputs: BTreeMap::new(), ..stored },
         "cascaded events carry the task without inputs and outputs"
     );
 }
@@ -288,43 +225,22 @@ pub fn task_registration(d: &mut dyn Driver) {
     let t103 = aggregate_task(103, ORG1, &[101, 102]);
     let t104 = train_task(104, DM1, &[20], &[103]);
     let t105 = train_task(105, DM2, &[22], &[103]);
-    let request = [
-        t105.clone(),
-        t103.clone(),
-        t101.clone(),
-        t104.clone(),
-        t102.clone(),
-    ];
+    let request = [t105.clone(), t103.clone(), t101.clone(), t104.clone(), t102.clone()];
     let before = d.events().len();
     let tasks = register_tasks(d, ORG1, &request).expect("register the graph");
 
     // Kahn, request order: [101, 102] have no parent; 103 follows; its children in request order.
-    assert_eq!(
-        keys_of(&tasks),
-        [key(101), key(102), key(103), key(105), key(104)],
-        "response in topological order"
-    );
+    assert_eq!(keys_of(&tasks), [key(101), key(102), key(103), key(105), key(104)], "response in topological order");
     let events = events_since(d, before);
     assert_eq!(events.len(), 5);
     for (event, task) in events.iter().zip(&tasks) {
-        let asset = check_event(
-            event,
-            AssetKind::AssetComputeTask,
-            EventKind::EventAssetCreated,
-            &task.key,
-            CHANNEL,
-            &[],
-        );
-        assert_eq!(
-            asset,
-            event::Asset::ComputeTask(task.clone()),
-            "full task in the event"
-        );
+        let asset =
+            check_event(event, AssetKind::AssetComputeTask, EventKind::EventAssetCreated, &task.key, CHANNEL, &[]);
+        assert_eq!(asset, event::Asset::ComputeTask(task.clone()), "full task in the event");
         assert_eq!(event.timestamp, task.creation_date, "one transaction time");
     }
     let by_key: BTreeMap<&str, &ComputeTask> = tasks.iter().map(|t| (t.key.as_str(), t)).collect();
-    let sent: BTreeMap<String, &NewComputeTask> =
-        request.iter().map(|t| (t.key.clone(), t)).collect();
+    let sent: BTreeMap<String, &NewComputeTask> = request.iter().map(|t| (t.key.clone(), t)).collect();
     for task in &tasks {
         let new = sent[&task.key];
         assert_eq!(task.owner, ORG1);
@@ -332,18 +248,11 @@ pub fn task_registration(d: &mut dyn Driver) {
         assert_eq!(task.function_key, new.function_key);
         assert_eq!(task.metadata, new.metadata);
         assert_eq!(task.inputs, new.inputs, "inputs as sent, in order");
-        assert_eq!(
-            task.status, WFBS as i32,
-            "functions still WAITING: waiting for a builder slot"
-        );
+        assert_eq!(task.status, WFBS as i32, "functions still WAITING: waiting for a builder slot");
         let output = &task.outputs["model"];
         assert_eq!(output.transient, new.outputs["model"].transient);
         let permissions = output.permissions.clone().expect("permissions");
-        assert_eq!(
-            permissions.process,
-            Some(perm(true, &[ORG1])),
-            "owner appended"
-        );
+        assert_eq!(permissions.process, Some(perm(true, &[ORG1])), "owner appended");
         assert_eq!(permissions.download, permissions.process);
     }
     let expect = |k: u64, worker: &str, rank: i32, logs: Permission| {
@@ -366,25 +275,12 @@ pub fn task_registration(d: &mut dyn Driver) {
         ErrorKind::NotFound,
         &format!("OE0002: computetask with key \"{}\" not found", key(199)),
     );
-    let other: Res<ComputeTask> = call(
-        d,
-        ORG1,
-        OTHER_CHANNEL,
-        GET_TASK,
-        &GetTaskParam { key: key(101) },
-    );
+    let other: Res<ComputeTask> = call(d, ORG1, OTHER_CHANNEL, GET_TASK, &GetTaskParam { key: key(101) });
     expect_err(other, ErrorKind::NotFound, "computetask");
 
     // The plan's functions, for QueryFunctions (in function creation order).
     let functions = query_functions(d, CHANNEL, "", 0, Some(&key(PLAN))).expect("QueryFunctions");
-    assert_eq!(
-        functions
-            .functions
-            .iter()
-            .map(|f| f.key.clone())
-            .collect::<Vec<_>>(),
-        [key(TRAIN), key(AGG)]
-    );
+    assert_eq!(functions.functions.iter().map(|f| f.key.clone()).collect::<Vec<_>>(), [key(TRAIN), key(AGG)]);
 
     // Stored parents, explicit worker equal to the data manager owner, cross-plan parents, a
     // request by ORG2 (worker ORG2 may process the public outputs of ORG1's tasks).
@@ -392,22 +288,10 @@ pub fn task_registration(d: &mut dyn Driver) {
     let mut t106 = train_task(106, DM2, &[23], &[104, 105]);
     t106.worker = ORG2.to_owned();
     t106.compute_plan_key = plan2.key.clone();
-    let t106 = register_tasks(d, ORG2, &[t106])
-        .expect("cross-plan child")
-        .remove(0);
-    assert_eq!(
-        (t106.owner.as_str(), t106.worker.as_str(), t106.rank),
-        (ORG2, ORG2, 3)
-    );
+    let t106 = register_tasks(d, ORG2, &[t106]).expect("cross-plan child").remove(0);
+    assert_eq!((t106.owner.as_str(), t106.worker.as_str(), t106.rank), (ORG2, ORG2, 3));
     assert_eq!(t106.logs_permission, Some(perm(false, &[ORG2])));
-    assert_eq!(
-        t106.outputs["model"]
-            .permissions
-            .clone()
-            .expect("p")
-            .process,
-        Some(perm(true, &[ORG2]))
-    );
+    assert_eq!(t106.outputs["model"].permissions.clone().expect("p").process, Some(perm(true, &[ORG2])));
     let functions = query_functions(d, CHANNEL, "", 0, Some(&plan2.key)).expect("QueryFunctions");
     assert_eq!(functions.functions.len(), 1);
 
@@ -421,10 +305,8 @@ pub fn task_registration(d: &mut dyn Driver) {
     apply_function_action(d, ORG1, CHANNEL, &key(34), FunctionAction::Building as i32).expect("b");
     apply_function_action(d, ORG1, CHANNEL, &key(34), FunctionAction::Failed as i32).expect("f");
     apply_function_action(d, ORG1, CHANNEL, &key(35), FunctionAction::Canceled as i32).expect("c");
-    let with_function = |n: u64, f: u64, parents: &[u64]| NewComputeTask {
-        function_key: key(f),
-        ..train_task(n, DM1, &[20], parents)
-    };
+    let with_function =
+        |n: u64, f: u64, parents: &[u64]| NewComputeTask { function_key: key(f), ..train_task(n, DM1, &[20], parents) };
     let batch = [
         with_function(110, 32, &[]),
         with_function(111, 32, &[101]),
@@ -474,13 +356,7 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
     let mut dm3 = new_data_manager(12);
     dm3.new_permissions = Some(private_permissions(&[]));
     register_data_manager(d, ORG2, CHANNEL, &dm3).expect("private dm");
-    register_data_samples(
-        d,
-        ORG2,
-        CHANNEL,
-        vec![new_data_sample(24, &[key(12).as_str()])],
-    )
-    .expect("sample");
+    register_data_samples(d, ORG2, CHANNEL, vec![new_data_sample(24, &[key(12).as_str()])]).expect("sample");
     let mut private = new_function(36);
     private.new_permissions = Some(private_permissions(&[]));
     register_function(d, ORG2, CHANNEL, &private).expect("private function");
@@ -500,12 +376,7 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
     let invalid = |detail: &str| format!("OE0101: computetask is not valid: {detail}");
     let mut t = ok();
     t.key = key(0xabc).to_uppercase();
-    refuse(
-        d,
-        &[ok(), t],
-        ErrorKind::InvalidAsset,
-        &invalid("key: must be a valid UUID."),
-    );
+    refuse(d, &[ok(), t], ErrorKind::InvalidAsset, &invalid("key: must be a valid UUID."));
     let mut t = ok();
     t.key.clear();
     t.function_key = "x".to_owned();
@@ -514,9 +385,7 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
         d,
         &[t],
         ErrorKind::InvalidAsset,
-        &invalid(
-            "compute_plan_key: cannot be blank; function_key: must be a valid UUID; key: cannot be blank.",
-        ),
+        &invalid("compute_plan_key: cannot be blank; function_key: must be a valid UUID; key: cannot be blank."),
     );
     let with_input = |i: ComputeTaskInput| {
         let mut t = ok();
@@ -525,31 +394,13 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
     };
     let cases = [
         (
-            ComputeTaskInput {
-                identifier: String::new(),
-                r#ref: Some(Ref::AssetKey(key(20))),
-            },
+            ComputeTaskInput { identifier: String::new(), r#ref: Some(Ref::AssetKey(key(20))) },
             "inputs: (identifier: cannot be blank.).",
         ),
-        (
-            ComputeTaskInput {
-                identifier: "datasamples".to_owned(),
-                r#ref: None,
-            },
-            "inputs: (Ref: cannot be blank.).",
-        ),
-        (
-            ComputeTaskInput::default(),
-            "inputs: (Ref: cannot be blank; identifier: cannot be blank.).",
-        ),
-        (
-            asset_input("datasamples", "abc".to_owned()),
-            "inputs: (AssetKey: must be a valid UUID.).",
-        ),
-        (
-            asset_input("datasamples", String::new()),
-            "inputs: (AssetKey: cannot be blank.).",
-        ),
+        (ComputeTaskInput { identifier: "datasamples".to_owned(), r#ref: None }, "inputs: (Ref: cannot be blank.)."),
+        (ComputeTaskInput::default(), "inputs: (Ref: cannot be blank; identifier: cannot be blank.)."),
+        (asset_input("datasamples", "abc".to_owned()), "inputs: (AssetKey: must be a valid UUID.)."),
+        (asset_input("datasamples", String::new()), "inputs: (AssetKey: cannot be blank.)."),
         (
             ComputeTaskInput {
                 identifier: "model".to_owned(),
@@ -559,90 +410,39 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
         ),
     ];
     for (bad_input, detail) in cases {
-        refuse(
-            d,
-            &[with_input(bad_input)],
-            ErrorKind::InvalidAsset,
-            &invalid(detail),
-        );
+        refuse(d, &[with_input(bad_input)], ErrorKind::InvalidAsset, &invalid(detail));
     }
     let mut t = ok();
-    t.outputs
-        .insert(String::new(), task_output(public_permissions(), false));
-    refuse(
-        d,
-        &[t],
-        ErrorKind::InvalidAsset,
-        &invalid("outputs: cannot be blank."),
-    );
+    t.outputs.insert(String::new(), task_output(public_permissions(), false));
+    refuse(d, &[t], ErrorKind::InvalidAsset, &invalid("outputs: cannot be blank."));
     let mut t = ok();
-    t.outputs.insert(
-        "model".to_owned(),
-        NewComputeTaskOutput {
-            permissions: None,
-            transient: false,
-        },
-    );
-    refuse(
-        d,
-        &[t],
-        ErrorKind::InvalidAsset,
-        &invalid("outputs: (permissions: cannot be blank.)."),
-    );
+    t.outputs.insert("model".to_owned(), NewComputeTaskOutput { permissions: None, transient: false });
+    refuse(d, &[t], ErrorKind::InvalidAsset, &invalid("outputs: (permissions: cannot be blank.)."));
     let mut t = ok();
     t.metadata.insert("k".to_owned(), "v".repeat(101));
-    refuse(
-        d,
-        &[t],
-        ErrorKind::InvalidAsset,
-        &invalid("metadata: OE0101: metadata value for key \"k\" is too long."),
-    );
+    refuse(d, &[t], ErrorKind::InvalidAsset, &invalid("metadata: OE0101: metadata value for key \"k\" is too long."));
 
     // --- 3. Existence: stored keys first, then keys repeated in the batch ------------------
     let exists = |n: u64| format!("OE0006: computetask with key \"{}\" already exists", key(n));
-    refuse(
-        d,
-        &[ok(), train_task(101, DM1, &[20], &[])],
-        ErrorKind::Conflict,
-        &exists(101),
-    );
+    refuse(d, &[ok(), train_task(101, DM1, &[20], &[])], ErrorKind::Conflict, &exists(101));
     refuse(d, &[ok(), ok()], ErrorKind::Conflict, &exists(150));
 
     // --- 4. Topological sort ---------------------------------------------------------------
     let cyclic = |n: usize| {
-        format!(
-            "OE0101: cyclic dependency in compute plan graph or unknown task parent, unsorted_tasks_count: {n}"
-        )
+        format!("OE0101: cyclic dependency in compute plan graph or unknown task parent, unsorted_tasks_count: {n}")
     };
-    let batch = [
-        train_task(152, DM1, &[20], &[153]),
-        train_task(153, DM1, &[20], &[152]),
-        train_task(154, DM1, &[20], &[]),
-    ];
+    let batch =
+        [train_task(152, DM1, &[20], &[153]), train_task(153, DM1, &[20], &[152]), train_task(154, DM1, &[20], &[])];
     refuse(d, &batch, ErrorKind::InvalidAsset, &cyclic(2));
-    refuse(
-        d,
-        &[ok(), train_task(155, DM1, &[20], &[999])],
-        ErrorKind::InvalidAsset,
-        &cyclic(1),
-    );
-    let batch = [
-        train_task(156, DM1, &[20], &[156]),
-        train_task(157, DM1, &[20], &[156]),
-    ];
+    refuse(d, &[ok(), train_task(155, DM1, &[20], &[999])], ErrorKind::InvalidAsset, &cyclic(1));
+    let batch = [train_task(156, DM1, &[20], &[156]), train_task(157, DM1, &[20], &[156])];
     refuse(d, &batch, ErrorKind::InvalidAsset, &cyclic(2));
 
     // --- 5.1 Plan, 5.3 function: in the sorted order ---------------------------------------
     let mut no_plan = ok();
     no_plan.compute_plan_key = key(49);
-    let not_found =
-        |asset: &str, n: u64| format!("OE0002: {asset} with key \"{}\" not found", key(n));
-    refuse(
-        d,
-        &[no_plan.clone()],
-        ErrorKind::NotFound,
-        &not_found("computeplan", 49),
-    );
+    let not_found = |asset: &str, n: u64| format!("OE0002: {asset} with key \"{}\" not found", key(n));
+    refuse(d, &[no_plan.clone()], ErrorKind::NotFound, &not_found("computeplan", 49));
     let mut foreign_plan = ok();
     foreign_plan.compute_plan_key = key(41);
     refuse(
@@ -653,30 +453,15 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
     );
     let mut no_function = ok();
     no_function.function_key = key(39);
-    refuse(
-        d,
-        &[no_function.clone()],
-        ErrorKind::NotFound,
-        &not_found("function", 39),
-    );
+    refuse(d, &[no_function.clone()], ErrorKind::NotFound, &not_found("function", 39));
     let mut both = no_plan.clone();
     both.function_key = key(39);
-    refuse(
-        d,
-        &[both],
-        ErrorKind::NotFound,
-        &not_found("computeplan", 49),
-    );
+    refuse(d, &[both], ErrorKind::NotFound, &not_found("computeplan", 49));
     // The child (bad function) comes first in the request, its parent (bad plan) first in the
     // sorted order: the parent's error wins.
     let mut child = train_task(158, DM1, &[20], &[150]);
     child.function_key = key(39);
-    refuse(
-        d,
-        &[child, no_plan],
-        ErrorKind::NotFound,
-        &not_found("computeplan", 49),
-    );
+    refuse(d, &[child, no_plan], ErrorKind::NotFound, &not_found("computeplan", 49));
     let mut t = ok();
     t.function_key = key(36);
     refuse(
@@ -693,9 +478,7 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
         d,
         &[t],
         ErrorKind::BadRequest,
-        &format!(
-            "OE0003: Specified worker \"{ORG2}\" does not match data manager owner: \"{ORG1}\""
-        ),
+        &format!("OE0003: Specified worker \"{ORG2}\" does not match data manager owner: \"{ORG1}\""),
     );
     refuse(
         d,
@@ -710,16 +493,8 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
         &format!("OE0002: organization with key \"{UNREGISTERED}\" not found"),
     );
     let mut t = aggregate_task(159, "", &[101]);
-    t.outputs.insert(
-        "model".to_owned(),
-        task_output(private_permissions(&[UNREGISTERED]), false),
-    );
-    refuse(
-        d,
-        &[t],
-        ErrorKind::BadRequest,
-        "OE0003: invalid permission input values",
-    );
+    t.outputs.insert("model".to_owned(), task_output(private_permissions(&[UNREGISTERED]), false));
+    refuse(d, &[t], ErrorKind::BadRequest, "OE0003: invalid permission input values");
 
     // --- 5.10 Inputs (§8.4) ----------------------------------------------------------------
     let invalid_asset = |m: &str| format!("OE0101: {m}");
@@ -727,9 +502,7 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
         d,
         &[with_input(asset_input("foo", key(20)))],
         ErrorKind::InvalidAsset,
-        &invalid_asset(
-            "unknown task input: this identifier was not declared in the Function: \"foo\"",
-        ),
+        &invalid_asset("unknown task input: this identifier was not declared in the Function: \"foo\""),
     );
     refuse(
         d,
@@ -743,9 +516,7 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
         d,
         &[train_task(150, DM1, &[], &[101])],
         ErrorKind::InvalidAsset,
-        &invalid_asset(
-            "missing task input: this identifier is required by the Function: \"datasamples\"",
-        ),
+        &invalid_asset("missing task input: this identifier is required by the Function: \"datasamples\""),
     );
     let mut t = ok();
     t.inputs[0] = parent_input("opener", 101, "model");
@@ -753,51 +524,29 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
         d,
         &[t],
         ErrorKind::InvalidAsset,
-        &invalid_asset(
-            "invalid task input \"opener\": openers must be referenced using an asset key",
-        ),
+        &invalid_asset("invalid task input \"opener\": openers must be referenced using an asset key"),
     );
     refuse(
         d,
         &[with_input(parent_input("datasamples", 101, "model"))],
         ErrorKind::InvalidAsset,
-        &invalid_asset(
-            "invalid task input \"datasamples\": data samples must be referenced using an asset key",
-        ),
+        &invalid_asset("invalid task input \"datasamples\": data samples must be referenced using an asset key"),
     );
-    refuse(
-        d,
-        &[train_task(150, 19, &[20], &[])],
-        ErrorKind::NotFound,
-        &not_found("datamanager", 19),
-    );
+    refuse(d, &[train_task(150, 19, &[20], &[])], ErrorKind::NotFound, &not_found("datamanager", 19));
     refuse(
         d,
         &[train_task(150, 12, &[24], &[])],
         ErrorKind::PermissionDenied,
-        &format!(
-            "OE0102: not authorized to process datamanager \"{}\"",
-            key(12)
-        ),
+        &format!("OE0102: not authorized to process datamanager \"{}\"", key(12)),
     );
-    refuse(
-        d,
-        &[train_task(150, DM1, &[20, 29], &[])],
-        ErrorKind::NotFound,
-        &not_found("datasample", 29),
-    );
+    refuse(d, &[train_task(150, DM1, &[20, 29], &[])], ErrorKind::NotFound, &not_found("datasample", 29));
     refuse(
         d,
         &[train_task(150, DM1, &[20, 22], &[])],
         ErrorKind::InvalidAsset,
         "OE0101: datasamples do not share a common manager",
     );
-    refuse(
-        d,
-        &[with_input(asset_input("model", key(28)))],
-        ErrorKind::NotFound,
-        &not_found("model", 28),
-    );
+    refuse(d, &[with_input(asset_input("model", key(28)))], ErrorKind::NotFound, &not_found("model", 28));
     refuse(
         d,
         &[with_input(parent_input("model", 101, "nope"))],
@@ -819,15 +568,10 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
             asset_input("datasamples", key(21)),
             parent_input("predictions", parent, "model"),
         ],
-        outputs: BTreeMap::from([(
-            "performance".to_owned(),
-            task_output(public_permissions(), false),
-        )]),
+        outputs: BTreeMap::from([("performance".to_owned(), task_output(public_permissions(), false))]),
     };
     let mut consumer = train_task(162, DM1, &[20], &[]);
-    consumer
-        .inputs
-        .push(parent_input("model", 161, "performance"));
+    consumer.inputs.push(parent_input("model", 161, "performance"));
     refuse(
         d,
         &[consumer, metric(161, 101)],
@@ -842,15 +586,10 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
         d,
         &[many, metric(164, 163)],
         ErrorKind::InvalidAsset,
-        &invalid_asset(
-            "invalid task input \"predictions\": multiple task output used as single task input",
-        ),
+        &invalid_asset("invalid task input \"predictions\": multiple task output used as single task input"),
     );
     let mut private_parent = train_task(165, DM1, &[20], &[]);
-    private_parent.outputs.insert(
-        "model".to_owned(),
-        task_output(private_permissions(&[]), false),
-    );
+    private_parent.outputs.insert("model".to_owned(), task_output(private_permissions(&[]), false));
     refuse(
         d,
         &[private_parent, train_task(166, DM2, &[22], &[165])],
@@ -863,8 +602,7 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
 
     // --- 5.10 Outputs ----------------------------------------------------------------------
     let mut t = ok();
-    t.outputs
-        .insert("extra".to_owned(), task_output(public_permissions(), false));
+    t.outputs.insert("extra".to_owned(), task_output(public_permissions(), false));
     let tk = key(150);
     refuse(
         d,
@@ -885,10 +623,7 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
         )),
     );
     let mut t = metric(150, 101);
-    t.outputs.insert(
-        "performance".to_owned(),
-        task_output(private_permissions(&[ORG2]), false),
-    );
+    t.outputs.insert("performance".to_owned(), task_output(private_permissions(&[ORG2]), false));
     refuse(
         d,
         &[t],
@@ -898,10 +633,7 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
         )),
     );
     let mut t = metric(150, 101);
-    t.outputs.insert(
-        "performance".to_owned(),
-        task_output(public_permissions(), true),
-    );
+    t.outputs.insert("performance".to_owned(), task_output(public_permissions(), true));
     refuse(
         d,
         &[t],
@@ -921,31 +653,18 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
 
 pub fn task_resend(d: &mut dyn Driver) {
     setup_world(d);
-    let batch = [
-        aggregate_task(103, ORG1, &[101, 102]),
-        train_task(101, DM1, &[20], &[]),
-        train_task(102, DM2, &[22], &[]),
-    ];
+    let batch =
+        [aggregate_task(103, ORG1, &[101, 102]), train_task(101, DM1, &[20], &[]), train_task(102, DM2, &[22], &[])];
     let first = register_tasks(d, ORG1, &batch).expect("register");
     assert_eq!(keys_of(&first), [key(101), key(102), key(103)]);
 
     // The same batch again (a retry after a timeout): the stored tasks, same order, no event.
     let before = d.events().len();
     assert_eq!(register_tasks(d, ORG1, &batch).expect("re-send"), first);
-    assert_eq!(
-        register_tasks(d, ORG1, &batch[1..]).expect("part of it"),
-        first[..2].to_vec()
-    );
+    assert_eq!(register_tasks(d, ORG1, &batch[1..]).expect("part of it"), first[..2].to_vec());
     assert_no_event_since(d, before);
     // The answer reflects the current state.
-    apply_function_action(
-        d,
-        ORG1,
-        CHANNEL,
-        &key(TRAIN),
-        FunctionAction::Building as i32,
-    )
-    .expect("build");
+    apply_function_action(d, ORG1, CHANNEL, &key(TRAIN), FunctionAction::Building as i32).expect("build");
     let again = register_tasks(d, ORG1, &batch).expect("re-send after a change");
     assert_eq!(again[0].status, BLD as i32);
     assert_eq!(again[2], first[2]);
@@ -955,23 +674,15 @@ pub fn task_resend(d: &mut dyn Driver) {
     let before = d.events().len();
     let exists = |n: u64| format!("OE0006: computetask with key \"{}\" already exists", key(n));
     let mut changed = batch.clone();
-    changed[2]
-        .metadata
-        .insert("other".to_owned(), "content".to_owned());
+    changed[2].metadata.insert("other".to_owned(), "content".to_owned());
     refuse(d, &changed, ErrorKind::Conflict, &exists(103));
     let mut changed = batch.clone();
-    changed[1]
-        .outputs
-        .insert("model".to_owned(), task_output(public_permissions(), true));
+    changed[1].outputs.insert("model".to_owned(), task_output(public_permissions(), true));
     refuse(d, &changed, ErrorKind::Conflict, &exists(103));
     let mut changed = batch.clone();
     changed[0].worker = ORG2.to_owned();
     refuse(d, &changed, ErrorKind::Conflict, &exists(103));
-    expect_err(
-        register_tasks(d, ORG2, &batch),
-        ErrorKind::Conflict,
-        &exists(103),
-    );
+    expect_err(register_tasks(d, ORG2, &batch), ErrorKind::Conflict, &exists(103));
     let mixed = [train_task(104, DM1, &[20], &[101]), batch[2].clone()];
     refuse(d, &mixed, ErrorKind::Conflict, &exists(102));
     assert_no_event_since(d, before);
@@ -995,13 +706,7 @@ pub fn task_actions(d: &mut dyn Driver) {
         train_task(105, DM2, &[23], &[103]),
     ];
     register_tasks(d, ORG1, &batch).expect("register");
-    for (n, status) in [
-        (101, WFES),
-        (102, WFES),
-        (103, WFPT),
-        (104, WFPT),
-        (105, WFPT),
-    ] {
+    for (n, status) in [(101, WFES), (102, WFES), (103, WFPT), (104, WFPT), (105, WFPT)] {
         assert_eq!(status_of(d, n), status, "task {n}");
     }
 
@@ -1019,11 +724,7 @@ pub fn task_actions(d: &mut dyn Driver) {
         (ORG1, A::TaskActionUnknown as i32),
         (ORG2, 99),
     ] {
-        expect_err(
-            apply_raw_action(d, msp, &key(102), action, ""),
-            ErrorKind::PermissionDenied,
-            denied,
-        );
+        expect_err(apply_raw_action(d, msp, &key(102), action, ""), ErrorKind::PermissionDenied, denied);
     }
     expect_err(
         apply_task_action(d, ORG1, &key(199), A::TaskActionCanceled, ""),
@@ -1052,23 +753,11 @@ pub fn task_actions(d: &mut dyn Driver) {
     assert_eq!(events.len(), 2, "{events:?}");
     let full = task_event(&events[0], 101, EXE, "User action");
     assert_eq!(
-        ComputeTask {
-            status: WFES as i32,
-            ..full
-        },
-        get_task(d, &key(101))
-            .map(|t| ComputeTask {
-                status: WFES as i32,
-                ..t
-            })
-            .expect("get"),
+        ComputeTask { status: WFES as i32, ..full },
+        get_task(d, &key(101)).map(|t| ComputeTask { status: WFES as i32, ..t }).expect("get"),
         "the acted task is complete in its event"
     );
-    assert!(
-        !task_event(&events[1], 101, DONE, "model uploaded")
-            .inputs
-            .is_empty()
-    );
+    assert!(!task_event(&events[1], 101, DONE, "model uploaded").inputs.is_empty());
     assert_eq!(status_of(d, 103), WFPT);
 
     // --- T4: the last parent DONE releases the aggregate (cascade event without I/O) -------
@@ -1114,45 +803,18 @@ pub fn task_actions(d: &mut dyn Driver) {
     assert_eq!(status_of(d, 105), WFPT, "no cascade to children");
     // Worker ORG2 fails its waiting task: the plan keeps its first failure date.
     apply_task_action(d, ORG2, &key(105), A::TaskActionFailed, "").expect("T8 from WFPT");
-    assert_eq!(
-        get_plan(d, ORG1, &key(PLAN)).expect("plan").failure_date,
-        plan.failure_date
-    );
+    assert_eq!(get_plan(d, ORG1, &key(PLAN)).expect("plan").failure_date, plan.failure_date);
 
     // --- Every refused transition from every status, by names ------------------------------
     let checks: [(u64, &str, A, &str); 4] = [
-        (
-            101,
-            ORG1,
-            A::TaskActionExecuting,
-            "event transitionExecuting inappropriate in current state STATUS_DONE",
-        ),
-        (
-            103,
-            ORG1,
-            A::TaskActionDone,
-            "event transitionDone inappropriate in current state STATUS_FAILED",
-        ),
-        (
-            105,
-            ORG2,
-            A::TaskActionCanceled,
-            "event transitionCanceled inappropriate in current state STATUS_FAILED",
-        ),
-        (
-            101,
-            ORG1,
-            A::TaskActionFailed,
-            "event transitionFailed inappropriate in current state STATUS_DONE",
-        ),
+        (101, ORG1, A::TaskActionExecuting, "event transitionExecuting inappropriate in current state STATUS_DONE"),
+        (103, ORG1, A::TaskActionDone, "event transitionDone inappropriate in current state STATUS_FAILED"),
+        (105, ORG2, A::TaskActionCanceled, "event transitionCanceled inappropriate in current state STATUS_FAILED"),
+        (101, ORG1, A::TaskActionFailed, "event transitionFailed inappropriate in current state STATUS_DONE"),
     ];
     let before = d.events().len();
     for (n, msp, action, message) in checks {
-        let err = expect_err(
-            apply_task_action(d, msp, &key(n), action, ""),
-            ErrorKind::Unknown,
-            message,
-        );
+        let err = expect_err(apply_task_action(d, msp, &key(n), action, ""), ErrorKind::Unknown, message);
         assert_eq!(err.message, message);
     }
     assert_no_event_since(d, before);
@@ -1172,17 +834,13 @@ pub fn task_function_builds(d: &mut dyn Driver) {
     use ComputeTaskAction as A;
     setup_world(d);
     let train = key(TRAIN);
-    let batch = [
-        train_task(101, DM1, &[20], &[]),
-        train_task(102, DM2, &[22], &[101]),
-        aggregate_task(103, ORG1, &[101]),
-    ];
+    let batch =
+        [train_task(101, DM1, &[20], &[]), train_task(102, DM2, &[22], &[101]), aggregate_task(103, ORG1, &[101])];
     register_tasks(d, ORG1, &batch).expect("register");
 
     // T1: BUILDING moves the function's tasks waiting for a builder slot, after its own event.
     let before = d.events().len();
-    apply_function_action(d, ORG1, CHANNEL, &train, FunctionAction::Building as i32)
-        .expect("build");
+    apply_function_action(d, ORG1, CHANNEL, &train, FunctionAction::Building as i32).expect("build");
     let events = events_since(d, before);
     assert_eq!(events.len(), 3, "{events:?}");
     check_event(
@@ -1210,21 +868,13 @@ pub fn task_function_builds(d: &mut dyn Driver) {
     cascade_event(d, &events[2], 102, WFPT, &built);
     cascade_event(d, &events[3], 104, WFES, &built);
     // Tasks registered after READY.
-    register_tasks(
-        d,
-        ORG1,
-        &[
-            train_task(105, DM2, &[23], &[101]),
-            train_task(106, DM2, &[23], &[]),
-        ],
-    )
-    .expect("register");
+    register_tasks(d, ORG1, &[train_task(105, DM2, &[23], &[101]), train_task(106, DM2, &[23], &[])])
+        .expect("register");
     assert_eq!((status_of(d, 105), status_of(d, 106)), (WFPT, WFES));
 
     // The aggregate builds while its parent finishes: T4 skips it (BUILDING), READY checks the
     // parents itself.
-    apply_function_action(d, ORG1, CHANNEL, &key(AGG), FunctionAction::Building as i32)
-        .expect("build");
+    apply_function_action(d, ORG1, CHANNEL, &key(AGG), FunctionAction::Building as i32).expect("build");
     assert_eq!(status_of(d, 103), BLD);
     apply_task_action(d, ORG1, &key(101), A::TaskActionExecuting, "").expect("T5");
     let before = d.events().len();
@@ -1236,39 +886,26 @@ pub fn task_function_builds(d: &mut dyn Driver) {
     cascade_event(d, &events[2], 105, WFES, &reason);
     assert_eq!(status_of(d, 103), BLD);
     let before = d.events().len();
-    apply_function_action(d, ORG1, CHANNEL, &key(AGG), FunctionAction::Ready as i32)
-        .expect("ready");
+    apply_function_action(d, ORG1, CHANNEL, &key(AGG), FunctionAction::Ready as i32).expect("ready");
     let events = events_since(d, before);
     assert_eq!(events.len(), 2);
-    cascade_event(
-        d,
-        &events[1],
-        103,
-        WFES,
-        &format!("Function {} finished building", key(AGG)),
-    );
+    cascade_event(d, &events[1], 103, WFES, &format!("Function {} finished building", key(AGG)));
 
     // T7: CANCELED cancels the BUILDING tasks only; tasks of a function canceled while WAITING
     // stay in WFBS.
     for n in [32, 33, 34] {
         register_function(d, ORG1, CHANNEL, &new_function(n)).expect("function");
     }
-    let on = |n: u64, f: u64| NewComputeTask {
-        function_key: key(f),
-        ..train_task(n, DM1, &[20], &[])
-    };
+    let on = |n: u64, f: u64| NewComputeTask { function_key: key(f), ..train_task(n, DM1, &[20], &[]) };
     register_tasks(d, ORG1, &[on(110, 32), on(111, 33)]).expect("register");
-    apply_function_action(d, ORG1, CHANNEL, &key(32), FunctionAction::Building as i32)
-        .expect("build");
+    apply_function_action(d, ORG1, CHANNEL, &key(32), FunctionAction::Building as i32).expect("build");
     let before = d.events().len();
-    apply_function_action(d, ORG1, CHANNEL, &key(32), FunctionAction::Canceled as i32)
-        .expect("cancel");
+    apply_function_action(d, ORG1, CHANNEL, &key(32), FunctionAction::Canceled as i32).expect("cancel");
     let events = events_since(d, before);
     assert_eq!(events.len(), 2);
     cascade_event(d, &events[1], 110, CANCELED, "User action");
     let before = d.events().len();
-    apply_function_action(d, ORG1, CHANNEL, &key(33), FunctionAction::Canceled as i32)
-        .expect("cancel");
+    apply_function_action(d, ORG1, CHANNEL, &key(33), FunctionAction::Canceled as i32).expect("cancel");
     assert_eq!(events_since(d, before).len(), 1, "only the function event");
     assert_eq!(status_of(d, 111), WFBS);
 
@@ -1277,21 +914,14 @@ pub fn task_function_builds(d: &mut dyn Driver) {
     let mut t = on(112, 34);
     t.compute_plan_key = second.key.clone();
     register_tasks(d, ORG2, &[t]).expect("register");
-    apply_function_action(d, ORG1, CHANNEL, &key(34), FunctionAction::Building as i32)
-        .expect("build");
+    apply_function_action(d, ORG1, CHANNEL, &key(34), FunctionAction::Building as i32).expect("build");
     let before = d.events().len();
     apply_function_action(d, ORG1, CHANNEL, &key(34), FunctionAction::Failed as i32).expect("fail");
     let events = events_since(d, before);
     assert_eq!(events.len(), 2, "{events:?}");
     cascade_event(d, &events[1], 112, FAILED, "User action");
-    assert_eq!(
-        get_plan(d, ORG2, &second.key).expect("plan").failure_date,
-        events[1].timestamp
-    );
-    assert_eq!(
-        get_plan(d, ORG1, &key(PLAN)).expect("plan").failure_date,
-        None
-    );
+    assert_eq!(get_plan(d, ORG2, &second.key).expect("plan").failure_date, events[1].timestamp);
+    assert_eq!(get_plan(d, ORG1, &key(PLAN)).expect("plan").failure_date, None);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1299,17 +929,8 @@ pub fn task_function_builds(d: &mut dyn Driver) {
 
 /// Every task of the filter, page by page; checks page fullness and that a token means more.
 #[track_caller]
-fn walk_tasks(
-    d: &mut dyn Driver,
-    filter: &TaskQueryFilter,
-    page_size: u32,
-    total: usize,
-) -> Vec<ComputeTask> {
-    let size = if page_size == 0 {
-        50
-    } else {
-        page_size as usize
-    };
+fn walk_tasks(d: &mut dyn Driver, filter: &TaskQueryFilter, page_size: u32, total: usize) -> Vec<ComputeTask> {
+    let size = if page_size == 0 { 50 } else { page_size as usize };
     let mut all = Vec::new();
     let mut token = String::new();
     loop {
@@ -1321,14 +942,8 @@ fn walk_tasks(
             assert_eq!(all.len(), total, "{filter:?} size {page_size}");
             return all;
         }
-        assert_eq!(
-            count, size,
-            "a page with a token is full ({filter:?}, size {page_size})"
-        );
-        assert!(
-            all.len() < total,
-            "a token only when more tasks match ({filter:?}, size {page_size})"
-        );
+        assert_eq!(count, size, "a page with a token is full ({filter:?}, size {page_size})");
+        assert!(all.len() < total, "a token only when more tasks match ({filter:?}, size {page_size})");
         token = page.next_page_token;
     }
 }
@@ -1365,11 +980,7 @@ pub fn task_queries(d: &mut dyn Driver) {
         if t.function_key != key(TRAIN) {
             continue;
         }
-        let worker = if t.inputs[0] == asset_input("opener", key(DM1)) {
-            ORG1
-        } else {
-            ORG2
-        };
+        let worker = if t.inputs[0] == asset_input("opener", key(DM1)) { ORG1 } else { ORG2 };
         if i % 7 == 0 {
             apply_task_action(d, worker, &t.key, A::TaskActionExecuting, "").expect("executing");
             if i % 14 == 0 {
@@ -1384,36 +995,25 @@ pub fn task_queries(d: &mut dyn Driver) {
     let all = walk_tasks(d, &everything, 1_000, TOTAL as usize);
     let mut sorted = all.clone();
     sorted.sort_by(|a, b| {
-        time_key(a.creation_date.as_ref())
-            .cmp(&time_key(b.creation_date.as_ref()))
-            .then_with(|| a.key.cmp(&b.key))
+        time_key(a.creation_date.as_ref()).cmp(&time_key(b.creation_date.as_ref())).then_with(|| a.key.cmp(&b.key))
     });
     assert_eq!(all, sorted, "creation order, then key");
     let unique: BTreeSet<&str> = all.iter().map(|t| t.key.as_str()).collect();
     assert_eq!(unique.len(), TOTAL as usize);
     assert!(
-        all.iter()
-            .all(|t| !t.outputs.is_empty() && (t.function_key == key(AGG) || t.inputs.len() >= 2)),
+        all.iter().all(|t| !t.outputs.is_empty() && (t.function_key == key(AGG) || t.inputs.len() >= 2)),
         "complete tasks"
     );
     let count = |s: ComputeTaskStatus| all.iter().filter(|t| t.status == s as i32).count();
-    assert!(
-        [WFES, WFBS, EXE, DONE, CANCELED]
-            .iter()
-            .all(|s| count(*s) > 0)
-    );
+    assert!([WFES, WFBS, EXE, DONE, CANCELED].iter().all(|s| count(*s) > 0));
 
-    let filter = |worker: &str,
-                  status: Option<ComputeTaskStatus>,
-                  plan: Option<u64>,
-                  function: Option<u64>| {
-        TaskQueryFilter {
+    let filter =
+        |worker: &str, status: Option<ComputeTaskStatus>, plan: Option<u64>, function: Option<u64>| TaskQueryFilter {
             worker: worker.to_owned(),
             status: status.map_or(0, |s| s as i32),
             compute_plan_key: plan.map(key).unwrap_or_default(),
             function_key: function.map(key).unwrap_or_default(),
-        }
-    };
+        };
     let filters = [
         filter("", None, None, None),
         filter("", None, Some(PLAN), None),
@@ -1446,11 +1046,7 @@ pub fn task_queries(d: &mut dyn Driver) {
             .cloned()
             .collect();
         for size in [7, 0, 1_000] {
-            assert_eq!(
-                walk_tasks(d, f, size, expected.len()),
-                expected,
-                "{f:?} size {size}"
-            );
+            assert_eq!(walk_tasks(d, f, size, expected.len()), expected, "{f:?} size {size}");
         }
         // Offsets count matching tasks.
         if expected.len() > 12 {
@@ -1458,22 +1054,9 @@ pub fn task_queries(d: &mut dyn Driver) {
             assert_eq!(page.tasks, expected[5..12].to_vec(), "{f:?} offset");
         }
     }
-    let none = query_tasks(
-        d,
-        &TaskQueryFilter {
-            status: 99,
-            ..Default::default()
-        },
-        "",
-        0,
-    )
-    .expect("unknown status");
+    let none = query_tasks(d, &TaskQueryFilter { status: 99, ..Default::default() }, "", 0).expect("unknown status");
     assert!(none.tasks.is_empty() && none.next_page_token.is_empty());
-    expect_err(
-        query_tasks(d, &everything, "not a token", 0),
-        ErrorKind::Unknown,
-        "",
-    );
+    expect_err(query_tasks(d, &everything, "not a token", 0), ErrorKind::Unknown, "");
 
     // Status indexes follow status changes.
     let waiting = filter("", Some(WFES), Some(PLAN), Some(TRAIN));
@@ -1482,23 +1065,13 @@ pub fn task_queries(d: &mut dyn Driver) {
         &waiting,
         0,
         all.iter()
-            .filter(|t| {
-                t.status == WFES as i32
-                    && t.compute_plan_key == key(PLAN)
-                    && t.function_key == key(TRAIN)
-            })
+            .filter(|t| t.status == WFES as i32 && t.compute_plan_key == key(PLAN) && t.function_key == key(TRAIN))
             .count(),
     );
     let moved = &first[0];
     apply_task_action(d, &moved.worker, &moved.key, A::TaskActionExecuting, "").expect("executing");
     let now = walk_tasks(d, &waiting, 0, first.len() - 1);
     assert!(!now.iter().any(|t| t.key == moved.key));
-    let executing = query_tasks(
-        d,
-        &filter(&moved.worker, Some(EXE), Some(PLAN), None),
-        "",
-        1_000,
-    )
-    .expect("q");
+    let executing = query_tasks(d, &filter(&moved.worker, Some(EXE), Some(PLAN), None), "", 1_000).expect("q");
     assert!(executing.tasks.iter().any(|t| t.key == moved.key));
 }

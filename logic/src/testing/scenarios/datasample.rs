@@ -3,10 +3,9 @@
 use orchestrator_proto::{AssetKind, DataSample, EventKind, event};
 
 use super::{
-    CHANNEL, ORG1, ORG2, OTHER_CHANNEL, UNREGISTERED, assert_no_event_since, check_event, checksum,
-    events_since, expect_err, get_data_sample, key, new_data_manager, new_data_sample,
-    query_data_samples, register_data_manager, register_data_samples, setup_organizations, strings,
-    time_key, update_data_samples,
+    CHANNEL, ORG1, ORG2, OTHER_CHANNEL, UNREGISTERED, assert_no_event_since, check_event, checksum, events_since,
+    expect_err, get_data_sample, key, new_data_manager, new_data_sample, query_data_samples, register_data_manager,
+    register_data_samples, setup_organizations, strings, time_key, update_data_samples,
 };
 use crate::error::ErrorKind;
 use crate::testing::Driver;
@@ -21,81 +20,47 @@ pub fn data_samples(d: &mut dyn Driver) {
     // --- Batch registration: request order, one CREATED event each ------------------------
     let mut flagged = new_data_sample(0x11, &[&dm1, &dm2]);
     flagged.test_only = true;
-    let batch = vec![
-        new_data_sample(0x13, &[&dm1]),
-        flagged,
-        new_data_sample(0x12, &[&dm2]),
-    ];
+    let batch = vec![new_data_sample(0x13, &[&dm1]), flagged, new_data_sample(0x12, &[&dm2])];
     let before = d.events().len();
     let created = register_data_samples(d, ORG1, CHANNEL, batch.clone()).expect("register batch");
     let keys: Vec<&str> = created.iter().map(|s| s.key.as_str()).collect();
-    assert_eq!(
-        keys,
-        vec![key(0x13), key(0x11), key(0x12)],
-        "response in request order"
-    );
+    assert_eq!(keys, vec![key(0x13), key(0x11), key(0x12)], "response in request order");
     for (sample, new) in created.iter().zip(&batch) {
         assert_eq!(sample.owner, ORG1);
         assert!(!sample.test_only, "test_only is never stored");
         assert_eq!(sample.checksum, new.checksum);
         assert_eq!(sample.data_manager_keys, new.data_manager_keys);
         assert!(sample.creation_date.is_some());
-        assert_eq!(
-            sample.creation_date, created[0].creation_date,
-            "one transaction time per call"
-        );
+        assert_eq!(sample.creation_date, created[0].creation_date, "one transaction time per call");
     }
     let events = events_since(d, before);
     assert_eq!(events.len(), 3, "{events:?}");
     for (event, sample) in events.iter().zip(&created) {
-        let asset = check_event(
-            event,
-            AssetKind::AssetDataSample,
-            EventKind::EventAssetCreated,
-            &sample.key,
-            CHANNEL,
-            &[],
-        );
+        let asset =
+            check_event(event, AssetKind::AssetDataSample, EventKind::EventAssetCreated, &sample.key, CHANNEL, &[]);
         assert_eq!(asset, event::Asset::DataSample(sample.clone()));
         assert_eq!(event.timestamp, sample.creation_date);
     }
     for sample in &created {
-        assert_eq!(
-            &get_data_sample(d, ORG2, CHANNEL, &sample.key).expect("get sample"),
-            sample
-        );
+        assert_eq!(&get_data_sample(d, ORG2, CHANNEL, &sample.key).expect("get sample"), sample);
     }
 
     // A sample may be registered without any manager; it reads back with an empty list.
-    let lone = register_data_samples(d, ORG1, CHANNEL, vec![new_data_sample(0x41, &[])])
-        .expect("no manager");
+    let lone = register_data_samples(d, ORG1, CHANNEL, vec![new_data_sample(0x41, &[])]).expect("no manager");
     assert_eq!(lone.len(), 1);
     assert!(lone[0].data_manager_keys.is_empty());
-    assert!(
-        get_data_sample(d, ORG1, CHANNEL, &key(0x41))
-            .expect("get")
-            .data_manager_keys
-            .is_empty()
-    );
+    assert!(get_data_sample(d, ORG1, CHANNEL, &key(0x41)).expect("get").data_manager_keys.is_empty());
 
     // An empty batch succeeds with an empty answer and no event.
     let before = d.events().len();
-    assert!(
-        register_data_samples(d, ORG1, CHANNEL, Vec::new())
-            .expect("empty batch")
-            .is_empty()
-    );
+    assert!(register_data_samples(d, ORG1, CHANNEL, Vec::new()).expect("empty batch").is_empty());
     assert_no_event_since(d, before);
 
     // --- All-or-nothing ------------------------------------------------------------------
     let before = d.events().len();
     let mut invalid = new_data_sample(0x22, &[&dm1]);
     invalid.checksum = "bad".to_owned();
-    let batch = vec![
-        new_data_sample(0x21, &[&dm1]),
-        invalid,
-        new_data_sample(0x23, &[&dm1]),
-    ];
+    let batch = vec![new_data_sample(0x21, &[&dm1]), invalid, new_data_sample(0x23, &[&dm1])];
     let err = expect_err(
         register_data_samples(d, ORG1, CHANNEL, batch),
         ErrorKind::InvalidAsset,
@@ -105,36 +70,17 @@ pub fn data_samples(d: &mut dyn Driver) {
     let mut invalid = new_data_sample(0x22, &[&dm1]);
     invalid.key = "00000000-0000-4000-8000-0000000000FF".to_owned();
     let batch = vec![new_data_sample(0x21, &[&dm1]), invalid];
-    expect_err(
-        register_data_samples(d, ORG1, CHANNEL, batch),
-        ErrorKind::InvalidAsset,
-        "key",
-    );
+    expect_err(register_data_samples(d, ORG1, CHANNEL, batch), ErrorKind::InvalidAsset, "key");
     let mut invalid = new_data_sample(0x22, &[]);
     invalid.data_manager_keys = strings(&["not-a-uuid"]);
     let batch = vec![new_data_sample(0x21, &[&dm1]), invalid];
-    expect_err(
-        register_data_samples(d, ORG1, CHANNEL, batch),
-        ErrorKind::InvalidAsset,
-        "data_manager_keys",
-    );
+    expect_err(register_data_samples(d, ORG1, CHANNEL, batch), ErrorKind::InvalidAsset, "data_manager_keys");
     // A later conflict also rolls back the earlier samples of the batch.
-    let batch = vec![
-        new_data_sample(0x21, &[&dm1]),
-        new_data_sample(0x11, &[&dm1]),
-    ];
-    expect_err(
-        register_data_samples(d, ORG1, CHANNEL, batch),
-        ErrorKind::Conflict,
-        "already exists",
-    );
+    let batch = vec![new_data_sample(0x21, &[&dm1]), new_data_sample(0x11, &[&dm1])];
+    expect_err(register_data_samples(d, ORG1, CHANNEL, batch), ErrorKind::Conflict, "already exists");
     assert_no_event_since(d, before);
     for n in [0x21, 0x22, 0x23] {
-        expect_err(
-            get_data_sample(d, ORG1, CHANNEL, &key(n)),
-            ErrorKind::NotFound,
-            "not found",
-        );
+        expect_err(get_data_sample(d, ORG1, CHANNEL, &key(n)), ErrorKind::NotFound, "not found");
     }
 
     // --- Managers: must exist and be owned by the requester -------------------------------
@@ -160,32 +106,17 @@ pub fn data_samples(d: &mut dyn Driver) {
     expect_err(
         register_data_samples(d, ORG1, CHANNEL, vec![new_data_sample(0x13, &[&dm1])]),
         ErrorKind::Conflict,
-        &format!(
-            "OE0006: datasample with key \"{}\" already exists",
-            key(0x13)
-        ),
+        &format!("OE0006: datasample with key \"{}\" already exists", key(0x13)),
     );
     // A key repeated inside one batch (the reference fails in its database; a proper conflict here).
     expect_err(
-        register_data_samples(
-            d,
-            ORG1,
-            CHANNEL,
-            vec![
-                new_data_sample(0x31, &[&dm1]),
-                new_data_sample(0x31, &[&dm2]),
-            ],
-        ),
+        register_data_samples(d, ORG1, CHANNEL, vec![new_data_sample(0x31, &[&dm1]), new_data_sample(0x31, &[&dm2])]),
         ErrorKind::Conflict,
         &format!("datasample with key \"{}\" already exists", key(0x31)),
     );
     assert_no_event_since(d, before);
     for n in [0x24, 0x31] {
-        expect_err(
-            get_data_sample(d, ORG1, CHANNEL, &key(n)),
-            ErrorKind::NotFound,
-            "not found",
-        );
+        expect_err(get_data_sample(d, ORG1, CHANNEL, &key(n)), ErrorKind::NotFound, "not found");
     }
     expect_err(
         get_data_sample(d, ORG1, CHANNEL, &key(0x31)),
@@ -198,47 +129,25 @@ pub fn data_samples(d: &mut dyn Driver) {
     update_data_samples(d, ORG1, CHANNEL, &[&key(0x13), &key(0x11)], &[&dm2]).expect("link to dm2");
     let s13 = get_data_sample(d, ORG1, CHANNEL, &key(0x13)).expect("get");
     let s11 = get_data_sample(d, ORG1, CHANNEL, &key(0x11)).expect("get");
-    assert_eq!(
-        s13.data_manager_keys,
-        vec![dm1.clone(), dm2.clone()],
-        "appended"
-    );
-    assert_eq!(
-        s11.data_manager_keys,
-        vec![dm1.clone(), dm2.clone()],
-        "already linked: no duplicate"
-    );
-    assert_eq!(
-        s13.creation_date, created[0].creation_date,
-        "creation_date unchanged"
-    );
+    assert_eq!(s13.data_manager_keys, vec![dm1.clone(), dm2.clone()], "appended");
+    assert_eq!(s11.data_manager_keys, vec![dm1.clone(), dm2.clone()], "already linked: no duplicate");
+    assert_eq!(s13.creation_date, created[0].creation_date, "creation_date unchanged");
     let events = events_since(d, before);
     assert_eq!(events.len(), 2, "{events:?}");
     for (event, sample) in events.iter().zip([&s13, &s11]) {
-        let asset = check_event(
-            event,
-            AssetKind::AssetDataSample,
-            EventKind::EventAssetUpdated,
-            &sample.key,
-            CHANNEL,
-            &[],
-        );
+        let asset =
+            check_event(event, AssetKind::AssetDataSample, EventKind::EventAssetUpdated, &sample.key, CHANNEL, &[]);
         assert_eq!(asset, event::Asset::DataSample(sample.clone()));
     }
     // Nothing new to link: still succeeds and still emits.
     let before = d.events().len();
     update_data_samples(d, ORG1, CHANNEL, &[&key(0x11)], &[&dm1, &dm2]).expect("no-op link");
     assert_eq!(events_since(d, before).len(), 1);
-    assert_eq!(
-        get_data_sample(d, ORG1, CHANNEL, &key(0x11)).expect("get"),
-        s11
-    );
+    assert_eq!(get_data_sample(d, ORG1, CHANNEL, &key(0x11)).expect("get"), s11);
     // A manager list in a new order appends only the missing ones, in request order.
     update_data_samples(d, ORG1, CHANNEL, &[&key(0x41)], &[&dm2, &dm1]).expect("link lone sample");
     assert_eq!(
-        get_data_sample(d, ORG1, CHANNEL, &key(0x41))
-            .expect("get")
-            .data_manager_keys,
+        get_data_sample(d, ORG1, CHANNEL, &key(0x41)).expect("get").data_manager_keys,
         vec![dm2.clone(), dm1.clone()]
     );
 
@@ -267,22 +176,10 @@ pub fn data_samples(d: &mut dyn Driver) {
         ErrorKind::NotFound,
         &format!("OE0002: datasample with key \"{}\" not found", key(0x97)),
     );
-    expect_err(
-        update_data_samples(d, ORG1, CHANNEL, &[], &[&dm1]),
-        ErrorKind::InvalidAsset,
-        "keys",
-    );
-    expect_err(
-        update_data_samples(d, ORG1, CHANNEL, &["nope"], &[&dm1]),
-        ErrorKind::InvalidAsset,
-        "keys",
-    );
+    expect_err(update_data_samples(d, ORG1, CHANNEL, &[], &[&dm1]), ErrorKind::InvalidAsset, "keys");
+    expect_err(update_data_samples(d, ORG1, CHANNEL, &["nope"], &[&dm1]), ErrorKind::InvalidAsset, "keys");
     assert_no_event_since(d, before);
-    assert_eq!(
-        get_data_sample(d, ORG1, CHANNEL, &key(0x12)).expect("get"),
-        s12,
-        "refused updates change nothing"
-    );
+    assert_eq!(get_data_sample(d, ORG1, CHANNEL, &key(0x12)).expect("get"), s12, "refused updates change nothing");
 
     // --- QueryDataSamples ------------------------------------------------------------------
     let mut all: Vec<DataSample> = [0x13, 0x11, 0x12, 0x41]
@@ -290,15 +187,10 @@ pub fn data_samples(d: &mut dyn Driver) {
         .map(|n| get_data_sample(d, ORG1, CHANNEL, &key(n)).expect("get"))
         .collect();
     all.sort_by(|a, b| {
-        time_key(a.creation_date.as_ref())
-            .cmp(&time_key(b.creation_date.as_ref()))
-            .then_with(|| a.key.cmp(&b.key))
+        time_key(a.creation_date.as_ref()).cmp(&time_key(b.creation_date.as_ref())).then_with(|| a.key.cmp(&b.key))
     });
     let page = query_data_samples(d, CHANNEL, "", 0, None).expect("query all");
-    assert_eq!(
-        page.data_samples, all,
-        "every sample, in (creation_date, key) order"
-    );
+    assert_eq!(page.data_samples, all, "every sample, in (creation_date, key) order");
     assert_eq!(page.next_page_token, "");
     let page = query_data_samples(d, CHANNEL, "", 0, Some(&[])).expect("empty filter");
     assert_eq!(page.data_samples, all, "an empty key list does not filter");
@@ -312,34 +204,15 @@ pub fn data_samples(d: &mut dyn Driver) {
     assert_eq!(page.next_page_token, "");
     let unknown = [key(0x95)];
     let unknown: Vec<&str> = unknown.iter().map(String::as_str).collect();
-    assert!(
-        query_data_samples(d, CHANNEL, "", 0, Some(&unknown))
-            .expect("unknown keys")
-            .data_samples
-            .is_empty()
-    );
+    assert!(query_data_samples(d, CHANNEL, "", 0, Some(&unknown)).expect("unknown keys").data_samples.is_empty());
 
     // --- Channel scoping ---------------------------------------------------------------------
-    assert!(
-        query_data_samples(d, OTHER_CHANNEL, "", 0, None)
-            .expect("other channel")
-            .data_samples
-            .is_empty()
-    );
-    expect_err(
-        get_data_sample(d, ORG1, OTHER_CHANNEL, &key(0x13)),
-        ErrorKind::NotFound,
-        "not found",
-    );
+    assert!(query_data_samples(d, OTHER_CHANNEL, "", 0, None).expect("other channel").data_samples.is_empty());
+    expect_err(get_data_sample(d, ORG1, OTHER_CHANNEL, &key(0x13)), ErrorKind::NotFound, "not found");
     expect_err(
         update_data_samples(d, ORG1, OTHER_CHANNEL, &[&key(0x13)], &[]),
         ErrorKind::NotFound,
         "datasample with key",
     );
-    assert_eq!(
-        checksum(0x13),
-        get_data_sample(d, ORG1, CHANNEL, &key(0x13))
-            .expect("get")
-            .checksum
-    );
+    assert_eq!(checksum(0x13), get_data_sample(d, ORG1, CHANNEL, &key(0x13)).expect("get").checksum);
 }

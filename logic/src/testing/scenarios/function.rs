@@ -3,15 +3,13 @@
 use std::collections::BTreeMap;
 
 use orchestrator_proto::{
-    Addressable, AssetKind, EventKind, Function, FunctionAction, FunctionStatus, NewFunction,
-    Permission, event,
+    Addressable, AssetKind, EventKind, Function, FunctionAction, FunctionStatus, NewFunction, Permission, event,
 };
 
 use super::{
-    CHANNEL, ORG1, ORG2, OTHER_CHANNEL, UNREGISTERED, addressable, apply_function_action,
-    assert_no_event_since, check_event, events_since, expect_err, get_function, input, key,
-    new_function, output, private_permissions, query_functions, register_function,
-    setup_organizations, strings, time_key, update_function,
+    CHANNEL, ORG1, ORG2, OTHER_CHANNEL, UNREGISTERED, addressable, apply_function_action, assert_no_event_since,
+    check_event, events_since, expect_err, get_function, input, key, new_function, output, private_permissions,
+    query_functions, register_function, setup_organizations, strings, time_key, update_function,
 };
 use crate::error::ErrorKind;
 use crate::testing::Driver;
@@ -25,11 +23,7 @@ fn expect_invalid(d: &mut dyn Driver, function: &NewFunction, fields: &[&str]) {
         "OE0101: function is not valid: ",
     );
     for field in fields {
-        assert!(
-            err.message.contains(field),
-            "{:?} should name {field:?}",
-            err.message
-        );
+        assert!(err.message.contains(field), "{:?} should name {field:?}", err.message);
     }
 }
 
@@ -37,27 +31,19 @@ fn with_inputs(n: u64, inputs: &[(&str, AssetKind, bool, bool)]) -> NewFunction 
     let mut f = new_function(n);
     f.inputs = inputs
         .iter()
-        .map(|(id, kind, multiple, optional)| {
-            ((*id).to_owned(), input(*kind, *multiple, *optional))
-        })
+        .map(|(id, kind, multiple, optional)| ((*id).to_owned(), input(*kind, *multiple, *optional)))
         .collect();
     f
 }
 
 fn with_outputs(n: u64, outputs: &[(&str, AssetKind, bool)]) -> NewFunction {
     let mut f = new_function(n);
-    f.outputs = outputs
-        .iter()
-        .map(|(id, kind, multiple)| ((*id).to_owned(), output(*kind, *multiple)))
-        .collect();
+    f.outputs = outputs.iter().map(|(id, kind, multiple)| ((*id).to_owned(), output(*kind, *multiple))).collect();
     f
 }
 
 pub fn functions(d: &mut dyn Driver) {
-    use AssetKind::{
-        AssetDataManager as DM, AssetDataSample as DS, AssetModel as MODEL,
-        AssetPerformance as PERF,
-    };
+    use AssetKind::{AssetDataManager as DM, AssetDataSample as DS, AssetModel as MODEL, AssetPerformance as PERF};
     setup_organizations(d, CHANNEL);
 
     // --- Registration --------------------------------------------------------------------
@@ -67,41 +53,20 @@ pub fn functions(d: &mut dyn Driver) {
     assert_eq!(f1.key, key(1));
     assert_eq!(f1.name, new.name);
     assert_eq!(f1.owner, ORG1);
-    assert_eq!(
-        f1.status,
-        FunctionStatus::Waiting as i32,
-        "new functions wait for their build"
-    );
-    assert_eq!(
-        f1.image,
-        Some(Addressable::default()),
-        "image present and empty"
-    );
+    assert_eq!(f1.status, FunctionStatus::Waiting as i32, "new functions wait for their build");
+    assert_eq!(f1.image, Some(Addressable::default()), "image present and empty");
     assert_eq!(f1.description, new.description);
     assert_eq!(f1.archive, new.archive);
     assert_eq!(f1.metadata, new.metadata);
     assert_eq!(f1.inputs, new.inputs);
     assert_eq!(f1.outputs, new.outputs);
     assert!(f1.creation_date.is_some());
-    let everyone = Permission {
-        public: true,
-        authorized_ids: strings(&[ORG1]),
-    };
+    let everyone = Permission { public: true, authorized_ids: strings(&[ORG1]) };
     let permissions = f1.permissions.clone().expect("permissions");
-    assert_eq!(
-        (permissions.process, permissions.download),
-        (Some(everyone.clone()), Some(everyone))
-    );
+    assert_eq!((permissions.process, permissions.download), (Some(everyone.clone()), Some(everyone)));
     let events = events_since(d, before);
     assert_eq!(events.len(), 1, "{events:?}");
-    let asset = check_event(
-        &events[0],
-        AssetKind::AssetFunction,
-        EventKind::EventAssetCreated,
-        &key(1),
-        CHANNEL,
-        &[],
-    );
+    let asset = check_event(&events[0], AssetKind::AssetFunction, EventKind::EventAssetCreated, &key(1), CHANNEL, &[]);
     assert_eq!(asset, event::Asset::Function(f1.clone()));
     assert_eq!(events[0].timestamp, f1.creation_date);
     assert_eq!(get_function(d, ORG2, CHANNEL, &key(1)).expect("get"), f1);
@@ -110,15 +75,9 @@ pub fn functions(d: &mut dyn Driver) {
     let mut new = new_function(2);
     new.new_permissions = Some(private_permissions(&[ORG2]));
     let f2 = register_function(d, ORG2, CHANNEL, &new).expect("private function of ORG2");
-    let only = Permission {
-        public: false,
-        authorized_ids: strings(&[ORG2]),
-    };
+    let only = Permission { public: false, authorized_ids: strings(&[ORG2]) };
     let permissions = f2.permissions.clone().expect("permissions");
-    assert_eq!(
-        (permissions.process, permissions.download),
-        (Some(only.clone()), Some(only))
-    );
+    assert_eq!((permissions.process, permissions.download), (Some(only.clone()), Some(only)));
     assert_eq!(f2.owner, ORG2);
 
     // Other valid shapes: metric (PERFORMANCE output), aggregate (no data), no inputs/outputs at all.
@@ -138,11 +97,7 @@ pub fn functions(d: &mut dyn Driver) {
         ErrorKind::Conflict,
         &format!("OE0006: function with key \"{}\" already exists", key(1)),
     );
-    expect_err(
-        register_function(d, UNREGISTERED, CHANNEL, &new_function(6)),
-        ErrorKind::NotFound,
-        "organization",
-    );
+    expect_err(register_function(d, UNREGISTERED, CHANNEL, &new_function(6)), ErrorKind::NotFound, "organization");
     let mut bad = new_function(6);
     bad.new_permissions = Some(private_permissions(&[UNREGISTERED]));
     expect_err(
@@ -166,27 +121,10 @@ pub fn functions(d: &mut dyn Driver) {
     bad.name = String::new();
     bad.archive = None;
     bad.new_permissions = None;
-    bad.description = Some(Addressable {
-        checksum: "12".to_owned(),
-        ..addressable("function/description", n)
-    });
-    expect_invalid(
-        d,
-        &bad,
-        &[
-            "key",
-            "name",
-            "archive",
-            "new_permissions",
-            "description",
-            "checksum",
-        ],
-    );
+    bad.description = Some(Addressable { checksum: "12".to_owned(), ..addressable("function/description", n) });
+    expect_invalid(d, &bad, &["key", "name", "archive", "new_permissions", "description", "checksum"]);
     let mut bad = new_function(n);
-    bad.archive = Some(Addressable {
-        storage_address: "s3://bucket/key".to_owned(),
-        ..addressable("f/archive", n)
-    });
+    bad.archive = Some(Addressable { storage_address: "s3://bucket/key".to_owned(), ..addressable("f/archive", n) });
     expect_invalid(d, &bad, &["archive", "storage_address"]);
     let mut bad = new_function(n);
     bad.name = "n".repeat(101);
@@ -198,112 +136,55 @@ pub fn functions(d: &mut dyn Driver) {
     // Data manager inputs: neither multiple nor optional, at most one, only with data samples.
     expect_invalid(
         d,
-        &with_inputs(
-            n,
-            &[
-                ("opener", DM, true, false),
-                ("datasamples", DS, true, false),
-            ],
-        ),
+        &with_inputs(n, &[("opener", DM, true, false), ("datasamples", DS, true, false)]),
+        &["inputs", "opener"],
+    );
+    expect_invalid(
+        d,
+        &with_inputs(n, &[("opener", DM, false, true), ("datasamples", DS, true, false)]),
         &["inputs", "opener"],
     );
     expect_invalid(
         d,
         &with_inputs(
             n,
-            &[
-                ("opener", DM, false, true),
-                ("datasamples", DS, true, false),
-            ],
-        ),
-        &["inputs", "opener"],
-    );
-    expect_invalid(
-        d,
-        &with_inputs(
-            n,
-            &[
-                ("opener", DM, false, false),
-                ("opener2", DM, false, false),
-                ("datasamples", DS, true, false),
-            ],
+            &[("opener", DM, false, false), ("opener2", DM, false, false), ("datasamples", DS, true, false)],
         ),
         &["inputs"],
     );
-    expect_invalid(
-        d,
-        &with_inputs(
-            n,
-            &[("opener", DM, false, false), ("model", MODEL, false, false)],
-        ),
-        &["inputs"],
-    );
-    expect_invalid(
-        d,
-        &with_inputs(n, &[("datasamples", DS, true, false)]),
-        &["inputs"],
-    );
+    expect_invalid(d, &with_inputs(n, &[("opener", DM, false, false), ("model", MODEL, false, false)]), &["inputs"]);
+    expect_invalid(d, &with_inputs(n, &[("datasamples", DS, true, false)]), &["inputs"]);
     // Unknown input kinds (the zero value included: refused here rather than by a database).
-    for kind in [
-        AssetKind::AssetFunction,
-        AssetKind::AssetPerformance,
-        AssetKind::AssetComputePlan,
-        AssetKind::AssetUnknown,
-    ] {
-        expect_invalid(
-            d,
-            &with_inputs(n, &[("weird", kind, false, false)]),
-            &["inputs", "kind"],
-        );
+    for kind in
+        [AssetKind::AssetFunction, AssetKind::AssetPerformance, AssetKind::AssetComputePlan, AssetKind::AssetUnknown]
+    {
+        expect_invalid(d, &with_inputs(n, &[("weird", kind, false, false)]), &["inputs", "kind"]);
     }
     let mut bad = new_function(n);
-    bad.inputs.insert(
-        "weird".to_owned(),
-        orchestrator_proto::FunctionInput {
-            kind: 999,
-            ..Default::default()
-        },
-    );
+    bad.inputs.insert("weird".to_owned(), orchestrator_proto::FunctionInput { kind: 999, ..Default::default() });
     expect_invalid(d, &bad, &["inputs", "kind"]);
     // Identifiers: 1..=100 bytes.
     let mut bad = new_function(n);
     bad.inputs.insert(String::new(), input(MODEL, false, true));
     expect_invalid(d, &bad, &["inputs"]);
     let mut bad = new_function(n);
-    bad.inputs
-        .insert("i".repeat(101), input(MODEL, false, true));
+    bad.inputs.insert("i".repeat(101), input(MODEL, false, true));
     expect_invalid(d, &bad, &["inputs"]);
     let mut bad = new_function(n);
     bad.outputs.insert("o".repeat(101), output(MODEL, false));
     expect_invalid(d, &bad, &["outputs"]);
 
     // Outputs: MODEL or PERFORMANCE; a PERFORMANCE output cannot be multiple.
-    expect_invalid(
-        d,
-        &with_outputs(n, &[("performance", PERF, true)]),
-        &["outputs", "performance"],
-    );
+    expect_invalid(d, &with_outputs(n, &[("performance", PERF, true)]), &["outputs", "performance"]);
     for kind in [DS, DM, AssetKind::AssetUnknown] {
-        expect_invalid(
-            d,
-            &with_outputs(n, &[("weird", kind, false)]),
-            &["outputs", "kind"],
-        );
+        expect_invalid(d, &with_outputs(n, &[("weird", kind, false)]), &["outputs", "kind"]);
     }
     // Several failures in inputs and outputs are reported together.
-    let mut bad = with_inputs(
-        n,
-        &[("opener", DM, true, true), ("datasamples", DS, true, false)],
-    );
-    bad.outputs
-        .insert("performance".to_owned(), output(PERF, true));
+    let mut bad = with_inputs(n, &[("opener", DM, true, true), ("datasamples", DS, true, false)]);
+    bad.outputs.insert("performance".to_owned(), output(PERF, true));
     expect_invalid(d, &bad, &["inputs", "opener", "outputs", "performance"]);
     assert_no_event_since(d, before);
-    expect_err(
-        get_function(d, ORG1, CHANNEL, &key(n)),
-        ErrorKind::NotFound,
-        "not found",
-    );
+    expect_err(get_function(d, ORG1, CHANNEL, &key(n)), ErrorKind::NotFound, "not found");
 
     // A valid multiple MODEL output and a 100-byte identifier are fine.
     let mut ok = with_outputs(7, &[("models", MODEL, true)]);
@@ -328,78 +209,39 @@ pub fn functions(d: &mut dyn Driver) {
         ErrorKind::NotFound,
         &format!("OE0002: function with key \"{}\" not found", key(0x99)),
     );
-    expect_err(
-        update_function(d, ORG1, CHANNEL, "bad", "x", None),
-        ErrorKind::InvalidAsset,
-        "key",
-    );
+    expect_err(update_function(d, ORG1, CHANNEL, "bad", "x", None), ErrorKind::InvalidAsset, "key");
     assert_no_event_since(d, before);
-    assert_eq!(
-        get_function(d, ORG1, CHANNEL, &key(1)).expect("get"),
-        f1,
-        "refused updates change nothing"
-    );
+    assert_eq!(get_function(d, ORG1, CHANNEL, &key(1)).expect("get"), f1, "refused updates change nothing");
 
     // Name only.
     let before = d.events().len();
     update_function(d, ORG1, CHANNEL, &key(1), "renamed", None).expect("rename");
     let mut expected = f1.clone();
     expected.name = "renamed".to_owned();
-    assert_eq!(
-        get_function(d, ORG1, CHANNEL, &key(1)).expect("get"),
-        expected
-    );
+    assert_eq!(get_function(d, ORG1, CHANNEL, &key(1)).expect("get"), expected);
     let events = events_since(d, before);
     assert_eq!(events.len(), 1, "{events:?}");
-    let asset = check_event(
-        &events[0],
-        AssetKind::AssetFunction,
-        EventKind::EventAssetUpdated,
-        &key(1),
-        CHANNEL,
-        &[],
-    );
+    let asset = check_event(&events[0], AssetKind::AssetFunction, EventKind::EventAssetUpdated, &key(1), CHANNEL, &[]);
     assert_eq!(asset, event::Asset::Function(expected.clone()));
 
     // An image without checksum does not replace the current one.
-    let no_checksum = Addressable {
-        checksum: String::new(),
-        storage_address: image.storage_address.clone(),
-    };
-    update_function(d, ORG1, CHANNEL, &key(1), "renamed", Some(no_checksum))
-        .expect("image without checksum");
-    assert_eq!(
-        get_function(d, ORG1, CHANNEL, &key(1)).expect("get"),
-        expected
-    );
+    let no_checksum = Addressable { checksum: String::new(), storage_address: image.storage_address.clone() };
+    update_function(d, ORG1, CHANNEL, &key(1), "renamed", Some(no_checksum)).expect("image without checksum");
+    assert_eq!(get_function(d, ORG1, CHANNEL, &key(1)).expect("get"), expected);
     // An image with a checksum does.
     let before = d.events().len();
-    update_function(d, ORG1, CHANNEL, &key(1), "with image", Some(image.clone()))
-        .expect("set image");
+    update_function(d, ORG1, CHANNEL, &key(1), "with image", Some(image.clone())).expect("set image");
     expected.name = "with image".to_owned();
     expected.image = Some(image.clone());
-    assert_eq!(
-        get_function(d, ORG1, CHANNEL, &key(1)).expect("get"),
-        expected
-    );
+    assert_eq!(get_function(d, ORG1, CHANNEL, &key(1)).expect("get"), expected);
     let events = events_since(d, before);
     assert_eq!(events.len(), 1);
-    assert_eq!(
-        events[0].asset,
-        Some(event::Asset::Function(expected.clone()))
-    );
+    assert_eq!(events[0].asset, Some(event::Asset::Function(expected.clone())));
     // Later updates without image keep it.
     update_function(d, ORG1, CHANNEL, &key(1), "renamed again", None).expect("rename keeps image");
     expected.name = "renamed again".to_owned();
-    assert_eq!(
-        get_function(d, ORG1, CHANNEL, &key(1)).expect("get"),
-        expected
-    );
-    assert_eq!(
-        expected.status,
-        FunctionStatus::Waiting as i32,
-        "updates do not touch the status"
-    );
+    assert_eq!(get_function(d, ORG1, CHANNEL, &key(1)).expect("get"), expected);
+    assert_eq!(expected.status, FunctionStatus::Waiting as i32, "updates do not touch the status");
 
     // --- QueryFunctions ---------------------------------------------------------------------
     // More functions, keys out of creation order.
@@ -411,9 +253,7 @@ pub fn functions(d: &mut dyn Driver) {
         .map(|n| get_function(d, ORG1, CHANNEL, &key(n)).expect("get"))
         .collect();
     all.sort_by(|a, b| {
-        time_key(a.creation_date.as_ref())
-            .cmp(&time_key(b.creation_date.as_ref()))
-            .then_with(|| a.key.cmp(&b.key))
+        time_key(a.creation_date.as_ref()).cmp(&time_key(b.creation_date.as_ref())).then_with(|| a.key.cmp(&b.key))
     });
     let page = query_functions(d, CHANNEL, "", 0, None).expect("query");
     assert_eq!(page.functions, all, "(creation_date, key) order");
@@ -439,22 +279,9 @@ pub fn functions(d: &mut dyn Driver) {
     assert_eq!(page.next_page_token, "");
 
     // --- Channel scoping ---------------------------------------------------------------------
-    assert!(
-        query_functions(d, OTHER_CHANNEL, "", 0, None)
-            .expect("other channel")
-            .functions
-            .is_empty()
-    );
-    expect_err(
-        get_function(d, ORG1, OTHER_CHANNEL, &key(1)),
-        ErrorKind::NotFound,
-        "not found",
-    );
-    expect_err(
-        update_function(d, ORG1, OTHER_CHANNEL, &key(1), "x", None),
-        ErrorKind::NotFound,
-        "not found",
-    );
+    assert!(query_functions(d, OTHER_CHANNEL, "", 0, None).expect("other channel").functions.is_empty());
+    expect_err(get_function(d, ORG1, OTHER_CHANNEL, &key(1)), ErrorKind::NotFound, "not found");
+    expect_err(update_function(d, ORG1, OTHER_CHANNEL, &key(1), "x", None), ErrorKind::NotFound, "not found");
 }
 
 // =============================================================================================
@@ -497,9 +324,7 @@ fn apply_ok(d: &mut dyn Driver, n: u64, action: i32, to: FunctionStatus) {
 #[track_caller]
 fn refuse_all_but(d: &mut dyn Driver, n: u64, allowed: &[i32]) {
     let current = get_function(d, ORG1, CHANNEL, &key(n)).expect("get");
-    let status = FunctionStatus::try_from(current.status)
-        .expect("known status")
-        .as_str_name();
+    let status = FunctionStatus::try_from(current.status).expect("known status").as_str_name();
     let before = d.events().len();
     for (action, transition) in ACTIONS {
         if allowed.contains(&action) {
@@ -512,11 +337,7 @@ fn refuse_all_but(d: &mut dyn Driver, n: u64, allowed: &[i32]) {
         );
     }
     assert_no_event_since(d, before);
-    assert_eq!(
-        get_function(d, ORG1, CHANNEL, &key(n)).expect("get"),
-        current,
-        "refusals change nothing"
-    );
+    assert_eq!(get_function(d, ORG1, CHANNEL, &key(n)).expect("get"), current, "refusals change nothing");
 }
 
 pub fn function_actions(d: &mut dyn Driver) {
@@ -558,11 +379,7 @@ pub fn function_actions(d: &mut dyn Driver) {
         ErrorKind::Unknown,
         "event transitionReady inappropriate in current state FUNCTION_STATUS_READY",
     );
-    assert!(
-        !err.message.starts_with("OE"),
-        "a plain error carries no code: {}",
-        err.message
-    );
+    assert!(!err.message.starts_with("OE"), "a plain error carries no code: {}", err.message);
 
     // Unsupported actions: BadRequest, checked before the function is even looked up.
     let before = d.events().len();
@@ -589,11 +406,7 @@ pub fn function_actions(d: &mut dyn Driver) {
         ErrorKind::NotFound,
         &format!("OE0002: function with key \"{}\" not found", key(0x99)),
     );
-    expect_err(
-        apply_function_action(d, ORG1, OTHER_CHANNEL, &key(5), BUILDING),
-        ErrorKind::NotFound,
-        "not found",
-    );
+    expect_err(apply_function_action(d, ORG1, OTHER_CHANNEL, &key(5), BUILDING), ErrorKind::NotFound, "not found");
     expect_err(
         apply_function_action(d, ORG2, CHANNEL, &key(5), BUILDING),
         ErrorKind::PermissionDenied,
@@ -606,10 +419,7 @@ pub fn function_actions(d: &mut dyn Driver) {
         "only function owner can update it",
     );
     assert_no_event_since(d, before);
-    assert_eq!(
-        get_function(d, ORG1, CHANNEL, &key(5)).expect("get").status,
-        S::Waiting as i32
-    );
+    assert_eq!(get_function(d, ORG1, CHANNEL, &key(5)).expect("get").status, S::Waiting as i32);
 
     // UpdateFunction on a READY function: the image cannot stay empty.
     let before = d.events().len();
@@ -618,10 +428,7 @@ pub fn function_actions(d: &mut dyn Driver) {
         ErrorKind::InvalidAsset,
         "OE0101: Image checksum should not be empty when function status is ready",
     );
-    let empty_checksum = Addressable {
-        checksum: String::new(),
-        storage_address: "http://backend/image".to_owned(),
-    };
+    let empty_checksum = Addressable { checksum: String::new(), storage_address: "http://backend/image".to_owned() };
     expect_err(
         update_function(d, ORG1, CHANNEL, &key(1), "ready", Some(empty_checksum)),
         ErrorKind::InvalidAsset,
@@ -629,22 +436,14 @@ pub fn function_actions(d: &mut dyn Driver) {
     );
     assert_no_event_since(d, before);
     let image = addressable("function/image", 1);
-    update_function(d, ORG1, CHANNEL, &key(1), "ready", Some(image.clone()))
-        .expect("READY function gets its image");
+    update_function(d, ORG1, CHANNEL, &key(1), "ready", Some(image.clone())).expect("READY function gets its image");
     let f1 = get_function(d, ORG1, CHANNEL, &key(1)).expect("get");
-    assert_eq!(
-        (f1.name.as_str(), f1.image.as_ref(), f1.status),
-        ("ready", Some(&image), S::Ready as i32)
-    );
+    assert_eq!((f1.name.as_str(), f1.image.as_ref(), f1.status), ("ready", Some(&image), S::Ready as i32));
     update_function(d, ORG1, CHANNEL, &key(1), "ready again", None).expect("the image is kept");
-    assert_eq!(
-        get_function(d, ORG1, CHANNEL, &key(1)).expect("get").image,
-        Some(image)
-    );
+    assert_eq!(get_function(d, ORG1, CHANNEL, &key(1)).expect("get").image, Some(image));
     // Other statuses accept an empty image.
     for n in [2, 4, 6] {
-        update_function(d, ORG1, CHANNEL, &key(n), "no image", None)
-            .expect("not READY: empty image is fine");
+        update_function(d, ORG1, CHANNEL, &key(n), "no image", None).expect("not READY: empty image is fine");
     }
 
     // Every transition is recorded as one event with the same metadata.

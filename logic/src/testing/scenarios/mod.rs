@@ -12,15 +12,13 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use orchestrator_proto::{
-    Addressable, ApplyFunctionActionParam, ApplyFunctionActionResponse, AssetKind, DataManager,
-    DataSample, DataSampleQueryFilter, Dataset, Event, EventKind, Function, FunctionInput,
-    FunctionOutput, FunctionQueryFilter, GetAllOrganizationsParam, GetAllOrganizationsResponse,
-    GetDataManagerParam, GetDataSampleParam, GetDatasetParam, GetFunctionParam, NewDataManager,
-    NewDataSample, NewFunction, NewPermissions, Organization, QueryDataManagersParam,
-    QueryDataManagersResponse, QueryDataSamplesParam, QueryDataSamplesResponse,
-    QueryFunctionsParam, QueryFunctionsResponse, RegisterDataSamplesParam,
-    RegisterDataSamplesResponse, RegisterOrganizationParam, UpdateDataManagerParam,
-    UpdateDataManagerResponse, UpdateDataSamplesParam, UpdateDataSamplesResponse,
+    Addressable, ApplyFunctionActionParam, ApplyFunctionActionResponse, AssetKind, DataManager, DataSample,
+    DataSampleQueryFilter, Dataset, Event, EventKind, Function, FunctionInput, FunctionOutput, FunctionQueryFilter,
+    GetAllOrganizationsParam, GetAllOrganizationsResponse, GetDataManagerParam, GetDataSampleParam, GetDatasetParam,
+    GetFunctionParam, NewDataManager, NewDataSample, NewFunction, NewPermissions, Organization, QueryDataManagersParam,
+    QueryDataManagersResponse, QueryDataSamplesParam, QueryDataSamplesResponse, QueryFunctionsParam,
+    QueryFunctionsResponse, RegisterDataSamplesParam, RegisterDataSamplesResponse, RegisterOrganizationParam,
+    UpdateDataManagerParam, UpdateDataManagerResponse, UpdateDataSamplesParam, UpdateDataSamplesResponse,
     UpdateFunctionParam, UpdateFunctionResponse, event,
 };
 
@@ -99,24 +97,15 @@ pub fn storage_address(kind: &str, n: u64) -> String {
 }
 
 pub fn addressable(kind: &str, n: u64) -> Addressable {
-    Addressable {
-        checksum: checksum(n),
-        storage_address: storage_address(kind, n),
-    }
+    Addressable { checksum: checksum(n), storage_address: storage_address(kind, n) }
 }
 
 pub fn public_permissions() -> NewPermissions {
-    NewPermissions {
-        public: true,
-        authorized_ids: Vec::new(),
-    }
+    NewPermissions { public: true, authorized_ids: Vec::new() }
 }
 
 pub fn private_permissions(ids: &[&str]) -> NewPermissions {
-    NewPermissions {
-        public: false,
-        authorized_ids: strings(ids),
-    }
+    NewPermissions { public: false, authorized_ids: strings(ids) }
 }
 
 pub fn strings(items: &[&str]) -> Vec<String> {
@@ -139,27 +128,15 @@ pub fn new_data_manager(n: u64) -> NewDataManager {
 
 /// A valid NewDataSample numbered `n`, linked to `data_managers`.
 pub fn new_data_sample(n: u64, data_managers: &[&str]) -> NewDataSample {
-    NewDataSample {
-        key: key(n),
-        data_manager_keys: strings(data_managers),
-        test_only: false,
-        checksum: checksum(n),
-    }
+    NewDataSample { key: key(n), data_manager_keys: strings(data_managers), test_only: false, checksum: checksum(n) }
 }
 
 pub fn input(kind: AssetKind, multiple: bool, optional: bool) -> FunctionInput {
-    FunctionInput {
-        kind: kind as i32,
-        multiple,
-        optional,
-    }
+    FunctionInput { kind: kind as i32, multiple, optional }
 }
 
 pub fn output(kind: AssetKind, multiple: bool) -> FunctionOutput {
-    FunctionOutput {
-        kind: kind as i32,
-        multiple,
-    }
+    FunctionOutput { kind: kind as i32, multiple }
 }
 
 /// A valid NewFunction numbered `n`, of the train shape (business-rules §8.4):
@@ -174,14 +151,8 @@ pub fn new_function(n: u64) -> NewFunction {
         new_permissions: Some(public_permissions()),
         metadata: BTreeMap::from([("framework".to_owned(), "scenario".to_owned())]),
         inputs: BTreeMap::from([
-            (
-                "opener".to_owned(),
-                input(AssetKind::AssetDataManager, false, false),
-            ),
-            (
-                "datasamples".to_owned(),
-                input(AssetKind::AssetDataSample, true, false),
-            ),
+            ("opener".to_owned(), input(AssetKind::AssetDataManager, false, false)),
+            ("datasamples".to_owned(), input(AssetKind::AssetDataSample, true, false)),
             ("model".to_owned(), input(AssetKind::AssetModel, true, true)),
         ]),
         outputs: BTreeMap::from([("model".to_owned(), output(AssetKind::AssetModel, false))]),
@@ -194,27 +165,15 @@ pub fn new_function(n: u64) -> NewFunction {
 /// Asserts that `result` failed with `kind` and a message containing `fragment`; coded kinds must
 /// also carry their `OE` prefix. Returns the error for further checks.
 #[track_caller]
-pub fn expect_err<T: Debug>(
-    result: Result<T, OrcError>,
-    kind: ErrorKind,
-    fragment: &str,
-) -> OrcError {
+pub fn expect_err<T: Debug>(result: Result<T, OrcError>, kind: ErrorKind, fragment: &str) -> OrcError {
     let err = match result {
         Ok(value) => panic!("expected {kind:?} error containing {fragment:?}, got Ok({value:?})"),
         Err(err) => err,
     };
     assert_eq!(err.kind, kind, "error kind of {:?}", err.message);
-    assert!(
-        err.message.contains(fragment),
-        "message {:?} should contain {fragment:?}",
-        err.message
-    );
+    assert!(err.message.contains(fragment), "message {:?} should contain {fragment:?}", err.message);
     if let Some(code) = kind.code() {
-        assert!(
-            err.message.starts_with(&format!("{code}: ")),
-            "message {:?} should start with {code}",
-            err.message
-        );
+        assert!(err.message.starts_with(&format!("{code}: ")), "message {:?} should start with {code}", err.message);
     }
     err
 }
@@ -241,22 +200,13 @@ pub fn check_event(
     channel: &str,
     metadata: &[(&str, &str)],
 ) -> event::Asset {
-    assert_eq!(
-        event.asset_kind, asset_kind as i32,
-        "asset kind of {event:?}"
-    );
-    assert_eq!(
-        event.event_kind, event_kind as i32,
-        "event kind of {event:?}"
-    );
+    assert_eq!(event.asset_kind, asset_kind as i32, "asset kind of {event:?}");
+    assert_eq!(event.event_kind, event_kind as i32, "event kind of {event:?}");
     assert_eq!(event.asset_key, asset_key, "asset key of {event:?}");
     assert_eq!(event.channel, channel, "channel of {event:?}");
     assert!(!event.id.is_empty(), "event id of {event:?}");
     assert!(event.timestamp.is_some(), "timestamp of {event:?}");
-    let expected: BTreeMap<String, String> = metadata
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    let expected: BTreeMap<String, String> = metadata.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     assert_eq!(event.metadata, expected, "metadata of {event:?}");
     event.asset.clone().expect("event asset is always set")
 }
@@ -271,33 +221,15 @@ pub fn time_key(ts: Option<&prost_types::Timestamp>) -> (i64, i32) {
 
 pub type Res<T> = Result<T, OrcError>;
 
-pub fn register_organization(
-    d: &mut dyn Driver,
-    msp: &str,
-    channel: &str,
-    address: &str,
-) -> Res<Organization> {
-    call(
-        d,
-        msp,
-        channel,
-        method::REGISTER_ORGANIZATION,
-        &RegisterOrganizationParam {
-            address: address.to_owned(),
-        },
-    )
+pub fn register_organization(d: &mut dyn Driver, msp: &str, channel: &str, address: &str) -> Res<Organization> {
+    call(d, msp, channel, method::REGISTER_ORGANIZATION, &RegisterOrganizationParam { address: address.to_owned() })
 }
 
 /// Every organization of the channel, sorted by id (the RPC's order is unspecified).
 pub fn organization_ids(d: &mut dyn Driver, channel: &str) -> Vec<String> {
-    let resp: GetAllOrganizationsResponse = call(
-        d,
-        ORG1,
-        channel,
-        method::GET_ALL_ORGANIZATIONS,
-        &GetAllOrganizationsParam {},
-    )
-    .expect("GetAllOrganizations");
+    let resp: GetAllOrganizationsResponse =
+        call(d, ORG1, channel, method::GET_ALL_ORGANIZATIONS, &GetAllOrganizationsParam {})
+            .expect("GetAllOrganizations");
     let mut ids: Vec<String> = resp.organizations.into_iter().map(|o| o.id).collect();
     ids.sort();
     ids
@@ -310,45 +242,17 @@ pub fn setup_organizations(d: &mut dyn Driver, channel: &str) {
     }
 }
 
-pub fn register_data_manager(
-    d: &mut dyn Driver,
-    msp: &str,
-    channel: &str,
-    dm: &NewDataManager,
-) -> Res<DataManager> {
+pub fn register_data_manager(d: &mut dyn Driver, msp: &str, channel: &str, dm: &NewDataManager) -> Res<DataManager> {
     call(d, msp, channel, method::REGISTER_DATA_MANAGER, dm)
 }
 
-pub fn get_data_manager(
-    d: &mut dyn Driver,
-    msp: &str,
-    channel: &str,
-    key: &str,
-) -> Res<DataManager> {
-    call(
-        d,
-        msp,
-        channel,
-        method::GET_DATA_MANAGER,
-        &GetDataManagerParam {
-            key: key.to_owned(),
-        },
-    )
+pub fn get_data_manager(d: &mut dyn Driver, msp: &str, channel: &str, key: &str) -> Res<DataManager> {
+    call(d, msp, channel, method::GET_DATA_MANAGER, &GetDataManagerParam { key: key.to_owned() })
 }
 
-pub fn update_data_manager(
-    d: &mut dyn Driver,
-    msp: &str,
-    channel: &str,
-    key: &str,
-    name: &str,
-) -> Res<()> {
-    let param = UpdateDataManagerParam {
-        key: key.to_owned(),
-        name: name.to_owned(),
-    };
-    call::<_, UpdateDataManagerResponse>(d, msp, channel, method::UPDATE_DATA_MANAGER, &param)
-        .map(|_| ())
+pub fn update_data_manager(d: &mut dyn Driver, msp: &str, channel: &str, key: &str, name: &str) -> Res<()> {
+    let param = UpdateDataManagerParam { key: key.to_owned(), name: name.to_owned() };
+    call::<_, UpdateDataManagerResponse>(d, msp, channel, method::UPDATE_DATA_MANAGER, &param).map(|_| ())
 }
 
 pub fn query_data_managers(
@@ -357,10 +261,7 @@ pub fn query_data_managers(
     page_token: &str,
     page_size: u32,
 ) -> Res<QueryDataManagersResponse> {
-    let param = QueryDataManagersParam {
-        page_token: page_token.to_owned(),
-        page_size,
-    };
+    let param = QueryDataManagersParam { page_token: page_token.to_owned(), page_size };
     call(d, ORG1, channel, method::QUERY_DATA_MANAGERS, &param)
 }
 
@@ -387,24 +288,12 @@ pub fn update_data_samples(
     keys: &[&str],
     data_managers: &[&str],
 ) -> Res<()> {
-    let param = UpdateDataSamplesParam {
-        keys: strings(keys),
-        data_manager_keys: strings(data_managers),
-    };
-    call::<_, UpdateDataSamplesResponse>(d, msp, channel, method::UPDATE_DATA_SAMPLES, &param)
-        .map(|_| ())
+    let param = UpdateDataSamplesParam { keys: strings(keys), data_manager_keys: strings(data_managers) };
+    call::<_, UpdateDataSamplesResponse>(d, msp, channel, method::UPDATE_DATA_SAMPLES, &param).map(|_| ())
 }
 
 pub fn get_data_sample(d: &mut dyn Driver, msp: &str, channel: &str, key: &str) -> Res<DataSample> {
-    call(
-        d,
-        msp,
-        channel,
-        method::GET_DATA_SAMPLE,
-        &GetDataSampleParam {
-            key: key.to_owned(),
-        },
-    )
+    call(d, msp, channel, method::GET_DATA_SAMPLE, &GetDataSampleParam { key: key.to_owned() })
 }
 
 pub fn query_data_samples(
@@ -423,36 +312,15 @@ pub fn query_data_samples(
 }
 
 pub fn get_dataset(d: &mut dyn Driver, msp: &str, channel: &str, key: &str) -> Res<Dataset> {
-    call(
-        d,
-        msp,
-        channel,
-        method::GET_DATASET,
-        &GetDatasetParam {
-            key: key.to_owned(),
-        },
-    )
+    call(d, msp, channel, method::GET_DATASET, &GetDatasetParam { key: key.to_owned() })
 }
 
-pub fn register_function(
-    d: &mut dyn Driver,
-    msp: &str,
-    channel: &str,
-    function: &NewFunction,
-) -> Res<Function> {
+pub fn register_function(d: &mut dyn Driver, msp: &str, channel: &str, function: &NewFunction) -> Res<Function> {
     call(d, msp, channel, method::REGISTER_FUNCTION, function)
 }
 
 pub fn get_function(d: &mut dyn Driver, msp: &str, channel: &str, key: &str) -> Res<Function> {
-    call(
-        d,
-        msp,
-        channel,
-        method::GET_FUNCTION,
-        &GetFunctionParam {
-            key: key.to_owned(),
-        },
-    )
+    call(d, msp, channel, method::GET_FUNCTION, &GetFunctionParam { key: key.to_owned() })
 }
 
 pub fn update_function(
@@ -463,27 +331,13 @@ pub fn update_function(
     name: &str,
     image: Option<Addressable>,
 ) -> Res<()> {
-    let param = UpdateFunctionParam {
-        key: key.to_owned(),
-        name: name.to_owned(),
-        image,
-    };
+    let param = UpdateFunctionParam { key: key.to_owned(), name: name.to_owned(), image };
     call::<_, UpdateFunctionResponse>(d, msp, channel, method::UPDATE_FUNCTION, &param).map(|_| ())
 }
 
-pub fn apply_function_action(
-    d: &mut dyn Driver,
-    msp: &str,
-    channel: &str,
-    key: &str,
-    action: i32,
-) -> Res<()> {
-    let param = ApplyFunctionActionParam {
-        function_key: key.to_owned(),
-        action,
-    };
-    call::<_, ApplyFunctionActionResponse>(d, msp, channel, method::APPLY_FUNCTION_ACTION, &param)
-        .map(|_| ())
+pub fn apply_function_action(d: &mut dyn Driver, msp: &str, channel: &str, key: &str, action: i32) -> Res<()> {
+    let param = ApplyFunctionActionParam { function_key: key.to_owned(), action };
+    call::<_, ApplyFunctionActionResponse>(d, msp, channel, method::APPLY_FUNCTION_ACTION, &param).map(|_| ())
 }
 
 pub fn query_functions(
@@ -496,9 +350,7 @@ pub fn query_functions(
     let param = QueryFunctionsParam {
         page_token: page_token.to_owned(),
         page_size,
-        filter: compute_plan_key.map(|k| FunctionQueryFilter {
-            compute_plan_key: k.to_owned(),
-        }),
+        filter: compute_plan_key.map(|k| FunctionQueryFilter { compute_plan_key: k.to_owned() }),
     };
     call(d, ORG1, channel, method::QUERY_FUNCTIONS, &param)
 }

@@ -4,9 +4,9 @@
 use orchestrator_proto::DataManager;
 
 use super::{
-    CHANNEL, ORG1, ORG2, OTHER_CHANNEL, expect_err, key, new_data_manager, new_data_sample,
-    query_data_managers, query_data_samples, register_data_manager, register_data_samples,
-    register_organization, setup_organizations, time_key,
+    CHANNEL, ORG1, ORG2, OTHER_CHANNEL, expect_err, key, new_data_manager, new_data_sample, query_data_managers,
+    query_data_samples, register_data_manager, register_data_samples, register_organization, setup_organizations,
+    time_key,
 };
 use crate::error::ErrorKind;
 use crate::testing::Driver;
@@ -16,11 +16,7 @@ const TOTAL: u64 = 120;
 /// Walks every page of QueryDataManagers with `page_size`; checks each page's size and token.
 #[track_caller]
 fn walk(d: &mut dyn Driver, page_size: u32) -> Vec<DataManager> {
-    let size = if page_size == 0 {
-        50
-    } else {
-        page_size as usize
-    };
+    let size = if page_size == 0 { 50 } else { page_size as usize };
     let mut all = Vec::new();
     let mut token = String::new();
     let mut pages = 0;
@@ -34,14 +30,8 @@ fn walk(d: &mut dyn Driver, page_size: u32) -> Vec<DataManager> {
             assert!(count <= size, "last page of {count} for size {size}");
             break;
         }
-        assert_eq!(
-            count, size,
-            "a page with a next token is full (size {page_size})"
-        );
-        assert!(
-            all.len() < TOTAL as usize,
-            "a next token only when rows remain (size {page_size})"
-        );
+        assert_eq!(count, size, "a page with a next token is full (size {page_size})");
+        assert!(all.len() < TOTAL as usize, "a next token only when rows remain (size {page_size})");
         token = page.next_page_token;
     }
     all
@@ -66,12 +56,10 @@ pub fn pagination(d: &mut dyn Driver) {
         registered.push(dm);
         match i % 10 {
             3 => {
-                register_data_manager(d, ORG1, CHANNEL, &new_data_manager(n))
-                    .expect_err("duplicate");
+                register_data_manager(d, ORG1, CHANNEL, &new_data_manager(n)).expect_err("duplicate");
             }
             5 => {
-                register_data_manager(d, ORG1, OTHER_CHANNEL, &new_data_manager(1_000 + i))
-                    .expect("other channel");
+                register_data_manager(d, ORG1, OTHER_CHANNEL, &new_data_manager(1_000 + i)).expect("other channel");
             }
             7 => {
                 query_data_managers(d, CHANNEL, "", 1).expect("read");
@@ -80,22 +68,12 @@ pub fn pagination(d: &mut dyn Driver) {
         }
     }
     // Samples (another asset kind) must not leak into data manager pages.
-    register_data_samples(
-        d,
-        ORG1,
-        CHANNEL,
-        vec![
-            new_data_sample(5_000, &[&key(2)]),
-            new_data_sample(5_001, &[]),
-        ],
-    )
-    .expect("samples");
+    register_data_samples(d, ORG1, CHANNEL, vec![new_data_sample(5_000, &[&key(2)]), new_data_sample(5_001, &[])])
+        .expect("samples");
 
     let mut expected = registered.clone();
     expected.sort_by(|a, b| {
-        time_key(a.creation_date.as_ref())
-            .cmp(&time_key(b.creation_date.as_ref()))
-            .then_with(|| a.key.cmp(&b.key))
+        time_key(a.creation_date.as_ref()).cmp(&time_key(b.creation_date.as_ref())).then_with(|| a.key.cmp(&b.key))
     });
 
     // Walks: every asset exactly once, in (creation_date, key) order.
@@ -110,10 +88,7 @@ pub fn pagination(d: &mut dyn Driver) {
     assert_eq!(first.data_managers.len(), 50);
     assert_ne!(first.next_page_token, "");
     let default = query_data_managers(d, CHANNEL, "", 0).expect("default size");
-    assert_eq!(
-        default.data_managers, first.data_managers,
-        "page_size 0 means 50"
-    );
+    assert_eq!(default.data_managers, first.data_managers, "page_size 0 means 50");
     let second = query_data_managers(d, CHANNEL, &first.next_page_token, 50).expect("second page");
     assert_eq!(second.data_managers.len(), 50);
     let third = query_data_managers(d, CHANNEL, &second.next_page_token, 50).expect("third page");
@@ -133,15 +108,9 @@ pub fn pagination(d: &mut dyn Driver) {
     assert_eq!(third.data_managers.len(), 40);
     assert_eq!(third.next_page_token, "", "full last page, nothing after");
     let one = query_data_managers(d, CHANNEL, "", 120).expect("one page");
-    assert_eq!(
-        (one.data_managers.len(), one.next_page_token.as_str()),
-        (120, "")
-    );
+    assert_eq!((one.data_managers.len(), one.next_page_token.as_str()), (120, ""));
     let big = query_data_managers(d, CHANNEL, "", 1_000).expect("larger than the set");
-    assert_eq!(
-        (big.data_managers, big.next_page_token.as_str()),
-        (expected.clone(), "")
-    );
+    assert_eq!((big.data_managers, big.next_page_token.as_str()), (expected.clone(), ""));
 
     // Decimal offset tokens.
     let page = query_data_managers(d, CHANNEL, "0", 10).expect("offset 0");
@@ -152,15 +121,9 @@ pub fn pagination(d: &mut dyn Driver) {
     let next = query_data_managers(d, CHANNEL, &page.next_page_token, 10).expect("after offset 10");
     assert_eq!(next.data_managers, expected[20..30].to_vec());
     let page = query_data_managers(d, CHANNEL, "115", 10).expect("offset 115");
-    assert_eq!(
-        (page.data_managers, page.next_page_token.as_str()),
-        (expected[115..].to_vec(), "")
-    );
+    assert_eq!((page.data_managers, page.next_page_token.as_str()), (expected[115..].to_vec(), ""));
     let page = query_data_managers(d, CHANNEL, "110", 10).expect("offset 110");
-    assert_eq!(
-        (page.data_managers, page.next_page_token.as_str()),
-        (expected[110..].to_vec(), "")
-    );
+    assert_eq!((page.data_managers, page.next_page_token.as_str()), (expected[110..].to_vec(), ""));
     for offset in ["120", "500"] {
         let page = query_data_managers(d, CHANNEL, offset, 10).expect("offset past the end");
         assert!(page.data_managers.is_empty(), "offset {offset}");
@@ -169,11 +132,7 @@ pub fn pagination(d: &mut dyn Driver) {
 
     // Invalid tokens: a plain error (UNKNOWN).
     for token in ["x", "-1", "1.5", " 3"] {
-        let err = expect_err(
-            query_data_managers(d, CHANNEL, token, 10),
-            ErrorKind::Unknown,
-            "",
-        );
+        let err = expect_err(query_data_managers(d, CHANNEL, token, 10), ErrorKind::Unknown, "");
         assert!(!err.message.is_empty());
     }
 
@@ -229,21 +188,8 @@ pub fn pagination(d: &mut dyn Driver) {
     }
     assert_eq!(walked, whole.data_samples);
     let page = query_data_samples(d, CHANNEL, "", 6, Some(&filter)).expect("6");
-    let page =
-        query_data_samples(d, CHANNEL, &page.next_page_token, 6, Some(&filter)).expect("second 6");
-    assert_eq!(
-        (page.data_samples.len(), page.next_page_token.as_str()),
-        (6, ""),
-        "full last page"
-    );
-    expect_err(
-        query_data_samples(d, CHANNEL, "x", 5, Some(&filter)),
-        ErrorKind::Unknown,
-        "",
-    );
-    expect_err(
-        query_data_samples(d, CHANNEL, "-1", 5, None),
-        ErrorKind::Unknown,
-        "",
-    );
+    let page = query_data_samples(d, CHANNEL, &page.next_page_token, 6, Some(&filter)).expect("second 6");
+    assert_eq!((page.data_samples.len(), page.next_page_token.as_str()), (6, ""), "full last page");
+    expect_err(query_data_samples(d, CHANNEL, "x", 5, Some(&filter)), ErrorKind::Unknown, "");
+    expect_err(query_data_samples(d, CHANNEL, "-1", 5, None), ErrorKind::Unknown, "");
 }
