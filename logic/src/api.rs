@@ -5,7 +5,10 @@ use prost::Message;
 use crate::error::{OrcError, Result};
 use crate::host::Host;
 use crate::tx::{Context, Tx};
-use crate::{computeplan, computetask, datamanager, datasample, dataset, function, info, organization};
+use crate::{
+    computeplan, computetask, datamanager, datasample, dataset, failurereport, function, info, model, organization,
+    performance, profiling,
+};
 
 type Handler = fn(&mut Tx<'_>, &[u8]) -> Result<Vec<u8>>;
 
@@ -55,8 +58,8 @@ pub static METHODS: &[Method] = &[
     rpc!("orchestrator.ComputeTaskService/QueryTasks", RO, computetask::query),
     rpc!("orchestrator.ComputeTaskService/GetTask", RO, computetask::get),
     rpc!("orchestrator.ComputeTaskService/ApplyTaskAction", RW, computetask::apply_action),
-    rpc!("orchestrator.ComputeTaskService/GetTaskInputAssets", RO),
-    rpc!("orchestrator.ComputeTaskService/DisableOutput", RW),
+    rpc!("orchestrator.ComputeTaskService/GetTaskInputAssets", RO, computetask::input_assets),
+    rpc!("orchestrator.ComputeTaskService/DisableOutput", RW, computetask::disable_output),
     rpc!("orchestrator.DataManagerService/RegisterDataManager", RW, datamanager::register),
     rpc!("orchestrator.DataManagerService/GetDataManager", RO, datamanager::get),
     rpc!("orchestrator.DataManagerService/QueryDataManagers", RO, datamanager::query),
@@ -67,21 +70,21 @@ pub static METHODS: &[Method] = &[
     rpc!("orchestrator.DataSampleService/GetDataSample", RO, datasample::get),
     rpc!("orchestrator.DatasetService/GetDataset", RO, dataset::get),
     rpc!("orchestrator.EventService/QueryEvents", RO),
-    rpc!("orchestrator.FailureReportService/RegisterFailureReport", RW),
-    rpc!("orchestrator.FailureReportService/GetFailureReport", RO),
+    rpc!("orchestrator.FailureReportService/RegisterFailureReport", RW, failurereport::register),
+    rpc!("orchestrator.FailureReportService/GetFailureReport", RO, failurereport::get),
     rpc!("orchestrator.FunctionService/RegisterFunction", RW, function::register),
     rpc!("orchestrator.FunctionService/GetFunction", RO, function::get),
     rpc!("orchestrator.FunctionService/QueryFunctions", RO, function::query),
     rpc!("orchestrator.FunctionService/UpdateFunction", RW, function::update),
     rpc!("orchestrator.FunctionService/ApplyFunctionAction", RW, function::apply_action),
     rpc!("orchestrator.InfoService/QueryVersion", RO, info::query_version),
-    rpc!("orchestrator.ModelService/RegisterModel", RW),
-    rpc!("orchestrator.ModelService/RegisterModels", RW),
-    rpc!("orchestrator.ModelService/GetModel", RO),
-    rpc!("orchestrator.ModelService/GetComputeTaskOutputModels", RO),
-    rpc!("orchestrator.PerformanceService/RegisterPerformance", RW),
-    rpc!("orchestrator.PerformanceService/QueryPerformances", RO),
-    rpc!("orchestrator.ProfilingService/RegisterProfilingStep", RW),
+    rpc!("orchestrator.ModelService/RegisterModel", RW, model::register_one),
+    rpc!("orchestrator.ModelService/RegisterModels", RW, model::register),
+    rpc!("orchestrator.ModelService/GetModel", RO, model::get),
+    rpc!("orchestrator.ModelService/GetComputeTaskOutputModels", RO, model::task_output_models),
+    rpc!("orchestrator.PerformanceService/RegisterPerformance", RW, performance::register),
+    rpc!("orchestrator.PerformanceService/QueryPerformances", RO, performance::query),
+    rpc!("orchestrator.ProfilingService/RegisterProfilingStep", RW, profiling::register),
 ];
 
 pub fn find(method: &str) -> Option<&'static Method> {

@@ -171,7 +171,11 @@ pub fn update(tx: &mut Tx<'_>, req: UpdateDataSamplesParam) -> Result<UpdateData
 }
 
 pub fn get(tx: &mut Tx<'_>, req: GetDataSampleParam) -> Result<DataSample> {
-    tx.load(&keys::datasample(&req.key))?.ok_or_else(|| OrcError::not_found(ASSET, &req.key))
+    load(tx, &req.key)
+}
+
+pub fn load(tx: &mut Tx<'_>, key: &str) -> Result<DataSample> {
+    tx.load(&keys::datasample(key))?.ok_or_else(|| OrcError::not_found(ASSET, key))
 }
 
 pub fn query(tx: &mut Tx<'_>, req: QueryDataSamplesParam) -> Result<QueryDataSamplesResponse> {

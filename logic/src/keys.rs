@@ -70,6 +70,13 @@ pub fn computetask(key: &str) -> String {
 pub fn model(key: &str) -> String {
     join(&["model", key])
 }
+/// A performance's key is `<task>|<output identifier>` (the reference's composite key).
+pub fn performance(key: &str) -> String {
+    join(&["performance", key])
+}
+pub fn failurereport(asset_key: &str) -> String {
+    join(&["failurereport", asset_key])
+}
 
 /// `idx/<asset>/created/<time>/<key>`: creation order, the default order of every Query RPC.
 pub fn created_index(asset: &str, micros: i64, key: &str) -> String {

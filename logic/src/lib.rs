@@ -20,9 +20,13 @@ pub mod computetask;
 pub mod datamanager;
 pub mod datasample;
 pub mod dataset;
+pub mod failurereport;
 pub mod function;
 pub mod info;
+pub mod model;
 pub mod organization;
+pub mod performance;
+pub mod profiling;
 
 #[cfg(target_arch = "wasm32")]
 mod guest;

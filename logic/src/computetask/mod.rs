@@ -27,6 +27,7 @@
 //! `plan-status` with a limit of 1, function builds select their tasks from `function-status`,
 //! DONE finds the children under `children`.
 
+mod outputs;
 mod query;
 mod register;
 mod state;
@@ -38,6 +39,7 @@ use crate::error::{OrcError, Result};
 use crate::keys;
 use crate::tx::{Tx, timestamp_to_micros};
 
+pub use outputs::{add_output_asset, disable_output, input_assets};
 pub use query::query;
 pub use register::register;
 pub use state::{Snapshot, Transition, apply_action, apply_transition, on_function_status};

@@ -197,6 +197,23 @@ macro_rules! scenario_tests {
             functions,
             function_actions,
             pagination,
+            compute_plans,
+            plan_actions,
+            plan_running,
+            task_registration,
+            task_registration_errors,
+            task_resend,
+            task_actions,
+            task_function_builds,
+            task_queries,
+            models,
+            multiple_models,
+            performances,
+            failure_reports,
+            profiling,
+            task_input_assets,
+            disable_outputs,
+            two_organization_plan,
         );
     };
     (@each $new:expr; $($name:ident),* $(,)?) => {

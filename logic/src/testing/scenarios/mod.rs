@@ -26,19 +26,30 @@ use crate::error::{ErrorKind, OrcError};
 use crate::testing::{Driver, call};
 
 mod bad_requests;
+pub mod computeplan;
+pub mod computetask;
 mod datamanager;
 mod datasample;
 mod dataset;
 mod function;
 mod organization;
+pub mod outputs;
 mod pagination;
 
 pub use bad_requests::bad_requests;
+pub use computeplan::{compute_plans, plan_actions, plan_running};
+pub use computetask::{
+    task_actions, task_function_builds, task_queries, task_registration, task_registration_errors, task_resend,
+};
 pub use datamanager::data_managers;
 pub use datasample::data_samples;
 pub use dataset::datasets;
 pub use function::{function_actions, functions};
 pub use organization::organizations;
+pub use outputs::{
+    disable_outputs, failure_reports, models, multiple_models, performances, profiling, task_input_assets,
+    two_organization_plan,
+};
 pub use pagination::pagination;
 
 // ---------------------------------------------------------------------------------------------

@@ -1,59 +1,14 @@
-//! The compute plan and compute task scenarios, run natively on the in-memory harness until they
-//! are wired into `scenario_tests!`, and the state-call budget of the batch paths.
-//!
-//! The scenario files are compiled here as they are in the library: inside a module tree that
-//! mirrors `crate::testing::scenarios` (fixtures re-exported from the library), so they keep
-//! their `super::` and `crate::` paths.
-
-mod error {
-    pub use orchestrator_logic::error::*;
-}
-
-// The directory of the library's `testing` module: `scenarios/computeplan.rs` etc. below.
-#[path = "../src/testing"]
-mod testing {
-    pub use orchestrator_logic::testing::*;
-
-    pub mod scenarios {
-        pub use orchestrator_logic::testing::scenarios::*;
-
-        pub mod computeplan;
-        pub mod computetask;
-    }
-}
+//! The state-call budget of the batch paths: RegisterTasks must read its world in a few batched
+//! calls, whatever the size of the batch.
 
 use std::collections::BTreeMap;
 
 use orchestrator_logic::host::{Host, ScanPage, StateError};
+use orchestrator_logic::testing::scenarios::{CHANNEL, ORG1, computetask};
 use orchestrator_logic::testing::{Harness, MemHost};
 use orchestrator_logic::tx::Context;
 use orchestrator_proto::RegisterTasksParam;
 use prost::Message;
-use testing::scenarios::{CHANNEL, ORG1, computeplan, computetask};
-
-macro_rules! scenarios {
-    ($($module:ident :: $name:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                let mut driver = Harness::new();
-                $module::$name(&mut driver);
-            }
-        )*
-    };
-}
-
-scenarios!(
-    computeplan::compute_plans,
-    computeplan::plan_actions,
-    computeplan::plan_running,
-    computetask::task_registration,
-    computetask::task_registration_errors,
-    computetask::task_resend,
-    computetask::task_actions,
-    computetask::task_function_builds,
-    computetask::task_queries,
-);
 
 /// A host that counts the state calls of one invocation.
 struct Counting<'a> {

@@ -1,0 +1,136 @@
+//! Failure reports (business-rules §11): registering the report is the failure itself: the task
+//! (from EXECUTING) or the function (from BUILDING) goes to FAILED, then the report is stored.
+//!
+//! State: `failurereport/<asset key>`, one report per failed asset.
+
+use std::collections::BTreeMap;
+
+use orchestrator_proto::{
+    ApplyTaskActionParam, AssetKind, ComputeTaskAction, ComputeTaskStatus, ErrorType, EventKind, FailedAssetKind,
+    FailureReport, FunctionStatus, GetFailureReportParam, NewFailureReport, event,
+};
+
+use crate::computetask;
+use crate::datamanager::addressable_parts;
+use crate::error::{OrcError, Result};
+use crate::function;
+use crate::keys;
+use crate::tx::Tx;
+use crate::validation::{FieldErrors, check_in, go_quote, require_absent, require_addressable, require_uuid};
+
+pub const ASSET: &str = "failure report";
+/// The kind named in validation errors.
+const VALIDATION_KIND: &str = "failurereport";
+/// Reason carried by the status events of the failed asset.
+pub const REASON: &str = "failure report registered";
+
+fn validate(new: &NewFailureReport) -> Result<()> {
+    let mut errs = FieldErrors::new();
+    require_uuid(&mut errs, "asset_key", &new.asset_key);
+    // The reference's `In` lets 0 through and its database then refuses the row (UNKNOWN);
+    // refused here as the invalid value it is.
+    if new.error_type == ErrorType::Unspecified as i32 {
+        errs.add("error_type", "cannot be blank");
+    }
+    check_in(
+        &mut errs,
+        "error_type",
+        new.error_type,
+        &[ErrorType::Build as i32, ErrorType::Execution as i32, ErrorType::Internal as i32],
+    );
+    let with_logs = new.error_type == ErrorType::Build as i32 || new.error_type == ErrorType::Execution as i32;
+    let (present, checksum, address) = addressable_parts(new.logs_address.as_ref());
+    if with_logs {
+        require_addressable(&mut errs, "logs_address", present, checksum, address);
+    } else {
+        require_absent(&mut errs, "logs_address", present);
+    }
+    check_in(
+        &mut errs,
+        "asset_type",
+        new.asset_type,
+        &[FailedAssetKind::FailedAssetComputeTask as i32, FailedAssetKind::FailedAssetFunction as i32],
+    );
+    match errs.into_message() {
+        Some(msg) => Err(OrcError::invalid(VALIDATION_KIND, msg)),
+        None => Ok(()),
+    }
+}
+
+pub fn register(tx: &mut Tx<'_>, new: NewFailureReport) -> Result<FailureReport> {
+    validate(&new)?;
+    let record_key = keys::failurereport(&new.asset_key);
+    // One report per asset: the reference leaves this to its primary key (UNKNOWN after the
+    // status change); an explicit check with its proper code, before anything is written.
+    if tx.exists(&record_key)? {
+        return Err(OrcError::already_exists(ASSET, &new.asset_key));
+    }
+    let requester = tx.requester().to_owned();
+    match FailedAssetKind::try_from(new.asset_type) {
+        Ok(FailedAssetKind::FailedAssetComputeTask) => fail_task(tx, &new.asset_key, &requester)?,
+        Ok(FailedAssetKind::FailedAssetFunction) => fail_function(tx, &new.asset_key, &requester)?,
+        _ => {
+            return Err(OrcError::bad_request(
+                "can only register failure for asset_kind values function and compute task",
+            ));
+        }
+    }
+    let report = FailureReport {
+        asset_key: new.asset_key.clone(),
+        error_type: new.error_type,
+        logs_address: new.logs_address,
+        creation_date: Some(tx.now()),
+        owner: requester,
+        asset_type: new.asset_type,
+    };
+    tx.store(&record_key, &report)?;
+    tx.emit(
+        AssetKind::AssetFailureReport,
+        EventKind::EventAssetCreated,
+        &report.asset_key,
+        event::Asset::FailureReport(report.clone()),
+        BTreeMap::new(),
+    );
+    Ok(report)
+}
+
+fn fail_task(tx: &mut Tx<'_>, key: &str, requester: &str) -> Result<()> {
+    let record = computetask::load_record(tx, key)?;
+    if record.task.worker != requester {
+        return Err(OrcError::permission_denied(format!(
+            "only {} worker can register failure report for compute task",
+            go_quote(&record.task.worker)
+        )));
+    }
+    if record.status() != ComputeTaskStatus::StatusExecuting {
+        return Err(OrcError::bad_request(format!(
+            "cannot register failure report for task with status {}",
+            go_quote(record.status().as_str_name())
+        )));
+    }
+    computetask::apply_action(
+        tx,
+        ApplyTaskActionParam {
+            compute_task_key: key.to_owned(),
+            action: ComputeTaskAction::TaskActionFailed as i32,
+            log: REASON.to_owned(),
+        },
+    )?;
+    Ok(())
+}
+
+fn fail_function(tx: &mut Tx<'_>, key: &str, requester: &str) -> Result<()> {
+    let f = function::load(tx, key)?;
+    if f.owner != requester {
+        return Err(OrcError::permission_denied(format!(
+            "only {} owner can register failure report for function",
+            go_quote(&f.owner)
+        )));
+    }
+    function::transition(tx, f, FunctionStatus::Failed, REASON)?;
+    Ok(())
+}
+
+pub fn get(tx: &mut Tx<'_>, req: GetFailureReportParam) -> Result<FailureReport> {
+    tx.load(&keys::failurereport(&req.asset_key))?.ok_or_else(|| OrcError::not_found(ASSET, &req.asset_key))
+}

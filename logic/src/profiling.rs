@@ -1,0 +1,31 @@
+//! Profiling steps (business-rules §12): timings reported by workers. Nothing is stored; the
+//! step only travels as a PROFILING_STEP/CREATED event.
+
+use std::collections::BTreeMap;
+
+use orchestrator_proto::{AssetKind, EventKind, ProfilingStep, event};
+
+use crate::error::{OrcError, Result};
+use crate::tx::Tx;
+use crate::validation::{FieldErrors, require_name, require_present, require_uuid};
+
+const VALIDATION_KIND: &str = "profiling_step";
+
+pub fn register(tx: &mut Tx<'_>, step: ProfilingStep) -> Result<()> {
+    let mut errs = FieldErrors::new();
+    require_uuid(&mut errs, "asset_key", &step.asset_key);
+    require_name(&mut errs, "step", &step.step);
+    require_present(&mut errs, "duration", step.duration > 0);
+    if let Some(msg) = errs.into_message() {
+        return Err(OrcError::invalid(VALIDATION_KIND, msg));
+    }
+    let key = step.asset_key.clone();
+    tx.emit(
+        AssetKind::AssetProfilingStep,
+        EventKind::EventAssetCreated,
+        &key,
+        event::Asset::ProfilingStep(step),
+        BTreeMap::new(),
+    );
+    Ok(())
+}
