@@ -1,27 +1,33 @@
 # wasm-orchestrator: one logic component, several hosts.
 CARGO ?= cargo
 
-.PHONY: build run test component bench lint fmt clean
+.PHONY: build run test component bench lint fmt clean wasm-target
+
+## The pinned toolchain's wasm32 target. rustup installs it with a missing toolchain, but not
+## into a toolchain that is already there without it.
+wasm-target:
+	@rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown \
+		|| rustup target add wasm32-unknown-unknown
 
 ## Build everything (the component is built and embedded by orchestrator-logic-component).
-build:
+build: wasm-target
 	$(CARGO) build --release --workspace
 
 ## Run the standalone orchestrator on 0.0.0.0:9000 against the local PostgreSQL.
-run:
+run: wasm-target
 	$(CARGO) run --release --bin orchestrator
 
 ## Every test: logic (native), the component through the runtime, the gRPC server on PostgreSQL.
-test:
+test: wasm-target
 	$(CARGO) test --workspace
 
 ## The logic component alone (target/component-build/wasm32-unknown-unknown/component/).
-component:
+component: wasm-target
 	$(CARGO) build -p orchestrator-logic --lib --target wasm32-unknown-unknown --profile component \
 		--target-dir $${CARGO_TARGET_DIR:-target}/component-build
 
 ## Benchmarks (release); see BENCHMARKS.md.
-bench:
+bench: wasm-target
 	$(CARGO) bench --workspace
 
 lint:
