@@ -69,6 +69,8 @@ pub static METHODS: &[Method] = &[
     rpc!("orchestrator.DataSampleService/QueryDataSamples", RO, datasample::query),
     rpc!("orchestrator.DataSampleService/GetDataSample", RO, datasample::get),
     rpc!("orchestrator.DatasetService/GetDataset", RO, dataset::get),
+    // Past events live where the host put them (its outbox), not in the logic's state: every host
+    // answers QueryEvents itself. The logic only declares it (read-only).
     rpc!("orchestrator.EventService/QueryEvents", RO),
     rpc!("orchestrator.FailureReportService/RegisterFailureReport", RW, failurereport::register),
     rpc!("orchestrator.FailureReportService/GetFailureReport", RO, failurereport::get),
@@ -120,5 +122,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), 39);
         assert!(find("orchestrator.EventService/SubscribeToEvents").is_none());
+        let unwritten: Vec<&str> = METHODS.iter().filter(|m| m.handler.is_none()).map(|m| m.name).collect();
+        assert_eq!(unwritten, ["orchestrator.EventService/QueryEvents"], "only the host's method has no handler");
     }
 }
