@@ -25,7 +25,7 @@ use crate::channels::ChannelConfig;
 use crate::codec::RawCodec;
 use crate::headers::{self, Caller, HeaderError};
 use crate::mspid::MspVerifier;
-use crate::postgres::{Call, CallError, Executor, TxMode};
+use crate::postgres::{Call, CallError, Executor, QueryEventsError, TxMode, query_events};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// The response stream of a server-streaming call.
@@ -123,6 +123,16 @@ pub fn call_status(err: &CallError) -> Status {
         CallError::Trap(message) | CallError::Component(message) => Status::internal(internal_message(message)),
         CallError::Database(message) => Status::unknown(message.clone()),
         CallError::InvalidEvent(_) => Status::internal(err.to_string()),
+    }
+}
+
+/// Served by the host from the events outbox rather than by the logic.
+const QUERY_EVENTS: &str = "orchestrator.EventService/QueryEvents";
+
+fn query_events_status(err: &QueryEventsError) -> Status {
+    match err {
+        QueryEventsError::Malformed(_) | QueryEventsError::Corrupt(_) => Status::internal(err.to_string()),
+        QueryEventsError::Token(_) | QueryEventsError::Database(_) => Status::unknown(err.to_string()),
     }
 }
 
@@ -271,6 +281,14 @@ impl Handler {
         log.msp_id = Some(msp_id.clone());
         log.channel = Some(channel.clone());
 
+        if method == QUERY_EVENTS {
+            // Past events are the outbox's rows: the host answers, the logic is not involved.
+            let body = request.into_inner();
+            return match query_events(self.executor.pool(), &channel, &body).await {
+                Ok(response) => Ok(tonic::Response::new(response)),
+                Err(err) => Err(query_events_status(&err)),
+            };
+        }
         let Some(read_only) = self.runtime.is_read_only(method) else {
             return Err(Status::unimplemented(format!("OE0010: {method} is not implemented yet")));
         };

@@ -92,11 +92,37 @@ enum AttemptError {
     Final(CallError),
 }
 
-/// Only the `id` field of `orchestrator.Event`; prost skips every other field.
-#[derive(Clone, PartialEq, prost::Message)]
-struct EventId {
-    #[prost(string, tag = "1")]
-    id: String,
+/// The columns of the events table taken from the events' protobuf, one entry per event.
+#[derive(Debug, Default)]
+struct EventColumns {
+    ids: Vec<String>,
+    asset_keys: Vec<String>,
+    asset_kinds: Vec<i32>,
+    event_kinds: Vec<i32>,
+    ts_micros: Vec<i64>,
+    /// The metadata map as a JSON object.
+    metadata: Vec<String>,
+}
+
+impl EventColumns {
+    fn extract(events: &[Vec<u8>]) -> Result<Self, String> {
+        let mut columns = EventColumns::default();
+        for bytes in events {
+            let event = <orchestrator_proto::Event as prost::Message>::decode(bytes.as_slice())
+                .map_err(|err| err.to_string())?;
+            if event.id.is_empty() {
+                return Err("event without id".to_owned());
+            }
+            let ts = event.timestamp.unwrap_or_default();
+            columns.ts_micros.push(ts.seconds.saturating_mul(1_000_000).saturating_add(i64::from(ts.nanos) / 1_000));
+            columns.metadata.push(serde_json::to_string(&event.metadata).map_err(|err| err.to_string())?);
+            columns.ids.push(event.id);
+            columns.asset_keys.push(event.asset_key);
+            columns.asset_kinds.push(event.asset_kind);
+            columns.event_kinds.push(event.event_kind);
+        }
+        Ok(columns)
+    }
 }
 
 fn from_db(err: &sqlx::Error) -> AttemptError {
@@ -241,15 +267,7 @@ async fn flush(
             None => delete_keys.push(key),
         }
     }
-    let mut event_ids = Vec::with_capacity(events.len());
-    for event in &events {
-        let decoded = <EventId as prost::Message>::decode(event.as_slice())
-            .map_err(|err| AttemptError::Final(CallError::InvalidEvent(err.to_string())))?;
-        if decoded.id.is_empty() {
-            return Err(AttemptError::Final(CallError::InvalidEvent("event without id".to_owned())));
-        }
-        event_ids.push(decoded.id);
-    }
+    let columns = EventColumns::extract(&events).map_err(|err| AttemptError::Final(CallError::InvalidEvent(err)))?;
     sqlx::query(
         "WITH upserted AS ( \
              INSERT INTO state (channel, key, value) \
@@ -258,17 +276,23 @@ async fn flush(
          ), deleted AS ( \
              DELETE FROM state WHERE channel = $1 AND key = ANY($4::text[]) \
          ) \
-         INSERT INTO events (channel, event_id, payload) \
-         SELECT $1, e.id, e.payload \
-         FROM UNNEST($5::text[], $6::bytea[]) WITH ORDINALITY AS e(id, payload, n) \
+         INSERT INTO events (channel, event_id, payload, asset_key, asset_kind, event_kind, ts_micros, metadata) \
+         SELECT $1, e.id, e.payload, e.asset_key, e.asset_kind, e.event_kind, e.ts_micros, e.metadata::jsonb \
+         FROM UNNEST($5::text[], $6::bytea[], $7::text[], $8::int4[], $9::int4[], $10::int8[], $11::text[]) \
+              WITH ORDINALITY AS e(id, payload, asset_key, asset_kind, event_kind, ts_micros, metadata, n) \
          ORDER BY e.n",
     )
     .bind(channel)
     .bind(put_keys)
     .bind(put_values)
     .bind(delete_keys)
-    .bind(event_ids)
+    .bind(columns.ids)
     .bind(events)
+    .bind(columns.asset_keys)
+    .bind(columns.asset_kinds)
+    .bind(columns.event_kinds)
+    .bind(columns.ts_micros)
+    .bind(columns.metadata)
     .execute(&mut **tx)
     .await
     .map_err(|err| from_db(&err))?;
@@ -281,11 +305,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn event_id_is_field_one() {
-        // field 1, wire type 2, length 3, "abc", then an unknown varint field 5 = 1
-        let bytes = [0x0A, 3, b'a', b'b', b'c', 0x28, 1];
-        let decoded = <EventId as prost::Message>::decode(&bytes[..]);
-        assert_eq!(decoded.map(|e| e.id).ok(), Some("abc".to_owned()));
+    fn event_columns() {
+        use prost::Message;
+        let event = orchestrator_proto::Event {
+            id: "abc".to_owned(),
+            asset_key: "k".to_owned(),
+            asset_kind: 6,
+            event_kind: 2,
+            timestamp: Some(prost_types::Timestamp { seconds: 2, nanos: 5_000 }),
+            metadata: [("reason".to_owned(), "a \"quoted\" text".to_owned())].into(),
+            ..Default::default()
+        };
+        let columns = EventColumns::extract(&[event.encode_to_vec()]).expect("columns");
+        assert_eq!(columns.ids, ["abc"]);
+        assert_eq!(columns.ts_micros, [2_000_005]);
+        assert_eq!(columns.metadata, [r#"{"reason":"a \"quoted\" text"}"#]);
+        assert!(EventColumns::extract(&[vec![0xff]]).is_err());
+        assert!(EventColumns::extract(&[orchestrator_proto::Event::default().encode_to_vec()]).is_err());
     }
 
     #[test]

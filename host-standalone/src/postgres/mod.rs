@@ -2,6 +2,7 @@
 //! logic reads through, and the per-call transaction executor.
 
 mod backend;
+mod events;
 mod executor;
 
 use std::str::FromStr;
@@ -10,6 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
 pub use backend::PgBackend;
+pub use events::{QueryEventsError, query_events};
 pub use executor::{Call, CallError, CallOutcome, Executor, TxMode};
 
 /// The schema, embedded in the binary.
