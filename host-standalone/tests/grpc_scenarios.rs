@@ -111,3 +111,240 @@ impl Driver for GrpcDriver {
 }
 
 orchestrator_logic::scenario_tests!(GrpcDriver::new());
+
+// ---------------------------------------------------------------------------------------------
+// Compute tasks at scale and under concurrency, through real clients.
+
+mod tasks {
+    use std::collections::BTreeSet;
+
+    use orchestrator_logic::testing::scenarios::computetask::{
+        DM1, DM2, PLAN, TRAIN, make_ready, setup_world, train_task,
+    };
+    use orchestrator_logic::testing::scenarios::{CHANNEL, ORG1, key};
+    use orchestrator_proto::compute_task_service_client::ComputeTaskServiceClient;
+    use orchestrator_proto::{
+        AssetKind, ComputeTask, EventKind, NewComputeTask, QueryTasksParam, RegisterTasksParam, TaskQueryFilter,
+    };
+
+    use super::GrpcDriver;
+    use orchestrator_logic::testing::Driver;
+
+    /// A chain of `len` train tasks numbered from `first`, alternating data managers.
+    fn chain(first: u64, len: u64) -> Vec<NewComputeTask> {
+        (first..first + len)
+            .map(|n| {
+                let parents: Vec<u64> = if n == first { Vec::new() } else { vec![n - 1] };
+                if n % 2 == 0 { train_task(n, DM1, &[20], &parents) } else { train_task(n, DM2, &[22], &parents) }
+            })
+            .collect()
+    }
+
+    fn created_keys(d: &GrpcDriver) -> Vec<String> {
+        d.events()
+            .into_iter()
+            .filter(|e| {
+                e.asset_kind == AssetKind::AssetComputeTask as i32
+                    && e.event_kind == EventKind::EventAssetCreated as i32
+            })
+            .map(|e| e.asset_key)
+            .collect()
+    }
+
+    /// Two clients register on one plan at once: two disjoint batches, and one batch sent by
+    /// both (a re-send racing the original). Every call succeeds, each task exists once and has
+    /// exactly one CREATED event.
+    #[test]
+    fn concurrent_register_tasks_on_one_plan() {
+        let mut d = GrpcDriver::new();
+        setup_world(&mut d);
+        make_ready(&mut d, TRAIN);
+        let a = chain(1_000, 150);
+        let b = chain(2_000, 150);
+        let shared = chain(3_000, 150);
+        let server = d.server();
+        let results = d.rt.block_on(async {
+            let mut one = ComputeTaskServiceClient::new(server.client(ORG1, CHANNEL).await);
+            let mut two = ComputeTaskServiceClient::new(server.client(ORG1, CHANNEL).await);
+            let (mut one2, mut two2) = (one.clone(), two.clone());
+            let (ra, rb, rs1, rs2) = tokio::join!(
+                one.register_tasks(RegisterTasksParam { tasks: a.clone() }),
+                two.register_tasks(RegisterTasksParam { tasks: b.clone() }),
+                one2.register_tasks(RegisterTasksParam { tasks: shared.clone() }),
+                two2.register_tasks(RegisterTasksParam { tasks: shared.clone() }),
+            );
+            [ra, rb, rs1, rs2].map(|r| r.map(|resp| resp.into_inner().tasks))
+        });
+        let mut responses: Vec<Vec<ComputeTask>> = Vec::new();
+        for r in results {
+            responses.push(r.expect("every concurrent RegisterTasks succeeds"));
+        }
+        assert_eq!(responses[2], responses[3], "the re-send answers the stored tasks");
+        let created = created_keys(&d);
+        assert_eq!(created.len(), 450, "one CREATED event per task, none for the re-send");
+        let distinct: BTreeSet<&String> = created.iter().collect();
+        assert_eq!(distinct.len(), 450);
+        for batch in [&a, &b, &shared] {
+            for t in batch.iter() {
+                assert!(distinct.contains(&t.key), "task {} registered", t.key);
+            }
+        }
+    }
+
+    /// 1,000 tasks of one plan paged by 137: each exactly once, in (creation, key) order, and
+    /// tasks registered while paging only ever appear after the ones already seen.
+    #[test]
+    fn stable_paging_of_1000_tasks() {
+        let mut d = GrpcDriver::new();
+        setup_world(&mut d);
+        let first: Vec<NewComputeTask> = (10_000..11_000).map(|n| train_task(n, DM1, &[20], &[])).collect();
+        let later: Vec<NewComputeTask> = (9_000..9_010).map(|n| train_task(n, DM1, &[21], &[])).collect();
+        let server = d.server();
+        let seen = d.rt.block_on(async {
+            let mut client = ComputeTaskServiceClient::new(server.client(ORG1, CHANNEL).await);
+            client.register_tasks(RegisterTasksParam { tasks: first.clone() }).await.expect("1,000 tasks");
+            let filter = TaskQueryFilter { compute_plan_key: key(PLAN), ..Default::default() };
+            let mut token = String::new();
+            let mut seen: Vec<ComputeTask> = Vec::new();
+            let mut pages = 0;
+            loop {
+                let param = QueryTasksParam { page_token: token.clone(), page_size: 137, filter: Some(filter.clone()) };
+                let page = client.query_tasks(param).await.expect("page").into_inner();
+                seen.extend(page.tasks);
+                pages += 1;
+                if pages == 3 {
+                    // Smaller keys, later creation: they must come last, not shift the pages.
+                    client.register_tasks(RegisterTasksParam { tasks: later.clone() }).await.expect("more tasks");
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            seen
+        });
+        let keys: Vec<String> = seen.iter().map(|t| t.key.clone()).collect();
+        let mut expected: Vec<String> = first.iter().map(|t| t.key.clone()).collect();
+        expected.extend(later.iter().map(|t| t.key.clone()));
+        assert_eq!(keys, expected, "every task once, in creation then key order");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// QueryEvents: answered by the host from the outbox.
+
+mod query_events {
+    use std::collections::BTreeMap;
+
+    use orchestrator_logic::testing::scenarios::computetask::{TRAIN, make_ready, setup_world};
+    use orchestrator_logic::testing::scenarios::{CHANNEL, ORG1, OTHER_CHANNEL, key, register_organization};
+    use orchestrator_logic::testing::{Driver, call};
+    use orchestrator_logic::{ErrorKind, OrcError};
+    use orchestrator_proto::{
+        AssetKind, Event, EventKind, EventQueryFilter, QueryEventsParam, QueryEventsResponse, SortOrder,
+    };
+
+    use super::GrpcDriver;
+
+    const QUERY_EVENTS: &str = "orchestrator.EventService/QueryEvents";
+
+    fn query(
+        d: &mut GrpcDriver,
+        filter: EventQueryFilter,
+        sort: SortOrder,
+        token: &str,
+        size: u32,
+    ) -> Result<QueryEventsResponse, OrcError> {
+        let param =
+            QueryEventsParam { page_token: token.to_owned(), page_size: size, filter: Some(filter), sort: sort as i32 };
+        call(d, ORG1, CHANNEL, QUERY_EVENTS, &param)
+    }
+
+    fn all_pages(d: &mut GrpcDriver, filter: &EventQueryFilter, sort: SortOrder, size: u32) -> Vec<Event> {
+        let mut token = String::new();
+        let mut events = Vec::new();
+        loop {
+            let page = query(d, filter.clone(), sort, &token, size).expect("QueryEvents");
+            assert!(page.events.len() <= size as usize);
+            events.extend(page.events);
+            if page.next_page_token.is_empty() {
+                return events;
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    #[test]
+    fn filters_orders_and_pages() {
+        let mut d = GrpcDriver::new();
+        setup_world(&mut d);
+        make_ready(&mut d, TRAIN);
+        register_organization(&mut d, ORG1, OTHER_CHANNEL, "").expect("an event on another channel");
+        let committed: Vec<Event> = d.events().into_iter().filter(|e| e.channel == CHANNEL).collect();
+        assert!(committed.len() > 10);
+
+        // Everything, both orders, in pages or not: the committed events of the channel only.
+        let everything = EventQueryFilter::default();
+        assert_eq!(all_pages(&mut d, &everything, SortOrder::Ascending, 10_000), committed);
+        assert_eq!(all_pages(&mut d, &everything, SortOrder::Unspecified, 3), committed);
+        let mut reversed = committed.clone();
+        reversed.reverse();
+        assert_eq!(all_pages(&mut d, &everything, SortOrder::Descending, 4), reversed);
+        let first = query(&mut d, everything.clone(), SortOrder::Ascending, "", 0).expect("default size");
+        assert_eq!(first.events.len(), committed.len().min(50));
+
+        // Reference-style offsets are still understood.
+        let page = query(&mut d, everything.clone(), SortOrder::Ascending, "2", 3).expect("offset token");
+        assert_eq!(page.events, committed[2..5]);
+
+        // Filters, alone and together.
+        let expect = |pred: &dyn Fn(&Event) -> bool| committed.iter().filter(|e| pred(e)).cloned().collect::<Vec<_>>();
+        let by_kind = EventQueryFilter { asset_kind: AssetKind::AssetDataManager as i32, ..Default::default() };
+        let found = all_pages(&mut d, &by_kind, SortOrder::Ascending, 100);
+        assert_eq!(found, expect(&|e| e.asset_kind == AssetKind::AssetDataManager as i32));
+        assert_eq!(found.len(), 2);
+        let by_key = EventQueryFilter { asset_key: key(TRAIN), ..Default::default() };
+        assert_eq!(all_pages(&mut d, &by_key, SortOrder::Ascending, 100), expect(&|e| e.asset_key == key(TRAIN)));
+        let updated = EventQueryFilter {
+            asset_key: key(TRAIN),
+            event_kind: EventKind::EventAssetUpdated as i32,
+            ..Default::default()
+        };
+        let found = all_pages(&mut d, &updated, SortOrder::Ascending, 100);
+        assert_eq!(found.len(), 2, "BUILDING then READY");
+        let by_metadata = EventQueryFilter {
+            metadata: BTreeMap::from([("reason".to_owned(), "User action".to_owned())]),
+            ..Default::default()
+        };
+        assert_eq!(
+            all_pages(&mut d, &by_metadata, SortOrder::Ascending, 100),
+            expect(&|e| e.metadata.get("reason").map(String::as_str) == Some("User action"))
+        );
+        let none = EventQueryFilter {
+            metadata: BTreeMap::from([("reason".to_owned(), "nope".to_owned())]),
+            ..Default::default()
+        };
+        assert!(all_pages(&mut d, &none, SortOrder::Ascending, 100).is_empty());
+
+        // Inclusive time bounds.
+        let at = |e: &Event| e.timestamp.as_ref().map(|t| (t.seconds, t.nanos));
+        let middle_event = &committed[committed.len() / 2];
+        let (middle, middle_at) = (middle_event.timestamp, at(middle_event));
+        let from = EventQueryFilter { start: middle, ..Default::default() };
+        let found = all_pages(&mut d, &from, SortOrder::Ascending, 100);
+        assert_eq!(found, expect(&|e| at(e) >= middle_at));
+        let until = EventQueryFilter { end: middle, ..Default::default() };
+        let found = all_pages(&mut d, &until, SortOrder::Descending, 100);
+        let mut older = expect(&|e| at(e) <= middle_at);
+        older.reverse();
+        assert_eq!(found, older);
+        let exactly = EventQueryFilter { start: middle, end: middle, ..Default::default() };
+        assert!(!all_pages(&mut d, &exactly, SortOrder::Ascending, 100).is_empty());
+
+        // Bad requests.
+        let err = query(&mut d, everything.clone(), SortOrder::Ascending, "x", 1).expect_err("bad token");
+        assert_eq!(err.kind, ErrorKind::Unknown, "{}", err.message);
+        let err = d.call_raw(ORG1, CHANNEL, QUERY_EVENTS, &[0xff, 0xff, 0xff]).expect_err("garbage");
+        assert_eq!(err.kind, ErrorKind::MalformedRequest, "{}", err.message);
+    }
+}
