@@ -104,10 +104,20 @@ pub async fn drop_database(url: &str) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// Session settings of every orchestrator connection.
+///
+/// Every statement the host runs is a point lookup or a range scan on a known index. Left to
+/// itself, the planner picks plans from table statistics, and without them (a fresh database,
+/// or autovacuum off, as on this project's machines) it cached a plan that fetched a key list by
+/// reading the whole channel: QueryTasks pages then cost O(tasks in the channel). Refusing
+/// sequential and bitmap scans leaves plain index scans with every key condition in the index
+/// condition, whatever the statistics say.
+pub const PLANNER_SETTINGS: [(&str, &str); 2] = [("enable_seqscan", "off"), ("enable_bitmapscan", "off")];
+
 /// Creates the database if missing, opens the pool and applies the migrations.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, SetupError> {
     create_database_if_missing(url).await?;
-    let options = PgConnectOptions::from_str(url).map_err(SetupError::Url)?;
+    let options = PgConnectOptions::from_str(url).map_err(SetupError::Url)?.options(PLANNER_SETTINGS);
     let pool = PgPoolOptions::new()
         .max_connections(max_connections.max(1))
         .connect_with(options)
