@@ -115,6 +115,11 @@ impl ChannelConfig {
         }
     }
 
+    /// Each organization with the channels it may use.
+    pub fn organizations(&self) -> impl Iterator<Item = (&str, &BTreeSet<String>)> {
+        self.org_channels.iter().map(|(org, channels)| (org.as_str(), channels))
+    }
+
     /// Every channel of the configuration.
     pub fn channels(&self) -> BTreeSet<&str> {
         self.org_channels.values().flat_map(|channels| channels.iter().map(String::as_str)).collect()

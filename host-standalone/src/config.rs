@@ -16,6 +16,11 @@ pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:9000";
 /// Default maximum size of one gRPC message, in both directions: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// Default AMQP broker: the local RabbitMQ, guest/guest, default vhost.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Default exchange events are published to (the reference's name).
+pub const DEFAULT_AMQP_EXCHANGE: &str = "orchestrator";
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -96,6 +101,34 @@ pub struct Config {
     #[arg(long, env = "ORCHESTRATOR_VERIFY_CLIENT_MSP_ID", default_value = "false", action = ArgAction::Set, value_parser = parse_go_bool)]
     pub verify_client_msp_id: bool,
 
+    /// Publish events to RabbitMQ. Off: events are still kept, queried and streamed.
+    #[arg(long, env = "ORCHESTRATOR_AMQP_ENABLED", default_value = "true", action = ArgAction::Set, value_parser = parse_go_bool)]
+    pub amqp_enabled: bool,
+
+    /// AMQP URL of the broker the events are relayed to.
+    #[arg(long, env = "ORCHESTRATOR_AMQP_URL", default_value = DEFAULT_AMQP_URL)]
+    pub amqp_url: String,
+
+    /// Topic exchange the events are published to (routing key = channel).
+    #[arg(long, env = "ORCHESTRATOR_AMQP_EXCHANGE", default_value = DEFAULT_AMQP_EXCHANGE)]
+    pub amqp_exchange: String,
+
+    /// Declare one durable queue per organization (named by its MSP id), bound to its channels.
+    #[arg(long, env = "ORCHESTRATOR_AMQP_DECLARE_QUEUES", default_value = "true", action = ArgAction::Set, value_parser = parse_go_bool)]
+    pub amqp_declare_queues: bool,
+
+    /// Pause before the relay reconnects to the broker after a failure (Go duration).
+    #[arg(long, env = "ORCHESTRATOR_AMQP_RECONNECT_DELAY", default_value = "1s", value_parser = parse_go_duration)]
+    pub amqp_reconnect_delay: Duration,
+
+    /// Prefix of the per-organization queue names (`<prefix><MSP id>`), for shared brokers.
+    #[arg(long, env = "ORCHESTRATOR_AMQP_QUEUE_PREFIX", default_value = "")]
+    pub amqp_queue_prefix: String,
+
+    /// Events read per query when SubscribeToEvents replays history.
+    #[arg(long, env = "ORCHESTRATOR_REPLAY_EVENTS_BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub replay_events_batch_size: u32,
+
     /// Log level or tracing filter (error, warn, info, debug, trace, or a directive list).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -127,6 +160,13 @@ impl Config {
             tls_server_ca_cert: None,
             tls_client_ca_cert_dir: None,
             verify_client_msp_id: false,
+            amqp_enabled: true,
+            amqp_url: DEFAULT_AMQP_URL.to_owned(),
+            amqp_exchange: DEFAULT_AMQP_EXCHANGE.to_owned(),
+            amqp_declare_queues: true,
+            amqp_queue_prefix: String::new(),
+            amqp_reconnect_delay: Duration::from_secs(1),
+            replay_events_batch_size: 100,
             log_level: "info".to_owned(),
             log_format: LogFormat::Json,
         }

@@ -23,6 +23,7 @@ use tonic::{Code, Status};
 
 use crate::channels::ChannelConfig;
 use crate::codec::RawCodec;
+use crate::events::{EventHub, subscribe};
 use crate::headers::{self, Caller, HeaderError};
 use crate::mspid::MspVerifier;
 use crate::postgres::{Call, CallError, Executor, QueryEventsError, TxMode, query_events};
@@ -128,6 +129,8 @@ pub fn call_status(err: &CallError) -> Status {
 
 /// Served by the host from the events outbox rather than by the logic.
 const QUERY_EVENTS: &str = "orchestrator.EventService/QueryEvents";
+/// The one streaming method, served from the events outbox too.
+const SUBSCRIBE_TO_EVENTS: &str = "orchestrator.EventService/SubscribeToEvents";
 
 fn query_events_status(err: &QueryEventsError) -> Status {
     match err {
@@ -145,6 +148,8 @@ pub struct Handler {
     executor: Executor,
     declared: BTreeMap<String, MethodShape>,
     max_message_bytes: usize,
+    hub: Arc<EventHub>,
+    replay_batch: u32,
 }
 
 /// What a call log line says about the call.
@@ -158,6 +163,7 @@ struct CallLog {
 
 impl Handler {
     /// Assembles the handler.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         runtime: Runtime,
         channels: ChannelConfig,
@@ -165,8 +171,10 @@ impl Handler {
         executor: Executor,
         declared: BTreeMap<String, MethodShape>,
         max_message_bytes: usize,
+        hub: Arc<EventHub>,
+        replay_batch: u32,
     ) -> Self {
-        Self { runtime, channels, verifier, executor, declared, max_message_bytes }
+        Self { runtime, channels, verifier, executor, declared, max_message_bytes, hub, replay_batch }
     }
 
     /// The runtime running the logic.
@@ -315,21 +323,27 @@ impl Handler {
         request: tonic::Request<Bytes>,
     ) -> Result<tonic::Response<ResponseStream>, Status> {
         let peer_certs = request.peer_certs();
-        let result = headers::check(
+        let request_id = headers::request_id(request.metadata());
+        let checked = headers::check(
             request.metadata(),
             self.verifier.as_ref(),
             peer_certs.as_deref().map(Vec::as_slice),
             &self.channels,
         )
-        .map_err(|err: HeaderError| err.stream_status())
-        .and_then(|_caller| {
-            // SubscribeToEvents (the only streaming method) arrives with the event relay.
-            Err::<tonic::Response<ResponseStream>, _>(Status::unimplemented(format!(
-                "OE0010: {method} is not implemented yet"
-            )))
-        });
+        .map_err(|err: HeaderError| err.stream_status());
+        let result = match checked {
+            Ok(Caller { channel, .. }) if method == SUBSCRIBE_TO_EVENTS => {
+                let body = request.into_inner();
+                subscribe::subscribe(Arc::clone(&self.hub), channel, &body, self.replay_batch)
+                    .await
+                    .map(tonic::Response::new)
+            }
+            Ok(_) => Err(Status::unimplemented(format!("OE0010: {method} is not implemented"))),
+            Err(status) => Err(status),
+        };
         if let Err(status) = &result {
             tracing::warn!(
+                request_id = %request_id,
                 method = %method,
                 code = ?status.code(),
                 error = status.message(),

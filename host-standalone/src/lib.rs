@@ -9,12 +9,15 @@
 //! - [`codec`]: the raw-bytes gRPC codec;
 //! - [`grpc`]: the router of the 13 services and the per-call handler;
 //! - [`postgres`]: pool, migrations, state backend, transaction executor with retries;
+//! - [`events`]: after commit: per-channel event positions, the RabbitMQ relay,
+//!   SubscribeToEvents;
 //! - [`server`]: assembly, health, reflection, TLS, graceful shutdown;
 //! - [`logging`]: the log subscriber.
 
 pub mod channels;
 pub mod codec;
 pub mod config;
+pub mod events;
 pub mod grpc;
 pub mod headers;
 pub mod logging;

@@ -16,6 +16,10 @@ use tonic_health::server::HealthReporter;
 
 use crate::channels::{self, ChannelConfig};
 use crate::config::Config;
+use crate::events::hub::HubTasks;
+use crate::events::relay::{Relay, RelayConfig, RelayStats};
+use crate::events::topology::Topology;
+use crate::events::{self, EventHub};
 use crate::grpc::{self, Handler};
 use crate::mspid::{self, ClientCas, MspVerifier};
 use crate::postgres::{self, Executor};
@@ -41,6 +45,9 @@ pub enum ServerError {
     /// The descriptor set of the API.
     #[error(transparent)]
     Descriptor(#[from] grpc::DescriptorError),
+    /// The event relay.
+    #[error("event relay: {0}")]
+    Relay(#[from] events::json::JsonError),
     /// Reflection service.
     #[error("reflection service: {0}")]
     Reflection(String),
@@ -114,6 +121,10 @@ pub struct Server {
     pool: PgPool,
     tls: Option<ServerTlsConfig>,
     health: HealthReporter,
+    hub: Arc<EventHub>,
+    hub_tasks: HubTasks,
+    relay: Option<Relay>,
+    relay_stats: Option<Arc<RelayStats>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -150,6 +161,27 @@ impl Server {
         let pool = postgres::connect(&config.database_url, config.database_max_connections).await?;
         tracing::info!("database ready");
 
+        let hub = EventHub::new(pool.clone());
+        let hub_tasks = hub.start();
+        let (health, _) = tonic_health::server::health_reporter();
+        let relay = if config.amqp_enabled {
+            let relay_config = RelayConfig {
+                url: config.amqp_url.clone(),
+                reconnect_delay: config.amqp_reconnect_delay,
+                ..RelayConfig::default()
+            };
+            let topology = Topology::new(
+                &config.amqp_exchange,
+                &channels,
+                config.amqp_declare_queues.then_some(config.amqp_queue_prefix.as_str()),
+            );
+            Some(Relay::new(Arc::clone(&hub), relay_config, topology, Some(health.clone()))?)
+        } else {
+            tracing::info!("event relay disabled (ORCHESTRATOR_AMQP_ENABLED=false)");
+            None
+        };
+        let relay_stats = relay.as_ref().map(Relay::stats);
+
         let declared = grpc::declared_methods(orchestrator_proto::FILE_DESCRIPTOR_SET)?;
         let handler = Arc::new(Handler::new(
             runtime,
@@ -158,13 +190,14 @@ impl Server {
             Executor::new(pool.clone(), config.tx_retry_budget),
             declared,
             config.grpc_max_message_bytes,
+            Arc::clone(&hub),
+            config.replay_events_batch_size,
         ));
 
         let listener = TcpListener::bind(config.grpc_addr)
             .await
             .map_err(|source| ServerError::Listen { addr: config.grpc_addr, source })?;
-        let (health, _) = tonic_health::server::health_reporter();
-        Ok(Self { listener, handler, pool, tls, health })
+        Ok(Self { listener, handler, pool, tls, health, hub, hub_tasks, relay, relay_stats })
     }
 
     /// The bound address (useful with port 0).
@@ -177,9 +210,15 @@ impl Server {
         &self.pool
     }
 
+    /// The relay's counters, when the relay is enabled.
+    pub fn relay_stats(&self) -> Option<Arc<RelayStats>> {
+        self.relay_stats.clone()
+    }
+
     /// Serves until `shutdown` completes, then drains the calls in flight.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
-        let Self { listener, handler, pool, tls, health } = self;
+        let Self { listener, handler, pool, tls, health, hub, hub_tasks, relay, relay_stats: _ } = self;
+        let relay_task = relay.map(|relay| tokio::spawn(relay.run()));
         let addr = listener.local_addr().map_or_else(|err| err.to_string(), |addr| addr.to_string());
 
         let health_service = tonic_health::pb::health_server::HealthServer::new(
@@ -206,14 +245,22 @@ impl Server {
             .add_service(reflection_v1alpha);
 
         let reporter = health.clone();
+        let signal_hub = Arc::clone(&hub);
         let signal = async move {
             shutdown.await;
-            tracing::info!("shutting down: draining calls in flight");
+            tracing::info!("shutting down: draining calls in flight, ending event streams");
             reporter.set_service_status("", ServingStatus::NotServing).await;
+            signal_hub.close();
         };
         tracing::info!(addr = %addr, tls = tls_enabled, "serving gRPC");
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let served = router.serve_with_incoming_shutdown(incoming, signal).await;
+        // Unconfirmed events are republished by the next relay (at least once).
+        if let Some(task) = relay_task {
+            task.abort();
+            let _ = task.await;
+        }
+        drop(hub_tasks);
         pool.close().await;
         tracing::info!("stopped");
         served.map_err(ServerError::from)
