@@ -165,21 +165,19 @@ async fn unknown_methods_are_unimplemented() {
 }
 
 #[tokio::test]
-async fn subscribe_to_events_is_unimplemented_for_now() {
+async fn subscribe_to_events_refusals() {
     use orchestrator_proto::SubscribeToEventsParam;
     use orchestrator_proto::event_service_client::EventServiceClient;
 
     let server = TestServer::start().await;
     let mut events = EventServiceClient::new(server.client("MyOrg1MSP", "mychannel").await);
+    // The reference fails an unknown start event with a raw SQL error; here it is NOT_FOUND.
     let status = events
-        .subscribe_to_events(SubscribeToEventsParam { start_event_id: String::new() })
+        .subscribe_to_events(SubscribeToEventsParam { start_event_id: "00000000-0000-4000-8000-000000000000".into() })
         .await
-        .expect_err("not implemented yet");
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
-    assert!(
-        status.message().starts_with("OE0010: ") && status.message().ends_with("not implemented yet"),
-        "{status:?}"
-    );
+        .expect_err("unknown start event");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(status.message().starts_with("OE0002: "), "{status:?}");
 
     // Streams have no error mapper: header refusals are UNKNOWN with the error text.
     let mut headerless = EventServiceClient::new(server.channel().await);
@@ -411,4 +409,27 @@ async fn events_of_one_call_keep_emission_order() {
     assert_eq!(asset_keys[2..], sample_keys[..]);
     assert!(events.windows(2).all(|w| w[0].position < w[1].position));
     server.stop().await;
+}
+
+/// Without planner statistics (fresh tables, autovacuum off) PostgreSQL once cached a plan that
+/// fetched a list of keys by reading the whole channel; the pool's connections refuse such plans.
+#[tokio::test]
+async fn key_lookups_are_index_scans_without_statistics() {
+    let url = format!("{}/orch_test_{}", common::PG_SERVER, uuid::Uuid::new_v4().simple());
+    let pool = orchestrator_host_standalone::postgres::connect(&url, 2).await.expect("pool");
+    sqlx::query("INSERT INTO state (channel, key, value) SELECT 'c', 'k' || i, '\\x00' FROM generate_series(1, 3) i")
+        .execute(&pool)
+        .await
+        .expect("rows");
+    let plan: Vec<String> =
+        sqlx::query_scalar("EXPLAIN SELECT key, value FROM state WHERE channel = 'c' AND key = ANY('{k1,k2}'::text[])")
+            .fetch_all(&pool)
+            .await
+            .expect("explain");
+    let plan = plan.join("\n");
+    assert!(plan.contains("Index Scan using state_pkey"), "{plan}");
+    assert!(plan.contains("Index Cond: ((channel = 'c'::text) AND (key = ANY"), "{plan}");
+    assert!(!plan.contains("Filter"), "{plan}");
+    pool.close().await;
+    orchestrator_host_standalone::postgres::drop_database(&url).await.expect("drop");
 }

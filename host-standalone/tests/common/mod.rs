@@ -36,6 +36,9 @@ pub fn test_config(db_url: &str) -> Config {
     config.grpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     config.component_cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
     config.database_max_connections = 8;
+    // Tests that exercise the broker enable the relay with an exchange and queues of their own;
+    // the others must not fill the local broker's queues.
+    config.amqp_enabled = false;
     config
 }
 
@@ -54,6 +57,8 @@ pub struct TestServer {
     pub db_url: String,
     /// A pool of the test's own, to inspect the database.
     pub pool: PgPool,
+    /// The event relay's counters, when the test enabled it.
+    pub relay_stats: Option<std::sync::Arc<orchestrator_host_standalone::events::RelayStats>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), orchestrator_host_standalone::ServerError>>>,
 }
@@ -79,12 +84,13 @@ impl TestServer {
         }
         let server = Server::bind(&config).await.expect("server starts");
         let addr = server.local_addr().expect("bound address");
+        let relay_stats = server.relay_stats();
         let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&db_url).await.expect("test pool");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async move {
             let _ = rx.await;
         }));
-        Self { addr, db_url, pool, shutdown: Some(tx), task: Some(task) }
+        Self { addr, db_url, pool, relay_stats, shutdown: Some(tx), task: Some(task) }
     }
 
     /// A channel without any header.
