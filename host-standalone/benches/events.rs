@@ -277,6 +277,26 @@ async fn broker_latency(broker: &Broker) {
         )
         .await
         .unwrap();
+    // The consumer reads while the writers write, stamping each message as it arrives.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(0usize);
+    let reader = tokio::spawn(async move {
+        let mut received: Vec<(String, Instant)> = Vec::new();
+        loop {
+            let wanted = *stop_rx.borrow();
+            if wanted > 0 && received.len() >= wanted {
+                return received;
+            }
+            tokio::select! {
+                delivery = consumer.next() => {
+                    let delivery = delivery.unwrap().unwrap();
+                    let at = Instant::now();
+                    let body: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
+                    received.push((body["asset_key"].as_str().unwrap_or_default().to_owned(), at));
+                }
+                _ = stop_rx.changed() => {}
+            }
+        }
+    });
     let committed: Committed = Arc::default();
     let deadline = Instant::now() + Duration::from_secs(LOAD_SECONDS);
     let mut writers = Vec::new();
@@ -304,12 +324,9 @@ async fn broker_latency(broker: &Broker) {
     for writer in writers {
         total += writer.await.unwrap();
     }
-    let mut received = Vec::with_capacity(total);
-    while received.len() < total + 2 {
-        let delivery = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await.unwrap().unwrap().unwrap();
-        let body: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
-        received.push((body["asset_key"].as_str().unwrap_or_default().to_owned(), Instant::now()));
-    }
+    // Every sample event, plus the organization's and the data manager's.
+    stop_tx.send(total + 2).unwrap();
+    let received = tokio::time::timeout(Duration::from_secs(60), reader).await.unwrap().unwrap();
     let lat = latencies(&committed, &received);
     println!(
         "  commit → broker consumer, {LOAD_WRITERS} writers x RegisterDataSamples(10) for {LOAD_SECONDS}s ({total} events, {:.0} events/s):",
