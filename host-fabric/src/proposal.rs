@@ -1,0 +1,108 @@
+//! The call context from a transaction's `SignedProposal` (fabric-protocol.md §2.8). The peer
+//! has already verified the signature: nothing here is cryptographic.
+
+use orchestrator_runtime::Context;
+use prost::Message;
+
+use crate::fabric::common::{ChannelHeader, Header, SignatureHeader};
+use crate::fabric::msp::SerializedIdentity;
+use crate::fabric::protos::{Proposal, SignedProposal};
+
+/// `common.HeaderType.ENDORSER_TRANSACTION`.
+pub const ENDORSER_TRANSACTION: i32 = 3;
+
+/// Why a proposal cannot give a call context.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposalError {
+    /// The TRANSACTION message carries no proposal.
+    #[error("the transaction carries no signed proposal")]
+    Missing,
+    /// One of the nested messages does not decode.
+    #[error("malformed {what}: {source}")]
+    Decode {
+        /// Which message.
+        what: &'static str,
+        /// The decoding error.
+        source: prost::DecodeError,
+    },
+    /// A header field is missing or inconsistent with the shim message.
+    #[error("invalid proposal: {0}")]
+    Invalid(String),
+}
+
+fn decode<M: Message + Default>(bytes: &[u8], what: &'static str) -> Result<M, ProposalError> {
+    M::decode(bytes).map_err(|source| ProposalError::Decode { what, source })
+}
+
+/// Builds the context of the transaction `(channel_id, txid)` from its proposal: creator MSP
+/// id, channel and tx id from the channel header (checked against the shim message), and the
+/// proposal timestamp as transaction time (identical on every endorser).
+pub fn context(channel_id: &str, txid: &str, signed: Option<&SignedProposal>) -> Result<Context, ProposalError> {
+    let signed = signed.ok_or(ProposalError::Missing)?;
+    let proposal: Proposal = decode(&signed.proposal_bytes, "Proposal")?;
+    let header: Header = decode(&proposal.header, "Header")?;
+    let channel_header: ChannelHeader = decode(&header.channel_header, "ChannelHeader")?;
+    let signature_header: SignatureHeader = decode(&header.signature_header, "SignatureHeader")?;
+    let creator: SerializedIdentity = decode(&signature_header.creator, "SerializedIdentity")?;
+
+    if channel_header.r#type != ENDORSER_TRANSACTION {
+        return Err(ProposalError::Invalid(format!(
+            "header type {} is not ENDORSER_TRANSACTION",
+            channel_header.r#type
+        )));
+    }
+    if channel_header.tx_id != txid {
+        return Err(ProposalError::Invalid(format!(
+            "tx id {:?} differs from the message's {txid:?}",
+            channel_header.tx_id
+        )));
+    }
+    if channel_header.channel_id != channel_id {
+        return Err(ProposalError::Invalid(format!(
+            "channel {:?} differs from the message's {channel_id:?}",
+            channel_header.channel_id
+        )));
+    }
+    if creator.mspid.is_empty() {
+        return Err(ProposalError::Invalid("the creator has no MSP id".to_owned()));
+    }
+    let timestamp = channel_header.timestamp.ok_or_else(|| ProposalError::Invalid("no timestamp".to_owned()))?;
+    let tx_time_micros = timestamp
+        .seconds
+        .checked_mul(1_000_000)
+        .and_then(|micros| micros.checked_add(i64::from(timestamp.nanos) / 1_000))
+        .ok_or_else(|| ProposalError::Invalid(format!("timestamp {}s out of range", timestamp.seconds)))?;
+    Ok(Context {
+        msp_id: creator.mspid,
+        channel: channel_header.channel_id,
+        tx_id: channel_header.tx_id,
+        tx_time_micros,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulator::{Identity, SimProposal};
+
+    #[test]
+    fn context_from_the_channel_and_signature_headers() {
+        let timestamp = prost_types::Timestamp { seconds: 1_700_000_000, nanos: 123_456_789 };
+        let identity = Identity::new("MyOrg1MSP");
+        let proposal =
+            SimProposal::with_nonce("mychannel", "cc", &identity, vec![b"m".to_vec()], timestamp, vec![7; 24]);
+        let creator = identity.serialized();
+        let expected_txid = {
+            use sha2::{Digest, Sha256};
+            hex::encode(Sha256::new().chain_update([7u8; 24]).chain_update(&creator).finalize())
+        };
+        assert_eq!(proposal.txid, expected_txid);
+        let ctx = context("mychannel", &proposal.txid, Some(&proposal.signed)).expect("context");
+        assert_eq!(ctx.msp_id, "MyOrg1MSP");
+        assert_eq!(ctx.channel, "mychannel");
+        assert_eq!(ctx.tx_id, proposal.txid);
+        assert_eq!(ctx.tx_time_micros, 1_700_000_000_123_456);
+        assert!(matches!(context("other", &proposal.txid, Some(&proposal.signed)), Err(ProposalError::Invalid(_))));
+        assert!(matches!(context("mychannel", &proposal.txid, None), Err(ProposalError::Missing)));
+    }
+}

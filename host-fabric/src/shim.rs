@@ -1,0 +1,361 @@
+//! The chaincode side of `protos.Chaincode/Connect` (fabric-protocol.md §2).
+//!
+//! Each stream: REGISTER → REGISTERED → READY, then one task per TRANSACTION/INIT. A task runs
+//! the component over a [`PeerBackend`] whose reads become GET_STATE / GET_STATE_BY_RANGE /
+//! QUERY_STATE_NEXT / QUERY_STATE_CLOSE requests, then sends the call's net writes as
+//! PUT_STATE / DEL_STATE and finishes with COMPLETED (or ERROR). All writes to the stream go
+//! through one channel, so they are serialized.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use orchestrator_runtime::{BackendError, BoxFuture, Runtime, RuntimeError, StateBackend, StateEntry};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response as GrpcResponse, Status, Streaming};
+
+use crate::encoding::{self, EVENT_NAME, STATUS_INTERNAL, STATUS_OK, STATUS_UNKNOWN_METHOD};
+use crate::fabric::protos::chaincode_message::Type;
+use crate::fabric::protos::chaincode_server::{Chaincode, ChaincodeServer};
+use crate::fabric::protos::{
+    ChaincodeEvent, ChaincodeId, ChaincodeInput, ChaincodeMessage, DelState, GetState, GetStateByRange, PutState,
+    QueryResponse, QueryStateClose, QueryStateNext, Response,
+};
+use crate::fabric::queryresult::Kv;
+use crate::proposal;
+
+/// Largest message either way (the peer's limit).
+pub const MAX_MESSAGE_BYTES: usize = 100 << 20;
+/// Messages queued towards the peer before senders wait.
+const OUTBOUND_QUEUE: usize = 256;
+
+type Outbound = mpsc::Sender<Result<ChaincodeMessage, Status>>;
+/// The in-flight transactions of a stream, by (channel id, tx id): where to deliver the
+/// peer's RESPONSE/ERROR to that transaction's single outstanding request.
+type Routes = Arc<Mutex<HashMap<(String, String), mpsc::UnboundedSender<ChaincodeMessage>>>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn message_type(message: &ChaincodeMessage) -> Type {
+    Type::try_from(message.r#type).unwrap_or(Type::Undefined)
+}
+
+/// The `protos.Chaincode` service: every stream registers as `package_id` and runs calls on
+/// `runtime`.
+#[derive(Clone, Debug)]
+pub struct ChaincodeService {
+    runtime: Runtime,
+    package_id: String,
+}
+
+impl ChaincodeService {
+    /// A service registering as `package_id` (the CCaaS `CHAINCODE_ID`).
+    pub fn new(runtime: Runtime, package_id: impl Into<String>) -> Self {
+        Self { runtime, package_id: package_id.into() }
+    }
+
+    /// The tonic service, with the peer's message size limits.
+    pub fn into_server(self) -> ChaincodeServer<Self> {
+        ChaincodeServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+#[tonic::async_trait]
+impl Chaincode for ChaincodeService {
+    type ConnectStream = ReceiverStream<Result<ChaincodeMessage, Status>>;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<ChaincodeMessage>>,
+    ) -> Result<GrpcResponse<Self::ConnectStream>, Status> {
+        let inbound = request.into_inner();
+        let (out, receiver) = mpsc::channel(OUTBOUND_QUEUE);
+        // The chaincode speaks first.
+        let register = ChaincodeMessage {
+            r#type: Type::Register as i32,
+            payload: ChaincodeId { name: self.package_id.clone(), ..Default::default() }.encode_to_vec(),
+            ..Default::default()
+        };
+        out.send(Ok(register)).await.map_err(|_| Status::internal("the stream closed before REGISTER"))?;
+        tokio::spawn(serve_stream(self.runtime.clone(), inbound, out));
+        Ok(GrpcResponse::new(ReceiverStream::new(receiver)))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Created,
+    Established,
+    Ready,
+}
+
+/// Reads the peer's messages of one stream until it ends or breaks the protocol.
+async fn serve_stream(runtime: Runtime, mut inbound: Streaming<ChaincodeMessage>, out: Outbound) {
+    let routes: Routes = Arc::default();
+    let mut phase = Phase::Created;
+    loop {
+        let message = match inbound.message().await {
+            Ok(Some(message)) => message,
+            Ok(None) => break,
+            Err(status) => {
+                tracing::debug!(%status, "peer stream failed");
+                break;
+            }
+        };
+        let kind = message_type(&message);
+        match (phase, kind) {
+            (Phase::Created, Type::Registered) => phase = Phase::Established,
+            // A 3.x READY payload advertises batch messages; this shim uses only 2.5 ones.
+            (Phase::Established, Type::Ready) => {
+                tracing::info!("registered with the peer");
+                phase = Phase::Ready;
+            }
+            (_, Type::Keepalive) => {
+                if out.send(Ok(message)).await.is_err() {
+                    break;
+                }
+            }
+            (Phase::Ready, Type::Transaction | Type::Init) => start_transaction(&runtime, message, &out, &routes),
+            (Phase::Ready, Type::Response | Type::Error) => {
+                let key = (message.channel_id.clone(), message.txid.clone());
+                let route = lock(&routes).get(&key).cloned();
+                match route {
+                    Some(route) => {
+                        // A closed route means the transaction already ended: nothing to do.
+                        let _ = route.send(message);
+                    }
+                    None => tracing::warn!(channel = %key.0, txid = %key.1, "answer for no transaction in flight"),
+                }
+            }
+            _ => {
+                let error = format!("unexpected {} message in state {phase:?}", kind.as_str_name());
+                tracing::warn!(%error, "ending the peer stream");
+                let _ = out.send(Err(Status::failed_precondition(error))).await;
+                break;
+            }
+        }
+    }
+    // The stream is gone: transactions waiting for an answer fail.
+    lock(&routes).clear();
+}
+
+fn start_transaction(runtime: &Runtime, message: ChaincodeMessage, out: &Outbound, routes: &Routes) {
+    let key = (message.channel_id.clone(), message.txid.clone());
+    let (sender, inbox) = mpsc::unbounded_channel();
+    {
+        let mut routes = lock(routes);
+        if routes.contains_key(&key) {
+            // Answering would be taken for the running transaction's completion.
+            tracing::warn!(channel = %key.0, txid = %key.1, "transaction already in flight: ignored");
+            return;
+        }
+        routes.insert(key.clone(), sender);
+    }
+    let link = Arc::new(PeerLink {
+        channel_id: key.0.clone(),
+        txid: key.1.clone(),
+        out: out.clone(),
+        inbox: tokio::sync::Mutex::new(inbox),
+    });
+    let runtime = runtime.clone();
+    let routes = Arc::clone(routes);
+    let out = out.clone();
+    tokio::spawn(async move {
+        let reply = match execute(&runtime, &message, &link).await {
+            Ok(Completion { response, event }) => ChaincodeMessage {
+                r#type: Type::Completed as i32,
+                payload: response.encode_to_vec(),
+                chaincode_event: event,
+                ..link.message_header()
+            },
+            Err(error) => {
+                tracing::info!(channel = %link.channel_id, txid = %link.txid, %error, "transaction failed");
+                ChaincodeMessage { r#type: Type::Error as i32, payload: error.into_bytes(), ..link.message_header() }
+            }
+        };
+        lock(&routes).remove(&key);
+        let _ = out.send(Ok(reply)).await;
+    });
+}
+
+/// What COMPLETED carries.
+struct Completion {
+    response: Response,
+    event: Option<ChaincodeEvent>,
+}
+
+impl Completion {
+    fn failed(status: i32, message: String) -> Self {
+        Self { response: Response { status, message, payload: Vec::new() }, event: None }
+    }
+}
+
+/// Runs one transaction. `Err` = an ERROR message (malformed transaction, peer refusal,
+/// broken stream); business errors are a COMPLETED with a status >= 400.
+async fn execute(runtime: &Runtime, message: &ChaincodeMessage, link: &Arc<PeerLink>) -> Result<Completion, String> {
+    let input =
+        ChaincodeInput::decode(message.payload.as_slice()).map_err(|e| format!("malformed ChaincodeInput: {e}"))?;
+    let ctx =
+        proposal::context(&message.channel_id, &message.txid, message.proposal.as_ref()).map_err(|e| e.to_string())?;
+    let (method, request) = encoding::parse_args(&input.args).map_err(|e| e.to_string())?;
+    let Some(read_only) = runtime.is_read_only(method) else {
+        return Ok(Completion::failed(STATUS_UNKNOWN_METHOD, format!("OE0010: unknown method {method:?}")));
+    };
+    let backend = PeerBackend { link: Arc::clone(link) };
+    let invocation = match runtime.invoke(&ctx, method, request, Box::new(backend)).await {
+        Ok(invocation) => invocation,
+        Err(RuntimeError::Trap(trap)) => {
+            return Ok(Completion::failed(STATUS_INTERNAL, format!("OE0007: logic trapped: {trap}")));
+        }
+        Err(error) => return Err(error.to_string()),
+    };
+    let response = match invocation.result {
+        Ok(response) => response,
+        Err(error) => return Ok(Completion::failed(encoding::status_for(error.kind), error.message)),
+    };
+    if read_only && !(invocation.writes.is_empty() && invocation.events.is_empty()) {
+        return Err(format!("read-only method {method} wrote state or emitted events"));
+    }
+    // Sorted by key (the runtime's order): identical request sequences on every endorser.
+    for (key, value) in invocation.writes {
+        let result = match value {
+            Some(value) => {
+                let value = encoding::encode_value(&value);
+                link.request(Type::PutState, PutState { key, value, collection: String::new() }.encode_to_vec()).await
+            }
+            None => link.request(Type::DelState, DelState { key, collection: String::new() }.encode_to_vec()).await,
+        };
+        result.map_err(|e| e.message)?;
+    }
+    let event = (!invocation.events.is_empty()).then(|| ChaincodeEvent {
+        event_name: EVENT_NAME.to_owned(),
+        payload: encoding::events_payload(&invocation.events),
+        // The peer fills the chaincode name and tx id.
+        ..Default::default()
+    });
+    Ok(Completion { response: Response { status: STATUS_OK, message: String::new(), payload: response }, event })
+}
+
+/// One transaction's side of the stream: requests out, the peer's answers in.
+struct PeerLink {
+    channel_id: String,
+    txid: String,
+    out: Outbound,
+    inbox: tokio::sync::Mutex<mpsc::UnboundedReceiver<ChaincodeMessage>>,
+}
+
+impl PeerLink {
+    fn message_header(&self) -> ChaincodeMessage {
+        ChaincodeMessage { txid: self.txid.clone(), channel_id: self.channel_id.clone(), ..Default::default() }
+    }
+
+    /// Sends one request and waits for its answer (one outstanding request per transaction:
+    /// the inbox lock is held until the answer arrives).
+    async fn request(&self, kind: Type, payload: Vec<u8>) -> Result<Vec<u8>, BackendError> {
+        let mut inbox = self.inbox.lock().await;
+        let message = ChaincodeMessage { r#type: kind as i32, payload, ..self.message_header() };
+        self.out.send(Ok(message)).await.map_err(|_| BackendError::fatal("the peer stream is closed"))?;
+        match inbox.recv().await {
+            Some(answer) if message_type(&answer) == Type::Response => Ok(answer.payload),
+            Some(answer) if message_type(&answer) == Type::Error => Err(BackendError::fatal(format!(
+                "the peer refused {}: {}",
+                kind.as_str_name(),
+                String::from_utf8_lossy(&answer.payload)
+            ))),
+            Some(answer) => Err(BackendError::fatal(format!(
+                "unexpected {} answer to {}",
+                message_type(&answer).as_str_name(),
+                kind.as_str_name()
+            ))),
+            None => Err(BackendError::fatal("the peer stream is closed")),
+        }
+    }
+
+    async fn query(&self, kind: Type, payload: Vec<u8>) -> Result<QueryResponse, BackendError> {
+        let bytes = self.request(kind, payload).await?;
+        QueryResponse::decode(bytes.as_slice())
+            .map_err(|e| BackendError::fatal(format!("malformed QueryResponse to {}: {e}", kind.as_str_name())))
+    }
+}
+
+/// Committed reads served by the peer. The runtime's overlay adds read-your-writes on top.
+struct PeerBackend {
+    link: Arc<PeerLink>,
+}
+
+/// Shim rule for simple keys: never scan from the composite-key namespace (keys starting with
+/// 0x00, e.g. the peer's own `\0\u{10FFFF}initialized`). The logic's keys hold no NUL.
+const SIMPLE_KEY_FLOOR: &str = "\u{1}";
+
+impl PeerBackend {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        let payload = GetState { key: key.to_owned(), collection: String::new() }.encode_to_vec();
+        Ok(encoding::decode_value(self.link.request(Type::GetState, payload).await?))
+    }
+
+    async fn scan_range(&self, start: &str, end: &str, limit: u32) -> Result<Vec<StateEntry>, BackendError> {
+        let start = if start < SIMPLE_KEY_FLOOR { SIMPLE_KEY_FLOOR } else { start };
+        if end <= start {
+            return Ok(Vec::new());
+        }
+        let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+        let request = GetStateByRange {
+            start_key: start.to_owned(),
+            end_key: end.to_owned(),
+            collection: String::new(),
+            metadata: Vec::new(),
+        };
+        let mut page = self.link.query(Type::GetStateByRange, request.encode_to_vec()).await?;
+        let mut entries = Vec::new();
+        loop {
+            for result in page.results {
+                if entries.len() >= limit {
+                    break;
+                }
+                let kv = Kv::decode(result.result_bytes.as_slice())
+                    .map_err(|e| BackendError::fatal(format!("malformed range result: {e}")))?;
+                if let Some(value) = encoding::decode_value(kv.value) {
+                    entries.push((kv.key, value));
+                }
+            }
+            if !page.has_more {
+                break;
+            }
+            let id = page.id;
+            if entries.len() >= limit {
+                // Stop early: the peer keeps the iterator open until closed.
+                self.link.query(Type::QueryStateClose, QueryStateClose { id }.encode_to_vec()).await?;
+                break;
+            }
+            page = self.link.query(Type::QueryStateNext, QueryStateNext { id }.encode_to_vec()).await?;
+        }
+        Ok(entries)
+    }
+}
+
+impl StateBackend for PeerBackend {
+    fn get_many<'a>(&'a mut self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
+        // Fabric 2.5 has no multi-get: one GET_STATE per key, in order.
+        Box::pin(async move {
+            let mut values = Vec::with_capacity(keys.len());
+            for key in keys {
+                values.push(self.get(key).await?);
+            }
+            Ok(values)
+        })
+    }
+
+    fn scan<'a>(
+        &'a mut self,
+        start: &'a str,
+        end: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<StateEntry>, BackendError>> {
+        Box::pin(self.scan_range(start, end, limit))
+    }
+}
