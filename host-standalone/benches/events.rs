@@ -107,7 +107,12 @@ impl Broker {
     }
 
     async fn cleanup(self) {
-        self.channel.queue_delete(self.queue().as_str().into(), QueueDeleteOptions::default()).await.unwrap();
+        // The latency run declares the queues of the bundled channel configuration too.
+        let bundled =
+            ChannelConfig::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/channels.yaml").as_ref()).unwrap();
+        for queue in Topology::new("", &bundled, Some(&self.prefix)).queues {
+            self.channel.queue_delete(queue.queue.as_str().into(), QueueDeleteOptions::default()).await.unwrap();
+        }
         self.channel
             .exchange_delete(self.topology.exchange.as_str().into(), ExchangeDeleteOptions::default())
             .await
