@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use common::{Client, DM_KEY, TestServer, new_samples as samples, uuid};
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
     QueuePurgeOptions,
@@ -29,30 +29,20 @@ use orchestrator_host_standalone::events::json::EventJson;
 use orchestrator_host_standalone::events::relay::{Relay, RelayConfig};
 use orchestrator_host_standalone::events::topology::Topology;
 use orchestrator_host_standalone::postgres;
-use orchestrator_proto::data_manager_service_client::DataManagerServiceClient;
 use orchestrator_proto::data_sample_service_client::DataSampleServiceClient;
 use orchestrator_proto::event_service_client::EventServiceClient;
-use orchestrator_proto::organization_service_client::OrganizationServiceClient;
-use orchestrator_proto::{
-    Addressable, AssetKind, DataSample, Event, EventKind, NewDataManager, NewDataSample, NewPermissions,
-    RegisterDataSamplesParam, RegisterOrganizationParam, SubscribeToEventsParam, event,
-};
+use orchestrator_proto::{AssetKind, DataSample, Event, EventKind, SubscribeToEventsParam, event};
 use prost::Message;
 use tokio_stream::StreamExt;
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const ORG: &str = "MyOrg1MSP";
 const CHANNEL: &str = "mychannel";
-const DM_KEY: &str = "00000000-0000-4000-8000-0000000000d1";
 const RELAY_EVENTS: usize = 20_000;
 const LOAD_WRITERS: usize = 4;
 const LOAD_SECONDS: u64 = 5;
 const SUBSCRIBERS: usize = 10;
 const LIVE_EVENTS: usize = 1_000;
-
-fn uuid(n: u64) -> String {
-    format!("{:08x}-0000-4000-8000-{:012x}", n >> 48, n & 0xffff_ffff_ffff)
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -210,44 +200,10 @@ async fn relay_throughput(broker: &Broker) {
     postgres::drop_database(&db_url).await.unwrap();
 }
 
-type Client = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, common::Headers>;
-
 async fn setup(server: &TestServer) -> Client {
     let client = server.client(ORG, CHANNEL).await;
-    OrganizationServiceClient::new(client.clone())
-        .register_organization(RegisterOrganizationParam { address: String::new() })
-        .await
-        .unwrap();
-    let addressable = |n: u32| Addressable {
-        checksum: "a".repeat(64),
-        storage_address: format!("http://backend.org-1:8000/api/datamanager/{n}/"),
-    };
-    DataManagerServiceClient::new(client.clone())
-        .register_data_manager(NewDataManager {
-            key: DM_KEY.to_owned(),
-            name: "bench".to_owned(),
-            new_permissions: Some(NewPermissions { public: true, authorized_ids: vec![] }),
-            description: Some(addressable(1)),
-            opener: Some(addressable(2)),
-            logs_permission: Some(NewPermissions { public: true, authorized_ids: vec![] }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    common::register_org_and_data_manager(client.clone()).await;
     client
-}
-
-fn samples(first: u64, count: u64) -> RegisterDataSamplesParam {
-    RegisterDataSamplesParam {
-        samples: (first..first + count)
-            .map(|n| NewDataSample {
-                key: uuid(n),
-                data_manager_keys: vec![DM_KEY.to_owned()],
-                test_only: false,
-                checksum: "b".repeat(64),
-            })
-            .collect(),
-    }
 }
 
 /// When each sample's call returned (its commit, as the client saw it).

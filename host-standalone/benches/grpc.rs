@@ -10,27 +10,18 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use common::{DM_KEY, TestServer, uuid};
 use orchestrator_proto::data_manager_service_client::DataManagerServiceClient;
 use orchestrator_proto::data_sample_service_client::DataSampleServiceClient;
-use orchestrator_proto::organization_service_client::OrganizationServiceClient;
-use orchestrator_proto::{
-    Addressable, GetDataManagerParam, NewDataManager, NewDataSample, NewPermissions, RegisterDataSamplesParam,
-    RegisterOrganizationParam,
-};
+use orchestrator_proto::{GetDataManagerParam, NewDataSample, RegisterDataSamplesParam};
 use prost::Message;
 
 const ORG: &str = "MyOrg1MSP";
 const CHANNEL: &str = "mychannel";
-const DM_KEY: &str = "00000000-0000-4000-8000-0000000000d1";
 const SAMPLES_PER_CALL: usize = 1_000;
 const REGISTER_CALLS: usize = 20;
 const GET_CALLS: usize = 2_000;
 const CONCURRENT_CLIENTS: usize = 8;
-
-fn uuid(n: u64) -> String {
-    format!("{:08x}-0000-4000-8000-{:012x}", n >> 48, n & 0xffff_ffff_ffff)
-}
 
 fn samples(next: &mut u64) -> Vec<NewDataSample> {
     (0..SAMPLES_PER_CALL)
@@ -61,26 +52,8 @@ async fn main() {
     })
     .await;
     let client = server.client(ORG, CHANNEL).await;
-    OrganizationServiceClient::new(client.clone())
-        .register_organization(RegisterOrganizationParam { address: String::new() })
-        .await
-        .unwrap();
-    let addressable = |n: u32| Addressable {
-        checksum: "a".repeat(64),
-        storage_address: format!("http://backend.org-1:8000/api/datamanager/{n}/"),
-    };
+    common::register_org_and_data_manager(client.clone()).await;
     let mut dms = DataManagerServiceClient::new(client.clone());
-    dms.register_data_manager(NewDataManager {
-        key: DM_KEY.to_owned(),
-        name: "bench".to_owned(),
-        new_permissions: Some(NewPermissions { public: true, authorized_ids: vec![] }),
-        description: Some(addressable(1)),
-        opener: Some(addressable(2)),
-        logs_permission: Some(NewPermissions { public: true, authorized_ids: vec![] }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
 
     // RegisterDataSamples, 1,000 samples per call.
     let mut next = 1u64 << 20;

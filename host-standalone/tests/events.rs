@@ -23,14 +23,10 @@ use orchestrator_host_standalone::Config;
 use orchestrator_host_standalone::channels::ChannelConfig;
 use orchestrator_host_standalone::events::json::EventJson;
 use orchestrator_host_standalone::events::topology::Topology;
-use orchestrator_proto::data_manager_service_client::DataManagerServiceClient;
 use orchestrator_proto::data_sample_service_client::DataSampleServiceClient;
 use orchestrator_proto::event_service_client::EventServiceClient;
 use orchestrator_proto::organization_service_client::OrganizationServiceClient;
-use orchestrator_proto::{
-    Addressable, NewDataManager, NewDataSample, NewPermissions, RegisterDataSamplesParam, RegisterOrganizationParam,
-    SubscribeToEventsParam,
-};
+use orchestrator_proto::{RegisterOrganizationParam, SubscribeToEventsParam};
 use sqlx::PgPool;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -38,54 +34,14 @@ use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-const DM_KEY: &str = "00000000-0000-4000-8000-0000000000d1";
-
-fn uuid(n: u64) -> String {
-    format!("{:08x}-0000-4000-8000-{:012x}", n >> 48, n & 0xffff_ffff_ffff)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Load: an organization, a data manager, then data samples (one event each).
-
-async fn register_org_and_data_manager(client: Client) {
-    OrganizationServiceClient::new(client.clone())
-        .register_organization(RegisterOrganizationParam { address: String::new() })
-        .await
-        .expect("RegisterOrganization");
-    let addressable = |n: u32| Addressable {
-        checksum: "a".repeat(64),
-        storage_address: format!("http://backend.org-1:8000/api/datamanager/{n}/"),
-    };
-    DataManagerServiceClient::new(client)
-        .register_data_manager(NewDataManager {
-            key: DM_KEY.to_owned(),
-            name: "events".to_owned(),
-            new_permissions: Some(NewPermissions { public: true, authorized_ids: vec![] }),
-            description: Some(addressable(1)),
-            opener: Some(addressable(2)),
-            logs_permission: Some(NewPermissions { public: true, authorized_ids: vec![] }),
-            ..Default::default()
-        })
-        .await
-        .expect("RegisterDataManager");
-}
-
-type Client = tonic::service::interceptor::InterceptedService<Channel, common::Headers>;
+use common::{Client, register_org_and_data_manager};
 
 async fn register_samples(
     client: &mut DataSampleServiceClient<Client>,
     first: u64,
     count: u64,
 ) -> Result<(), tonic::Status> {
-    let samples = (first..first + count)
-        .map(|n| NewDataSample {
-            key: uuid(n),
-            data_manager_keys: vec![DM_KEY.to_owned()],
-            test_only: false,
-            checksum: "b".repeat(64),
-        })
-        .collect();
-    client.register_data_samples(RegisterDataSamplesParam { samples }).await.map(|_| ())
+    client.register_data_samples(common::new_samples(first, count)).await.map(|_| ())
 }
 
 // ---------------------------------------------------------------------------------------------

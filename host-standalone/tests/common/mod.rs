@@ -188,3 +188,63 @@ impl Interceptor for Headers {
         Ok(request)
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures shared by tests and benches: an organization, a data manager, data samples.
+
+/// The data manager the fixtures register.
+pub const DM_KEY: &str = "00000000-0000-4000-8000-0000000000d1";
+
+/// A valid asset key (UUID layout) made from a number.
+pub fn uuid(n: u64) -> String {
+    format!("{:08x}-0000-4000-8000-{:012x}", n >> 48, n & 0xffff_ffff_ffff)
+}
+
+/// A valid public data manager with key `key`.
+pub fn new_data_manager(key: &str) -> orchestrator_proto::NewDataManager {
+    use orchestrator_proto::{Addressable, NewDataManager, NewPermissions};
+    let addressable = |n: u32| Addressable {
+        checksum: "a".repeat(64),
+        storage_address: format!("http://backend.org-1:8000/api/datamanager/{n}/"),
+    };
+    NewDataManager {
+        key: key.to_owned(),
+        name: "fixture".to_owned(),
+        new_permissions: Some(NewPermissions { public: true, authorized_ids: vec![] }),
+        description: Some(addressable(1)),
+        opener: Some(addressable(2)),
+        logs_permission: Some(NewPermissions { public: true, authorized_ids: vec![] }),
+        ..Default::default()
+    }
+}
+
+/// Samples `uuid(first)` .. `uuid(first + count - 1)` of [`DM_KEY`].
+pub fn new_samples(first: u64, count: u64) -> orchestrator_proto::RegisterDataSamplesParam {
+    orchestrator_proto::RegisterDataSamplesParam {
+        samples: (first..first + count)
+            .map(|n| orchestrator_proto::NewDataSample {
+                key: uuid(n),
+                data_manager_keys: vec![DM_KEY.to_owned()],
+                test_only: false,
+                checksum: "b".repeat(64),
+            })
+            .collect(),
+    }
+}
+
+/// A client whose requests carry `mspid` and `channel`.
+pub type Client = InterceptedService<Channel, Headers>;
+
+/// Registers the client's organization and the data manager [`DM_KEY`].
+pub async fn register_org_and_data_manager(client: Client) {
+    use orchestrator_proto::data_manager_service_client::DataManagerServiceClient;
+    use orchestrator_proto::organization_service_client::OrganizationServiceClient;
+    OrganizationServiceClient::new(client.clone())
+        .register_organization(orchestrator_proto::RegisterOrganizationParam { address: String::new() })
+        .await
+        .expect("RegisterOrganization");
+    DataManagerServiceClient::new(client)
+        .register_data_manager(new_data_manager(DM_KEY))
+        .await
+        .expect("RegisterDataManager");
+}
