@@ -66,27 +66,11 @@ fn expected_code(kind: ErrorKind) -> Code {
 /// Recover the logic's error kind from what a client sees: the OE prefix, else the code.
 fn to_orc_error(status: &Status) -> OrcError {
     let message = status.message().to_owned();
-    let kind = match message.get(..6) {
-        Some("OE0002") => ErrorKind::NotFound,
-        Some("OE0003") => ErrorKind::BadRequest,
-        Some("OE0006") => ErrorKind::Conflict,
-        Some("OE0007") => ErrorKind::Internal,
-        Some("OE0010") => ErrorKind::Unimplemented,
-        Some("OE0101") => ErrorKind::InvalidAsset,
-        Some("OE0102") => ErrorKind::PermissionDenied,
-        Some("OE0104") => ErrorKind::IncompatibleTaskStatus,
-        Some("OE0105") => ErrorKind::CannotDisableModel,
-        Some("OE0106") => ErrorKind::MissingTaskOutput,
-        Some("OE0107") => ErrorKind::IncompatibleKind,
-        Some("OE0108") => ErrorKind::CannotDisableOutput,
-        Some("OE0109") => ErrorKind::TerminatedComputePlan,
-        Some("OE0110") => ErrorKind::TerminatedComputeTask,
-        _ => match status.code() {
-            Code::Internal => ErrorKind::MalformedRequest,
-            Code::Unimplemented => ErrorKind::Unimplemented,
-            _ => ErrorKind::Unknown,
-        },
-    };
+    let kind = ErrorKind::from_message(&message).unwrap_or(match status.code() {
+        Code::Internal => ErrorKind::MalformedRequest,
+        Code::Unimplemented => ErrorKind::Unimplemented,
+        _ => ErrorKind::Unknown,
+    });
     assert_eq!(status.code(), expected_code(kind), "gRPC code of {message:?}");
     OrcError { kind, message }
 }

@@ -46,6 +46,29 @@ impl ErrorKind {
             ErrorKind::Unknown | ErrorKind::MalformedRequest => return None,
         })
     }
+
+    /// The coded kind a status message starts with (`OE0002: ...` → NotFound), as a client
+    /// recovers it; `None` for messages without a known code.
+    pub fn from_message(message: &str) -> Option<ErrorKind> {
+        const CODED: [ErrorKind; 14] = [
+            ErrorKind::NotFound,
+            ErrorKind::BadRequest,
+            ErrorKind::Conflict,
+            ErrorKind::Internal,
+            ErrorKind::Unimplemented,
+            ErrorKind::InvalidAsset,
+            ErrorKind::PermissionDenied,
+            ErrorKind::IncompatibleTaskStatus,
+            ErrorKind::CannotDisableModel,
+            ErrorKind::MissingTaskOutput,
+            ErrorKind::IncompatibleKind,
+            ErrorKind::CannotDisableOutput,
+            ErrorKind::TerminatedComputePlan,
+            ErrorKind::TerminatedComputeTask,
+        ];
+        let prefix = message.get(..6)?;
+        CODED.into_iter().find(|kind| kind.code() == Some(prefix))
+    }
 }
 
 /// A failed call: kind plus the complete status message (code prefix included).
@@ -120,3 +143,20 @@ impl fmt::Display for OrcError {
 }
 
 impl std::error::Error for OrcError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_through_messages() {
+        for kind in
+            [ErrorKind::NotFound, ErrorKind::Conflict, ErrorKind::TerminatedComputeTask, ErrorKind::InvalidAsset]
+        {
+            assert_eq!(ErrorKind::from_message(&OrcError::new(kind, "x").message), Some(kind));
+        }
+        assert_eq!(ErrorKind::from_message("OE9999: nothing"), None);
+        assert_eq!(ErrorKind::from_message("plain"), None);
+        assert_eq!(ErrorKind::from_message(""), None);
+    }
+}
