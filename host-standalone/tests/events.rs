@@ -12,6 +12,7 @@ mod common;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -213,6 +214,8 @@ fn assert_delivered(received: &[Received], committed: &[(String, Vec<u8>)], chan
 struct Proxy {
     addr: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
+    /// While set, bytes from the broker are held back: publishes get through, confirms do not.
+    hold_replies: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -221,15 +224,14 @@ struct ProxyState {
     links: Vec<JoinHandle<()>>,
 }
 
-/// While set, bytes from the broker are held back: publishes get through, confirms do not.
-static HOLD_REPLIES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 impl Proxy {
     async fn start(upstream: &'static str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let state = Arc::new(Mutex::new(ProxyState { open: true, links: Vec::new() }));
         let accept_state = Arc::clone(&state);
+        let hold_replies = Arc::new(AtomicBool::new(false));
+        let hold = Arc::clone(&hold_replies);
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let mut state = accept_state.lock().unwrap();
@@ -237,6 +239,7 @@ impl Proxy {
                     drop(inbound); // refused while cut
                     continue;
                 }
+                let hold = Arc::clone(&hold);
                 state.links.push(tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
                     let Ok(outbound) = TcpStream::connect(upstream).await else { return };
@@ -250,7 +253,7 @@ impl Proxy {
                             if n == 0 {
                                 return Ok::<(), std::io::Error>(());
                             }
-                            while HOLD_REPLIES.load(std::sync::atomic::Ordering::Relaxed) {
+                            while hold.load(Ordering::Relaxed) {
                                 tokio::time::sleep(Duration::from_millis(10)).await;
                             }
                             to_client.write_all(&buf[..n]).await?;
@@ -263,7 +266,7 @@ impl Proxy {
                 }));
             }
         });
-        Self { addr, state }
+        Self { addr, state, hold_replies }
     }
 
     fn url(&self) -> String {
@@ -360,7 +363,7 @@ async fn relayed_events_match_the_committed_ones_in_order() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let stats = server.relay_stats.clone().expect("relay on");
-    assert_eq!(stats.returned.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(stats.returned.load(Ordering::Relaxed), 0);
     server.stop().await;
     broker.cleanup().await;
 }
@@ -443,7 +446,7 @@ async fn broker_outage_loses_nothing() {
     consumer.all_of(&committed, Duration::from_secs(60)).await;
     let duplicates = assert_delivered(&consumer.received, &committed, "mychannel");
     let stats = server.relay_stats.clone().expect("relay on");
-    assert!(stats.connects.load(std::sync::atomic::Ordering::Relaxed) >= 2, "the relay reconnected");
+    assert!(stats.connects.load(Ordering::Relaxed) >= 2, "the relay reconnected");
     eprintln!("broker outage: {} events, {duplicates} duplicates", committed.len());
     server.stop().await;
     broker.cleanup().await;
@@ -533,7 +536,7 @@ async fn killed_orchestrator_republishes_the_unconfirmed_tail() {
     consumer.all_of(&committed_events(&pool, "mychannel").await, Duration::from_secs(60)).await;
 
     // Publishes still reach the broker (and the consumer), confirms do not reach the relay.
-    HOLD_REPLIES.store(true, std::sync::atomic::Ordering::Relaxed);
+    proxy.hold_replies.store(true, Ordering::Relaxed);
     for _ in 0..10 {
         register_samples(&mut samples, next, 50).await.expect("while confirms are held");
         next += 100;
@@ -552,7 +555,7 @@ async fn killed_orchestrator_republishes_the_unconfirmed_tail() {
     assert!(confirmed < held.len() as i64, "a tail is published but unconfirmed ({confirmed} of {})", held.len());
     // SIGKILL with that tail unconfirmed.
     first.kill();
-    HOLD_REPLIES.store(false, std::sync::atomic::Ordering::Relaxed);
+    proxy.hold_replies.store(false, Ordering::Relaxed);
 
     let second = Orchestrator::spawn(&db_url, &broker, AMQP).await;
     let mut samples = DataSampleServiceClient::new(second.client().await);
