@@ -54,6 +54,61 @@ pub type Height = (u64, u64);
 /// Committed state: key → (value, version).
 pub type State = BTreeMap<String, (Vec<u8>, Height)>;
 
+/// Peer round trips of one simulation: the chaincode's state requests, by type.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateRequests {
+    /// GET_STATE
+    pub get_state: u64,
+    /// GET_STATE_BY_RANGE
+    pub get_state_by_range: u64,
+    /// QUERY_STATE_NEXT
+    pub query_state_next: u64,
+    /// QUERY_STATE_CLOSE
+    pub query_state_close: u64,
+    /// PUT_STATE
+    pub put_state: u64,
+    /// DEL_STATE
+    pub del_state: u64,
+    /// Any other request (refused by the simulated peer).
+    pub other: u64,
+}
+
+impl StateRequests {
+    /// All state requests (each one a peer round trip).
+    pub fn total(&self) -> u64 {
+        self.get_state
+            + self.get_state_by_range
+            + self.query_state_next
+            + self.query_state_close
+            + self.put_state
+            + self.del_state
+            + self.other
+    }
+
+    /// Reads only (GET_STATE, GET_STATE_BY_RANGE, QUERY_STATE_NEXT, QUERY_STATE_CLOSE).
+    pub fn reads(&self) -> u64 {
+        self.get_state + self.get_state_by_range + self.query_state_next + self.query_state_close
+    }
+
+    /// Writes only (PUT_STATE, DEL_STATE).
+    pub fn writes(&self) -> u64 {
+        self.put_state + self.del_state
+    }
+
+    fn count(&mut self, kind: Type) {
+        let counter = match kind {
+            Type::GetState => &mut self.get_state,
+            Type::GetStateByRange => &mut self.get_state_by_range,
+            Type::QueryStateNext => &mut self.query_state_next,
+            Type::QueryStateClose => &mut self.query_state_close,
+            Type::PutState => &mut self.put_state,
+            Type::DelState => &mut self.del_state,
+            _ => &mut self.other,
+        };
+        *counter += 1;
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -468,6 +523,7 @@ struct TxSimulator {
     ranges: Vec<RangeScan>,
     iterators: HashMap<String, usize>,
     next_iterator: u64,
+    requests: StateRequests,
 }
 
 fn decode<M: Message + Default>(payload: &[u8], kind: Type) -> Result<M, String> {
@@ -488,11 +544,13 @@ impl TxSimulator {
             ranges: Vec::new(),
             iterators: HashMap::new(),
             next_iterator: 0,
+            requests: StateRequests::default(),
         }
     }
 
     /// Answers one state request: `Ok` = RESPONSE payload, `Err` = ERROR text.
     fn handle(&mut self, kind: Type, payload: &[u8]) -> Result<Vec<u8>, String> {
+        self.requests.count(kind);
         match kind {
             Type::GetState => {
                 let request: GetState = decode(payload, kind)?;
@@ -616,6 +674,8 @@ pub struct Endorsement {
     /// `ProposalResponsePayload` bytes (what the Gateway compares across endorsers); `None`
     /// when the chaincode failed with ERROR.
     pub payload: Option<Vec<u8>>,
+    /// The chaincode's state requests during the simulation (peer round trips).
+    pub state_requests: StateRequests,
 }
 
 impl Endorsement {
@@ -755,7 +815,8 @@ impl Peer {
                 (response, None, None)
             }
         };
-        Ok(Endorsement { txid: proposal.txid.clone(), response, rwset, results, event, payload })
+        let state_requests = simulator.requests;
+        Ok(Endorsement { txid: proposal.txid.clone(), response, rwset, results, event, payload, state_requests })
     }
 
     /// Simulates and discards the rwset (Evaluate): nothing is committed nor emitted.
@@ -907,6 +968,9 @@ mod tests {
         assert!(sim.handle(Type::QueryStateNext, &QueryStateNext { id: first.id }.encode_to_vec()).is_err());
         let info = &sim.rwset().range_queries_info[0];
         assert!(info.itr_exhausted);
+        // Every request is one round trip, refused ones included.
+        let expected = StateRequests { get_state_by_range: 1, query_state_next: 3, ..Default::default() };
+        assert_eq!((sim.requests, sim.requests.total(), sim.requests.reads()), (expected, 4, 4));
 
         // Closed early: the range ends at the look-ahead key (the 101st).
         let mut sim = TxSimulator::new("cc", state(0..250));
@@ -933,6 +997,7 @@ mod tests {
             results,
             event: Some(ChaincodeEvent { tx_id: txid.into(), event_name: "e".into(), ..Default::default() }),
             payload: Some(Vec::new()),
+            state_requests: StateRequests::default(),
         }
     }
 
