@@ -5,12 +5,14 @@
 //! - [`proposal`]: the call context taken from the signed proposal;
 //! - [`encoding`]: how arguments, values, responses, errors and events are laid out on Fabric;
 //! - [`config`]: the CCaaS environment of the `chaincode` binary;
+//! - [`identity`]: the simulator's client identities (P-256 keys, certificates, low-S signatures);
 //! - [`simulator`]: a peer simulator (endorsement, MVCC/phantom validation, blocks, events)
 //!   for tests.
 
 pub mod config;
 pub mod encoding;
 pub mod fabric;
+pub mod identity;
 pub mod proposal;
 pub mod shim;
 pub mod simulator;

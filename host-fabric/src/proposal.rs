@@ -88,7 +88,7 @@ mod tests {
     #[test]
     fn context_from_the_channel_and_signature_headers() {
         let timestamp = prost_types::Timestamp { seconds: 1_700_000_000, nanos: 123_456_789 };
-        let identity = Identity::new("MyOrg1MSP");
+        let identity = Identity::new("MyOrg1MSP").expect("identity");
         let proposal =
             SimProposal::with_nonce("mychannel", "cc", &identity, vec![b"m".to_vec()], timestamp, vec![7; 24]);
         let creator = identity.serialized();

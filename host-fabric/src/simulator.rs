@@ -4,13 +4,18 @@
 //! read-your-writes), validates blocks (duplicate txid, MVCC, phantoms), commits them in order
 //! and delivers the chaincode events of valid transactions only.
 //!
-//! Simplifications: no signatures (the SignedProposal carries a placeholder), no endorsement
-//! policy beyond "status < 400", no envelopes/orderer (a block is the list of endorsements),
-//! no private data, pagination, rich queries or history, no `_lifecycle` read.
+//! Proposals are signed (ECDSA P-256, low-S, by the [`Identity`] of the creator's MSP) and
+//! checked before the chaincode runs (§4.1 step 1, [`Peer::check_proposal`]).
+//!
+//! Simplifications: no ACLs beyond channel membership, no endorsement policy beyond
+//! "status < 400", no endorser signature on the response, no envelopes/orderer (a block is
+//! the list of endorsements), no private data, pagination, rich queries or history, no
+//! `_lifecycle` read.
 
 use std::collections::btree_map::Range;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -39,6 +44,8 @@ use crate::fabric::protos::{
 };
 use crate::fabric::queryresult::Kv;
 use crate::fabric::rwset::{NsReadWriteSet, TxReadWriteSet};
+use crate::identity;
+pub use crate::identity::Identity;
 use crate::proposal::ENDORSER_TRANSACTION;
 use crate::shim::MAX_MESSAGE_BYTES;
 
@@ -138,6 +145,11 @@ pub enum SimError {
     /// The proposal targets another channel.
     #[error("channel {0} is not served by this peer")]
     WrongChannel(String),
+    /// The proposal failed the peer's checks (fabric-protocol.md §4.1 step 1): malformed
+    /// header, bad txid, bad or high-S signature, unknown creator or MSP not a member. The
+    /// chaincode was not called.
+    #[error("proposal refused: {0}")]
+    BadProposal(String),
 }
 
 /// Serves `runtime` as a chaincode on a random local port; returns the endpoint to dial.
@@ -151,31 +163,6 @@ pub async fn spawn_chaincode(runtime: Runtime, package_id: &str) -> Result<(Stri
         }
     });
     Ok((format!("http://{address}"), handle))
-}
-
-/// A client identity: MSP id and certificate bytes (never verified here).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    /// MSP id, e.g. `MyOrg1MSP`.
-    pub msp_id: String,
-    /// The `id_bytes` of the serialized identity (a PEM certificate on a real network).
-    pub certificate: Vec<u8>,
-}
-
-impl Identity {
-    /// An identity of `msp_id` with a placeholder certificate.
-    pub fn new(msp_id: impl Into<String>) -> Self {
-        let msp_id = msp_id.into();
-        let certificate =
-            format!("-----BEGIN CERTIFICATE-----\nsimulated user of {msp_id}\n-----END CERTIFICATE-----\n")
-                .into_bytes();
-        Self { msp_id, certificate }
-    }
-
-    /// `msp.SerializedIdentity` bytes: the proposal's `creator`.
-    pub fn serialized(&self) -> Vec<u8> {
-        SerializedIdentity { mspid: self.msp_id.clone(), id_bytes: self.certificate.clone() }.encode_to_vec()
-    }
 }
 
 /// A signed proposal and the parts the peer needs (fabric-protocol.md §3.2).
@@ -248,8 +235,11 @@ impl SimProposal {
         let proposal_bytes =
             Proposal { header: header.encode_to_vec(), payload: payload.encode_to_vec(), extension: Vec::new() }
                 .encode_to_vec();
-        // Placeholder, not ECDSA: the simulator checks no signature.
-        let signature = Sha256::digest(&proposal_bytes).to_vec();
+        // An empty signature (refused by the peer) only if the system has no randomness.
+        let signature = identity.sign(&proposal_bytes).unwrap_or_else(|error| {
+            tracing::error!(%error, "cannot sign the proposal");
+            Vec::new()
+        });
         Self {
             txid,
             channel_id: channel_id.to_owned(),
@@ -282,6 +272,8 @@ pub struct ChaincodeConnection {
     out: mpsc::Sender<ChaincodeMessage>,
     routes: Routes,
     reader: JoinHandle<()>,
+    /// TRANSACTION messages sent so far.
+    transactions: AtomicU64,
 }
 
 impl Drop for ChaincodeConnection {
@@ -318,7 +310,7 @@ impl ChaincodeConnection {
         }
         let routes: Routes = Arc::default();
         let reader = tokio::spawn(read_loop(inbound, Arc::clone(&routes)));
-        Ok(Self { package_id: id.name, out, routes, reader })
+        Ok(Self { package_id: id.name, out, routes, reader, transactions: AtomicU64::new(0) })
     }
 
     /// The package id the chaincode registered with.
@@ -331,6 +323,11 @@ impl ChaincodeConnection {
         self.out.send(message).await.map_err(|_| SimError::Handshake("the stream is closed".to_owned()))
     }
 
+    /// How many transactions the peer sent on this stream (endorsements and raw transactions).
+    pub fn transactions(&self) -> u64 {
+        self.transactions.load(Ordering::Relaxed)
+    }
+
     /// Sends TRANSACTION and serves the chaincode's state requests from `simulator` until
     /// COMPLETED or ERROR. `Ok` = COMPLETED's Response and event, `Err` = the failure text.
     async fn execute(
@@ -341,6 +338,7 @@ impl ChaincodeConnection {
         proposal: Option<SignedProposal>,
         simulator: &mut TxSimulator,
     ) -> Result<(Response, Option<ChaincodeEvent>), String> {
+        self.transactions.fetch_add(1, Ordering::Relaxed);
         let key = (channel_id.to_owned(), txid.to_owned());
         let (sender, mut inbox) = mpsc::unbounded_channel();
         lock(&self.routes).insert(key.clone(), sender);
@@ -730,6 +728,9 @@ struct Ledger {
 pub struct Peer {
     channel_id: String,
     chaincode_name: String,
+    /// MSPs whose members may write on the channel; `None`: every MSP the simulator issued an
+    /// identity for.
+    members: Option<HashSet<String>>,
     ledger: Mutex<Ledger>,
 }
 
@@ -739,6 +740,7 @@ impl Peer {
         Self {
             channel_id: channel_id.into(),
             chaincode_name: chaincode_name.into(),
+            members: None,
             ledger: Mutex::new(Ledger {
                 state: Arc::new(State::new()),
                 height: 1,
@@ -746,6 +748,68 @@ impl Peer {
                 events: Vec::new(),
             }),
         }
+    }
+
+    /// Restricts the channel's writers to the members of `msp_ids`.
+    pub fn with_members(mut self, msp_ids: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.members = Some(msp_ids.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The peer's proposal checks (fabric-protocol.md §4.1 step 1), on the signed bytes: header
+    /// type ENDORSER_TRANSACTION, epoch 0, this channel, non-empty nonce and creator, txid =
+    /// hex SHA-256(nonce ‖ creator), the creator's certificate issued for its MSP, a low-S
+    /// signature of `proposal_bytes` by that certificate's key, the MSP a member of the
+    /// channel, and the txid not in the ledger.
+    pub fn check_proposal(&self, proposal: &SimProposal) -> Result<(), SimError> {
+        let refuse = |reason: String| SimError::BadProposal(reason);
+        let signed = &proposal.signed;
+        let decoded = Proposal::decode(signed.proposal_bytes.as_slice())
+            .map_err(|e| refuse(format!("malformed proposal: {e}")))?;
+        let header = Header::decode(decoded.header.as_slice()).map_err(|e| refuse(format!("malformed header: {e}")))?;
+        let channel_header = ChannelHeader::decode(header.channel_header.as_slice())
+            .map_err(|e| refuse(format!("malformed channel header: {e}")))?;
+        let signature_header = SignatureHeader::decode(header.signature_header.as_slice())
+            .map_err(|e| refuse(format!("malformed signature header: {e}")))?;
+        if channel_header.r#type != ENDORSER_TRANSACTION {
+            return Err(refuse(format!("invalid header type {}", channel_header.r#type)));
+        }
+        if channel_header.epoch != 0 {
+            return Err(refuse(format!("invalid epoch {}, expected 0", channel_header.epoch)));
+        }
+        if channel_header.channel_id != self.channel_id || proposal.channel_id != self.channel_id {
+            return Err(SimError::WrongChannel(channel_header.channel_id));
+        }
+        if signature_header.nonce.is_empty() {
+            return Err(refuse("nonce is empty".to_owned()));
+        }
+        if signature_header.creator.is_empty() {
+            return Err(refuse("creator is empty".to_owned()));
+        }
+        let expected = hex::encode(
+            Sha256::new().chain_update(&signature_header.nonce).chain_update(&signature_header.creator).finalize(),
+        );
+        if channel_header.tx_id != expected || proposal.txid != channel_header.tx_id {
+            return Err(refuse(format!("incorrect txid {}, expected {expected}", channel_header.tx_id)));
+        }
+        let creator = SerializedIdentity::decode(signature_header.creator.as_slice())
+            .map_err(|e| refuse(format!("malformed creator: {e}")))?;
+        let denied = || refuse(format!("access denied: channel [{}] creator org [{}]", self.channel_id, creator.mspid));
+        let issued = identity::issued(&creator.mspid).ok_or_else(denied)?;
+        if issued.certificate != creator.id_bytes {
+            return Err(denied());
+        }
+        if let Err(error) = identity::verify(issued.public_key(), &signed.proposal_bytes, &signed.signature) {
+            tracing::debug!(%error, "creator signature refused");
+            return Err(denied());
+        }
+        if self.members.as_ref().is_some_and(|members| !members.contains(&creator.mspid)) {
+            return Err(denied());
+        }
+        if lock(&self.ledger).txids.contains(&channel_header.tx_id) {
+            return Err(SimError::DuplicateTxid(channel_header.tx_id));
+        }
+        Ok(())
     }
 
     /// A proposal calling `method` with `request` as `identity`.
@@ -762,6 +826,7 @@ impl Peer {
         if proposal.channel_id != self.channel_id {
             return Err(SimError::WrongChannel(proposal.channel_id.clone()));
         }
+        self.check_proposal(proposal)?;
         let snapshot = {
             let ledger = lock(&self.ledger);
             if ledger.txids.contains(&proposal.txid) {

@@ -3,10 +3,12 @@
 use std::sync::OnceLock;
 
 use orchestrator_host_fabric::encoding::EVENT_NAME;
+use orchestrator_host_fabric::fabric::common::{ChannelHeader, Header};
 use orchestrator_host_fabric::fabric::kvrwset::range_query_info::ReadsInfo;
-use orchestrator_host_fabric::fabric::protos::{ChaincodeInput, SignedProposal};
+use orchestrator_host_fabric::fabric::protos::{ChaincodeInput, Proposal, SignedProposal};
+use orchestrator_host_fabric::identity;
 use orchestrator_host_fabric::simulator::{
-    ChaincodeConnection, Identity, Peer, SimProposal, ValidationCode, spawn_chaincode,
+    ChaincodeConnection, Identity, Peer, SimError, SimProposal, ValidationCode, spawn_chaincode,
 };
 use orchestrator_proto::{
     Addressable, DataManager, Event, GetAllOrganizationsParam, GetAllOrganizationsResponse, GetDataManagerParam,
@@ -71,7 +73,7 @@ fn data_manager(key: &str) -> NewDataManager {
 
 async fn register_org(peer: &Peer, cc: &ChaincodeConnection, msp_id: &str) {
     let proposal = peer.proposal(
-        &Identity::new(msp_id),
+        &Identity::new(msp_id).expect("identity"),
         REGISTER_ORGANIZATION,
         &RegisterOrganizationParam::default().encode_to_vec(),
     );
@@ -90,7 +92,7 @@ async fn handshake_registers_the_package_id() {
 async fn register_organization_then_get_all() {
     let cc = chaincode().await;
     let peer = Peer::new(CHANNEL, CHAINCODE);
-    let org1 = Identity::new(ORG1);
+    let org1 = Identity::new(ORG1).expect("identity");
     let proposal = peer.proposal(&org1, REGISTER_ORGANIZATION, &RegisterOrganizationParam::default().encode_to_vec());
     let (endorsement, code) = peer.submit(&cc, &proposal).await.expect("submit");
     assert_eq!(code, ValidationCode::Valid);
@@ -123,7 +125,7 @@ async fn register_organization_then_get_all() {
 async fn data_manager_and_data_samples() {
     let cc = chaincode().await;
     let peer = Peer::new(CHANNEL, CHAINCODE);
-    let org1 = Identity::new(ORG1);
+    let org1 = Identity::new(ORG1).expect("identity");
     register_org(&peer, &cc, ORG1).await;
 
     let proposal = peer.proposal(&org1, REGISTER_DATA_MANAGER, &data_manager(DM_KEY).encode_to_vec());
@@ -193,7 +195,11 @@ async fn the_same_proposal_endorses_identically_on_two_chaincodes() {
     let (first, second) = tokio::join!(chaincode(), chaincode());
     let peer = Peer::new(CHANNEL, CHAINCODE);
     register_org(&peer, &first, ORG1).await;
-    let proposal = peer.proposal(&Identity::new(ORG1), REGISTER_DATA_MANAGER, &data_manager(DM_KEY).encode_to_vec());
+    let proposal = peer.proposal(
+        &Identity::new(ORG1).expect("identity"),
+        REGISTER_DATA_MANAGER,
+        &data_manager(DM_KEY).encode_to_vec(),
+    );
     let (a, b) = tokio::join!(peer.endorse(&first, &proposal), peer.endorse(&second, &proposal));
     let (a, b) = (a.expect("first"), b.expect("second"));
     assert_eq!(a.response.status, 200, "{}", a.response.message);
@@ -218,7 +224,7 @@ async fn conflicting_transactions_in_one_block() {
     let cc = chaincode().await;
     let peer = Peer::new(CHANNEL, CHAINCODE);
     register_org(&peer, &cc, ORG1).await;
-    let org1 = Identity::new(ORG1);
+    let org1 = Identity::new(ORG1).expect("identity");
     let request = data_manager(DM_KEY).encode_to_vec();
     let (p1, p2) =
         (peer.proposal(&org1, REGISTER_DATA_MANAGER, &request), peer.proposal(&org1, REGISTER_DATA_MANAGER, &request));
@@ -241,9 +247,9 @@ async fn an_insert_into_a_scanned_range_is_a_phantom() {
     let cc = chaincode().await;
     let peer = Peer::new(CHANNEL, CHAINCODE);
     register_org(&peer, &cc, ORG1).await;
-    let list = peer.proposal(&Identity::new(ORG1), GET_ALL_ORGANIZATIONS, &[]);
+    let list = peer.proposal(&Identity::new(ORG1).expect("identity"), GET_ALL_ORGANIZATIONS, &[]);
     let register = peer.proposal(
-        &Identity::new(ORG2),
+        &Identity::new(ORG2).expect("identity"),
         REGISTER_ORGANIZATION,
         &RegisterOrganizationParam::default().encode_to_vec(),
     );
@@ -253,9 +259,10 @@ async fn an_insert_into_a_scanned_range_is_a_phantom() {
     // The scan ordered after the insert: its range result changed.
     assert_eq!(peer.commit_block(&[insert, scan]), vec![ValidationCode::Valid, ValidationCode::PhantomReadConflict]);
     // Ordered before it, a fresh scan and a fresh insert are both valid.
-    let scan = peer.endorse(&cc, &peer.proposal(&Identity::new(ORG1), GET_ALL_ORGANIZATIONS, &[])).await;
+    let scan =
+        peer.endorse(&cc, &peer.proposal(&Identity::new(ORG1).expect("identity"), GET_ALL_ORGANIZATIONS, &[])).await;
     let register = peer.proposal(
-        &Identity::new("Org3MSP"),
+        &Identity::new("Org3MSP").expect("identity"),
         REGISTER_ORGANIZATION,
         &RegisterOrganizationParam::default().encode_to_vec(),
     );
@@ -267,7 +274,7 @@ async fn an_insert_into_a_scanned_range_is_a_phantom() {
 async fn bad_transactions_fail_alone_and_the_stream_keeps_serving() {
     let cc = chaincode().await;
     let peer = Peer::new(CHANNEL, CHAINCODE);
-    let org2 = Identity::new(ORG2);
+    let org2 = Identity::new(ORG2).expect("identity");
 
     let malformed_input = cc.raw_transaction("tx-1", CHANNEL, vec![0xff, 0xff, 0xff], None).await;
     assert!(malformed_input.expect_err("error").contains("ChaincodeInput"));
@@ -293,4 +300,86 @@ async fn bad_transactions_fail_alone_and_the_stream_keeps_serving() {
     // The same stream still serves.
     register_org(&peer, &cc, ORG2).await;
     assert_eq!(peer.events().len(), 1);
+}
+
+/// `proposal` with its channel header edited by `edit`, then signed again by `identity`.
+fn resigned(proposal: &SimProposal, identity: &Identity, edit: impl FnOnce(&mut ChannelHeader)) -> SimProposal {
+    let mut decoded = Proposal::decode(proposal.signed.proposal_bytes.as_slice()).expect("proposal");
+    let mut header = Header::decode(decoded.header.as_slice()).expect("header");
+    let mut channel_header = ChannelHeader::decode(header.channel_header.as_slice()).expect("channel header");
+    edit(&mut channel_header);
+    header.channel_header = channel_header.encode_to_vec();
+    decoded.header = header.encode_to_vec();
+    let mut resigned = proposal.clone();
+    resigned.txid = channel_header.tx_id;
+    resigned.signed.proposal_bytes = decoded.encode_to_vec();
+    resigned.signed.signature = identity.sign(&resigned.signed.proposal_bytes).expect("sign");
+    resigned
+}
+
+fn assert_refused(result: Result<orchestrator_host_fabric::simulator::Endorsement, SimError>, what: &str) {
+    match result {
+        Err(SimError::BadProposal(reason)) => assert!(!reason.is_empty(), "{what}"),
+        other => panic!("{what}: expected a refused proposal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proposals_are_signed_and_checked_before_the_chaincode_runs() {
+    let cc = chaincode().await;
+    let peer = Peer::new(CHANNEL, CHAINCODE).with_members([ORG1, ORG2]);
+    let org1 = Identity::new(ORG1).expect("identity");
+    let request = RegisterOrganizationParam::default().encode_to_vec();
+    let valid = peer.proposal(&org1, REGISTER_ORGANIZATION, &request);
+    peer.check_proposal(&valid).expect("a signed proposal passes");
+    // Fabric's signature: DER, low-S, over the exact proposal bytes.
+    identity::verify(org1.public_key(), &valid.signed.proposal_bytes, &valid.signed.signature).expect("signature");
+
+    // A signature over other bytes.
+    let mut tampered = valid.clone();
+    tampered.signed.signature = org1.sign(b"other bytes").expect("sign");
+    assert_refused(peer.endorse(&cc, &tampered).await, "signature over other bytes");
+    // Bytes changed after signing.
+    let mut altered = valid.clone();
+    let last = altered.signed.proposal_bytes.len() - 1;
+    altered.signed.proposal_bytes[last] ^= 1;
+    assert_refused(peer.endorse(&cc, &altered).await, "proposal bytes changed after signing");
+    // The same signature in high-S form: valid ECDSA, refused by Fabric.
+    let mut high_s = valid.clone();
+    high_s.signed.signature = identity::flip_s(&valid.signed.signature).expect("flip");
+    assert_refused(peer.endorse(&cc, &high_s).await, "high-S signature");
+    // No signature.
+    let mut unsigned = valid.clone();
+    unsigned.signed.signature.clear();
+    assert_refused(peer.endorse(&cc, &unsigned).await, "empty signature");
+    // A txid that is not hex SHA-256(nonce ‖ creator), properly signed.
+    let wrong_txid = resigned(&valid, &org1, |header| header.tx_id = "0".repeat(64));
+    assert_refused(peer.endorse(&cc, &wrong_txid).await, "wrong txid");
+    let upper_txid = resigned(&valid, &org1, |header| header.tx_id = header.tx_id.to_uppercase());
+    assert_refused(peer.endorse(&cc, &upper_txid).await, "upper-case txid");
+    // Other header checks: epoch 0, ENDORSER_TRANSACTION.
+    assert_refused(peer.endorse(&cc, &resigned(&valid, &org1, |header| header.epoch = 1)).await, "epoch 1");
+    assert_refused(peer.endorse(&cc, &resigned(&valid, &org1, |header| header.r#type = 1)).await, "CONFIG header");
+    // An MSP that is not a member of the channel (its identity is valid otherwise).
+    let outsider = Identity::new("Org3MSP").expect("identity");
+    let foreign = peer.proposal(&outsider, REGISTER_ORGANIZATION, &request);
+    assert_refused(peer.endorse(&cc, &foreign).await, "unknown MSP");
+    assert!(Peer::new(CHANNEL, CHAINCODE).check_proposal(&foreign).is_ok(), "a member of an open channel");
+    // ORG1's certificate and key presented as ORG2 (a member): not a certificate of ORG2.
+    let forged = peer.proposal(&org1.with_msp_id(ORG2), REGISTER_ORGANIZATION, &request);
+    assert_refused(peer.endorse(&cc, &forged).await, "certificate of another MSP");
+    assert_eq!(cc.transactions(), 0, "no refused proposal reached the chaincode");
+
+    // The valid proposal still passes, once.
+    let (endorsement, code) = peer.submit(&cc, &valid).await.expect("submit");
+    assert_eq!(endorsement.response.status, 200, "{}", endorsement.response.message);
+    assert_eq!(code, ValidationCode::Valid);
+    assert_eq!(cc.transactions(), 1);
+    // Its txid is now in the ledger: refused before the chaincode.
+    assert!(matches!(peer.endorse(&cc, &valid).await, Err(SimError::DuplicateTxid(txid)) if txid == valid.txid));
+    let org2 = Identity::new(ORG2).expect("identity");
+    let (endorsement, code) =
+        peer.submit(&cc, &peer.proposal(&org2, REGISTER_ORGANIZATION, &request)).await.expect("submit");
+    assert_eq!((endorsement.response.status, code), (200, ValidationCode::Valid));
+    assert_eq!(cc.transactions(), 2);
 }

@@ -92,7 +92,7 @@ async fn the_binary_serves_from_the_ccaas_environment() {
     assert_eq!(cc.package_id(), PACKAGE_ID);
     let peer = Peer::new("mychannel", "orchestrator");
     let proposal = peer.proposal(
-        &Identity::new("MyOrg1MSP"),
+        &Identity::new("MyOrg1MSP").expect("identity"),
         "orchestrator.OrganizationService/RegisterOrganization",
         &RegisterOrganizationParam::default().encode_to_vec(),
     );

@@ -119,7 +119,7 @@ impl ProposalFactory {
         SimProposal::with_nonce(
             channel,
             CHAINCODE,
-            &Identity::new(msp),
+            &Identity::new(msp).expect("identity"),
             encoding::call_args(method, request),
             timestamp,
             nonce,
