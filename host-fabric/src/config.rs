@@ -10,7 +10,8 @@ pub struct Config {
     pub package_id: String,
     /// `CHAINCODE_SERVER_ADDRESS`: where to listen, e.g. `0.0.0.0:9999`.
     pub address: SocketAddr,
-    /// `CHAINCODE_TLS_CERT_FILE` + `CHAINCODE_TLS_KEY_FILE` (PEM): TLS when both are set.
+    /// TLS when `CHAINCODE_TLS_DISABLED=false`: `CHAINCODE_TLS_CERT` + `CHAINCODE_TLS_KEY`
+    /// (PEM files), the variables of Fabric's external-chaincode samples.
     pub tls: Option<TlsFiles>,
     /// `ORCHESTRATOR_COMPONENT`: a component file to run instead of the embedded one.
     pub component: Option<PathBuf>,
@@ -25,7 +26,7 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// Server private key (PEM).
     pub key: PathBuf,
-    /// `CHAINCODE_TLS_CLIENT_CA_FILE`: when set, peers must present a certificate it signed.
+    /// `CHAINCODE_CLIENT_CA_CERT`: when set, peers must present a certificate it signed.
     pub client_ca: Option<PathBuf>,
 }
 
@@ -62,15 +63,25 @@ impl Config {
                 name: "CHAINCODE_SERVER_ADDRESS",
                 message: e.to_string(),
             })?;
-        let tls = match (get("CHAINCODE_TLS_CERT_FILE"), get("CHAINCODE_TLS_KEY_FILE")) {
-            (Some(cert), Some(key)) => Some(TlsFiles {
-                cert: cert.into(),
-                key: key.into(),
-                client_ca: get("CHAINCODE_TLS_CLIENT_CA_FILE").map(PathBuf::from),
-            }),
-            (None, None) => None,
-            (Some(_), None) => return Err(ConfigError::Missing("CHAINCODE_TLS_KEY_FILE")),
-            (None, Some(_)) => return Err(ConfigError::Missing("CHAINCODE_TLS_CERT_FILE")),
+        // As in Fabric's samples, TLS is off unless CHAINCODE_TLS_DISABLED says otherwise.
+        let tls_disabled = match get("CHAINCODE_TLS_DISABLED").as_deref() {
+            None | Some("1" | "t" | "T" | "true" | "TRUE" | "True") => true,
+            Some("0" | "f" | "F" | "false" | "FALSE" | "False") => false,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "CHAINCODE_TLS_DISABLED",
+                    message: format!("invalid boolean {other:?}"),
+                });
+            }
+        };
+        let tls = if tls_disabled {
+            None
+        } else {
+            Some(TlsFiles {
+                cert: get("CHAINCODE_TLS_CERT").ok_or(ConfigError::Missing("CHAINCODE_TLS_CERT"))?.into(),
+                key: get("CHAINCODE_TLS_KEY").ok_or(ConfigError::Missing("CHAINCODE_TLS_KEY"))?.into(),
+                client_ca: get("CHAINCODE_CLIENT_CA_CERT").map(PathBuf::from),
+            })
         };
         Ok(Self {
             package_id,
@@ -95,8 +106,9 @@ mod tests {
         let config = Config::from_lookup(lookup(&[
             ("CHAINCODE_ID", "orc_1.0:abcd"),
             ("CHAINCODE_SERVER_ADDRESS", "0.0.0.0:9999"),
-            ("CHAINCODE_TLS_CERT_FILE", "/c.pem"),
-            ("CHAINCODE_TLS_KEY_FILE", "/k.pem"),
+            ("CHAINCODE_TLS_DISABLED", "false"),
+            ("CHAINCODE_TLS_CERT", "/c.pem"),
+            ("CHAINCODE_TLS_KEY", "/k.pem"),
         ]));
         let config = config.expect("valid");
         assert_eq!(config.package_id, "orc_1.0:abcd");
@@ -106,13 +118,29 @@ mod tests {
             Config::from_lookup(lookup(&[("CHAINCODE_SERVER_ADDRESS", "0.0.0.0:1")])),
             Err(ConfigError::Missing("CHAINCODE_ID"))
         );
+        // TLS files alone do not turn TLS on: CHAINCODE_TLS_DISABLED defaults to true.
+        let plain = Config::from_lookup(lookup(&[
+            ("CHAINCODE_ID", "x"),
+            ("CHAINCODE_SERVER_ADDRESS", "0.0.0.0:1"),
+            ("CHAINCODE_TLS_CERT", "/c.pem"),
+        ]));
+        assert_eq!(plain.map(|c| c.tls), Ok(None));
         assert_eq!(
             Config::from_lookup(lookup(&[
                 ("CHAINCODE_ID", "x"),
                 ("CHAINCODE_SERVER_ADDRESS", "0.0.0.0:1"),
-                ("CHAINCODE_TLS_CERT_FILE", "/c.pem"),
+                ("CHAINCODE_TLS_DISABLED", "false"),
+                ("CHAINCODE_TLS_CERT", "/c.pem"),
             ])),
-            Err(ConfigError::Missing("CHAINCODE_TLS_KEY_FILE"))
+            Err(ConfigError::Missing("CHAINCODE_TLS_KEY"))
         );
+        assert!(matches!(
+            Config::from_lookup(lookup(&[
+                ("CHAINCODE_ID", "x"),
+                ("CHAINCODE_SERVER_ADDRESS", "0.0.0.0:1"),
+                ("CHAINCODE_TLS_DISABLED", "maybe"),
+            ])),
+            Err(ConfigError::Invalid { name: "CHAINCODE_TLS_DISABLED", .. })
+        ));
     }
 }
