@@ -38,42 +38,5 @@ mod native_parity {
         assert_eq!(without_ids(events), without_ids(native.events()));
     }
 
-    macro_rules! parity {
-        ($($name:ident),* $(,)?) => {
-            $(
-                #[test]
-                fn $name() {
-                    same_events(orchestrator_logic::testing::scenarios::$name);
-                }
-            )*
-        };
-    }
-
-    parity!(
-        organizations,
-        bad_requests,
-        data_managers,
-        data_samples,
-        datasets,
-        functions,
-        function_actions,
-        pagination,
-        compute_plans,
-        plan_actions,
-        plan_running,
-        task_registration,
-        task_registration_errors,
-        task_resend,
-        task_actions,
-        task_function_builds,
-        task_queries,
-        models,
-        multiple_models,
-        performances,
-        failure_reports,
-        profiling,
-        task_input_assets,
-        disable_outputs,
-        two_organization_plan,
-    );
+    orchestrator_logic::scenario_tests!(with same_events);
 }

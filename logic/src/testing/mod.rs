@@ -184,11 +184,13 @@ impl Driver for Harness {
     }
 }
 
-/// Expands to one `#[test]` per scenario, each on a fresh driver from `$new`.
+/// Expands to one `#[test]` per scenario: `scenario_tests!(<driver expression>)` runs each on a
+/// fresh driver; `scenario_tests!(with <fn(fn(&mut dyn Driver))>)` hands each scenario to a
+/// runner (differential checks). The list of scenarios is written once, here.
 #[macro_export]
 macro_rules! scenario_tests {
-    ($new:expr) => {
-        $crate::scenario_tests!(@each $new;
+    (@list $mode:tt) => {
+        $crate::scenario_tests!(@each $mode;
             organizations,
             bad_requests,
             data_managers,
@@ -216,7 +218,7 @@ macro_rules! scenario_tests {
             two_organization_plan,
         );
     };
-    (@each $new:expr; $($name:ident),* $(,)?) => {
+    (@each [new $new:expr]; $($name:ident),* $(,)?) => {
         $(
             #[test]
             fn $name() {
@@ -224,5 +226,19 @@ macro_rules! scenario_tests {
                 $crate::testing::scenarios::$name(&mut driver);
             }
         )*
+    };
+    (@each [with $runner:path]; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $runner($crate::testing::scenarios::$name);
+            }
+        )*
+    };
+    (with $runner:path) => {
+        $crate::scenario_tests!(@list [with $runner]);
+    };
+    ($new:expr) => {
+        $crate::scenario_tests!(@list [new $new]);
     };
 }
