@@ -34,16 +34,6 @@ const BATCH: u64 = 100;
 const MAX_TXS: u64 = 40;
 const MAX_TIME: Duration = Duration::from_secs(3);
 
-fn add(total: &mut StateRequests, r: StateRequests) {
-    total.get_state += r.get_state;
-    total.get_state_by_range += r.get_state_by_range;
-    total.query_state_next += r.query_state_next;
-    total.query_state_close += r.query_state_close;
-    total.put_state += r.put_state;
-    total.del_state += r.del_state;
-    total.other += r.other;
-}
-
 /// Runs `request(i)` for i = 0.. as ORG1 until the limits; prints throughput and round trips.
 fn measure(d: &mut FabricDriver, name: &str, what: &str, method: &str, mut request: impl FnMut(u64) -> Vec<u8>) {
     let mut total = StateRequests::default();
@@ -56,7 +46,7 @@ fn measure(d: &mut FabricDriver, name: &str, what: &str, method: &str, mut reque
         busy += started.elapsed();
         assert_eq!(endorsement.response.status, 200, "{name}: {}", endorsement.response.message);
         assert_eq!(code, Some(ValidationCode::Valid));
-        add(&mut total, endorsement.state_requests);
+        total += endorsement.state_requests;
         txs += 1;
     }
     let per_tx = |n: u64| n as f64 / txs as f64;

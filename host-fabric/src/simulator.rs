@@ -80,6 +80,18 @@ pub struct StateRequests {
     pub other: u64,
 }
 
+impl std::ops::AddAssign for StateRequests {
+    fn add_assign(&mut self, r: Self) {
+        self.get_state += r.get_state;
+        self.get_state_by_range += r.get_state_by_range;
+        self.query_state_next += r.query_state_next;
+        self.query_state_close += r.query_state_close;
+        self.put_state += r.put_state;
+        self.del_state += r.del_state;
+        self.other += r.other;
+    }
+}
+
 impl StateRequests {
     /// All state requests (each one a peer round trip).
     pub fn total(&self) -> u64 {

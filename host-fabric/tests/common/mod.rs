@@ -180,15 +180,7 @@ impl FabricDriver {
     }
 
     fn tally(&mut self, endorsement: &Endorsement) {
-        let r = endorsement.state_requests;
-        let t = &mut self.requests;
-        t.get_state += r.get_state;
-        t.get_state_by_range += r.get_state_by_range;
-        t.query_state_next += r.query_state_next;
-        t.query_state_close += r.query_state_close;
-        t.put_state += r.put_state;
-        t.del_state += r.del_state;
-        t.other += r.other;
+        self.requests += endorsement.state_requests;
         self.endorsements += 1;
     }
 
