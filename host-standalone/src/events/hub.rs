@@ -22,6 +22,18 @@ pub const WRITTEN: &str = "orchestrator_events_written";
 /// NOTIFY channel of the sequencer: payload = `<last position>:<channel>`.
 pub const SEQUENCED: &str = "orchestrator_events_sequenced";
 
+/// One committed, numbered event.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NumberedEvent {
+    /// Its position in the channel (1, 2, 3, ...).
+    #[sqlx(rename = "channel_position")]
+    pub position: i64,
+    /// The event id.
+    pub event_id: String,
+    /// The protobuf `orchestrator.Event`.
+    pub payload: Vec<u8>,
+}
+
 /// Shared news about events, for every consumer in the process.
 #[derive(Debug)]
 pub struct EventHub {
@@ -93,6 +105,25 @@ impl EventHub {
             return watch::Sender::new(0);
         }
         heads.entry(channel.to_owned()).or_insert_with(|| watch::Sender::new(0)).clone()
+    }
+
+    /// Up to `limit` events of `channel` numbered after `after`, in position order: what the
+    /// relay publishes and the streams send.
+    pub async fn numbered_after(
+        &self,
+        channel: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<NumberedEvent>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT channel_position, event_id, payload FROM events \
+             WHERE channel = $1 AND channel_position > $2 ORDER BY channel_position LIMIT $3",
+        )
+        .bind(channel)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// Watches the highest numbered position of `channel`.

@@ -21,6 +21,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use super::EventHub;
+use super::hub::NumberedEvent;
 use super::json::{EventJson, JsonError};
 use super::topology::Topology;
 
@@ -239,17 +240,10 @@ impl Relay {
         let mut recorded = confirmed;
         let mut published_up_to = confirmed;
         loop {
-            let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
-                "SELECT channel_position, event_id, payload FROM events \
-                 WHERE channel = $1 AND channel_position > $2 ORDER BY channel_position LIMIT $3",
-            )
-            .bind(channel)
-            .bind(published_up_to)
-            .bind(i64::try_from(batch).unwrap_or(i64::MAX))
-            .fetch_all(self.hub.pool())
-            .await?;
+            let rows =
+                self.hub.numbered_after(channel, published_up_to, i64::try_from(batch).unwrap_or(i64::MAX)).await?;
             let fetched = rows.len();
-            for (position, event_id, payload) in rows {
+            for NumberedEvent { position, event_id, payload } in rows {
                 published_up_to = position;
                 let confirm = match self.json.encode(&payload) {
                     Ok(body) => {

@@ -89,16 +89,7 @@ async fn follow(
     let mut sent = 0u64;
     loop {
         head.borrow_and_update();
-        let rows: Result<Vec<(i64, Vec<u8>)>, sqlx::Error> = sqlx::query_as(
-            "SELECT channel_position, payload FROM events \
-             WHERE channel = $1 AND channel_position > $2 ORDER BY channel_position LIMIT $3",
-        )
-        .bind(channel)
-        .bind(last)
-        .bind(batch)
-        .fetch_all(hub.pool())
-        .await;
-        let rows = match rows {
+        let rows = match hub.numbered_after(channel, last, batch).await {
             Ok(rows) => rows,
             Err(err) => {
                 tracing::warn!(channel, error = %err, "event subscriber stopped by a database error");
@@ -113,11 +104,11 @@ async fn follow(
             }
             continue;
         }
-        for (position, payload) in rows {
-            if tx.send(Ok(payload)).await.is_err() {
+        for event in rows {
+            if tx.send(Ok(event.payload)).await.is_err() {
                 return sent;
             }
-            last = position;
+            last = event.position;
             sent = sent.saturating_add(1);
         }
     }
