@@ -124,7 +124,6 @@ pub struct Server {
     hub: Arc<EventHub>,
     hub_tasks: HubTasks,
     relay: Option<Relay>,
-    relay_stats: Option<Arc<RelayStats>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -180,7 +179,6 @@ impl Server {
             tracing::info!("event relay disabled (ORCHESTRATOR_AMQP_ENABLED=false)");
             None
         };
-        let relay_stats = relay.as_ref().map(Relay::stats);
 
         let declared = grpc::declared_methods(orchestrator_proto::FILE_DESCRIPTOR_SET)?;
         let handler = Arc::new(Handler::new(
@@ -197,7 +195,7 @@ impl Server {
         let listener = TcpListener::bind(config.grpc_addr)
             .await
             .map_err(|source| ServerError::Listen { addr: config.grpc_addr, source })?;
-        Ok(Self { listener, handler, pool, tls, health, hub, hub_tasks, relay, relay_stats })
+        Ok(Self { listener, handler, pool, tls, health, hub, hub_tasks, relay })
     }
 
     /// The bound address (useful with port 0).
@@ -212,12 +210,12 @@ impl Server {
 
     /// The relay's counters, when the relay is enabled.
     pub fn relay_stats(&self) -> Option<Arc<RelayStats>> {
-        self.relay_stats.clone()
+        self.relay.as_ref().map(Relay::stats)
     }
 
     /// Serves until `shutdown` completes, then drains the calls in flight.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
-        let Self { listener, handler, pool, tls, health, hub, hub_tasks, relay, relay_stats: _ } = self;
+        let Self { listener, handler, pool, tls, health, hub, hub_tasks, relay } = self;
         let relay_task = relay.map(|relay| tokio::spawn(relay.run()));
         let addr = listener.local_addr().map_or_else(|err| err.to_string(), |addr| addr.to_string());
 
