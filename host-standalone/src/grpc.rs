@@ -182,6 +182,17 @@ impl Handler {
         &self.runtime
     }
 
+    /// The caller of `request`, from its headers (and client certificate, when verified).
+    fn caller(&self, request: &tonic::Request<Bytes>) -> Result<Caller, HeaderError> {
+        let peer_certs = request.peer_certs();
+        headers::check(
+            request.metadata(),
+            self.verifier.as_ref(),
+            peer_certs.as_deref().map(Vec::as_slice),
+            &self.channels,
+        )
+    }
+
     fn grpc(&self) -> Grpc<RawCodec> {
         Grpc::new(RawCodec)
             .max_decoding_message_size(self.max_message_bytes)
@@ -277,14 +288,7 @@ impl Handler {
         request: tonic::Request<Bytes>,
         log: &mut CallLog,
     ) -> Result<tonic::Response<Vec<u8>>, Status> {
-        let peer_certs = request.peer_certs();
-        let caller = headers::check(
-            request.metadata(),
-            self.verifier.as_ref(),
-            peer_certs.as_deref().map(Vec::as_slice),
-            &self.channels,
-        )
-        .map_err(|err| err.unary_status())?;
+        let caller = self.caller(&request).map_err(|err| err.unary_status())?;
         let Caller { msp_id, channel } = caller;
         log.msp_id = Some(msp_id.clone());
         log.channel = Some(channel.clone());
@@ -322,15 +326,8 @@ impl Handler {
         method: String,
         request: tonic::Request<Bytes>,
     ) -> Result<tonic::Response<ResponseStream>, Status> {
-        let peer_certs = request.peer_certs();
         let request_id = headers::request_id(request.metadata());
-        let checked = headers::check(
-            request.metadata(),
-            self.verifier.as_ref(),
-            peer_certs.as_deref().map(Vec::as_slice),
-            &self.channels,
-        )
-        .map_err(|err: HeaderError| err.stream_status());
+        let checked = self.caller(&request).map_err(|err| err.stream_status());
         let result = match checked {
             Ok(Caller { channel, .. }) if method == SUBSCRIBE_TO_EVENTS => {
                 let body = request.into_inner();
