@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Client, DM_KEY, TestServer, new_samples as samples, uuid};
+use common::{Client, DM_KEY, TestServer, new_samples as samples, percentile, uuid};
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
     QueuePurgeOptions,
@@ -43,10 +43,6 @@ const LOAD_WRITERS: usize = 4;
 const LOAD_SECONDS: u64 = 5;
 const SUBSCRIBERS: usize = 10;
 const LIVE_EVENTS: usize = 1_000;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
 
 fn sample_event(n: u64) -> Event {
     let key = uuid(n);

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{DM_KEY, TestServer, uuid};
+use common::{DM_KEY, TestServer, percentile, uuid};
 use orchestrator_proto::data_manager_service_client::DataManagerServiceClient;
 use orchestrator_proto::data_sample_service_client::DataSampleServiceClient;
 use orchestrator_proto::{GetDataManagerParam, NewDataSample, RegisterDataSamplesParam};
@@ -39,10 +39,6 @@ fn samples(next: &mut u64) -> Vec<NewDataSample> {
 
 fn per_call(total: Duration, calls: usize) -> Duration {
     total / calls as u32
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -248,3 +248,8 @@ pub async fn register_org_and_data_manager(client: Client) {
         .await
         .expect("RegisterDataManager");
 }
+
+/// The `p` quantile (0..=1) of sorted durations (benches).
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
