@@ -122,7 +122,8 @@ pub fn call_status(err: &CallError) -> Status {
     match err {
         CallError::Logic(logic) => Status::new(logic_code(logic.kind), logic.message.clone()),
         CallError::Trap(message) | CallError::Component(message) => Status::internal(internal_message(message)),
-        CallError::Database(message) => Status::unknown(message.clone()),
+        CallError::Database(message) | CallError::OutcomeUnknown(message) => Status::unknown(message.clone()),
+        CallError::NotApplied(message) => Status::unavailable(message.clone()),
         CallError::InvalidEvent(_) => Status::internal(err.to_string()),
     }
 }
@@ -304,15 +305,14 @@ impl Handler {
         let Some(read_only) = self.runtime.is_read_only(method) else {
             return Err(Status::unimplemented(format!("OE0010: {method} is not implemented yet")));
         };
-        let body = request.into_inner();
         let call = Call {
-            msp_id: &msp_id,
-            channel: &channel,
-            method,
-            request: &body,
+            msp_id,
+            channel,
+            method: method.to_owned(),
+            request: request.into_inner(),
             mode: if read_only { TxMode::ReadOnly } else { TxMode::ReadWrite },
         };
-        let outcome = self.executor.run(&self.runtime, call).await;
+        let outcome = self.executor.run(call).await;
         log.attempts = outcome.attempts;
         log.fuel = outcome.fuel_consumed;
         match outcome.result {

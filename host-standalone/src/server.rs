@@ -182,10 +182,10 @@ impl Server {
 
         let declared = grpc::declared_methods(orchestrator_proto::FILE_DESCRIPTOR_SET)?;
         let handler = Arc::new(Handler::new(
-            runtime,
+            runtime.clone(),
             channels,
             verifier,
-            Executor::new(pool.clone(), config.tx_retry_budget),
+            Executor::new(pool.clone(), runtime.clone(), config.tx_retry_budget, Arc::clone(&hub)),
             declared,
             config.grpc_max_message_bytes,
             Arc::clone(&hub),

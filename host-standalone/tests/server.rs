@@ -282,77 +282,116 @@ async fn concurrent_writers_all_succeed() {
     server.stop().await;
 }
 
-/// Makes the server's next RegisterOrganization of MyOrg1MSP on mychannel hit a serialization
-/// failure: another transaction inserts the same state key, the call's upsert waits for it, and
-/// that transaction commits after the call's snapshot was taken. Returns the call's outcome.
-async fn register_against_concurrent_insert(
+/// Holds mychannel's write lock in a transaction of its own, as a second orchestrator process
+/// would, and starts a RegisterOrganization of MyOrg1MSP on mychannel; returns once the call
+/// waits for the lock. The blocker has already inserted `row` (when given) in the channel.
+async fn call_behind_channel_lock(
     server: &TestServer,
-) -> Result<orchestrator_proto::Organization, tonic::Status> {
-    // Learn the organization's state key from another channel (no key layout assumed here).
-    let mut yours = OrganizationServiceClient::new(server.client("MyOrg1MSP", "yourchannel").await);
-    yours.register_organization(RegisterOrganizationParam { address: String::new() }).await.expect("on yourchannel");
-    let (key, value): (String, Vec<u8>) = sqlx::query_as("SELECT key, value FROM state WHERE channel = 'yourchannel'")
-        .fetch_one(&server.pool)
-        .await
-        .expect("the organization's state row");
-
+    row: Option<(String, Vec<u8>)>,
+) -> (
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    tokio::task::JoinHandle<Result<orchestrator_proto::Organization, tonic::Status>>,
+) {
     let mut blocker = server.pool.begin().await.expect("blocker transaction");
-    sqlx::query("INSERT INTO state (channel, key, value) VALUES ('mychannel', $1, $2)")
-        .bind(&key)
-        .bind(&value)
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(orchestrator_host_standalone::postgres::channel_lock_key("mychannel"))
         .execute(&mut *blocker)
         .await
-        .expect("blocker insert");
-
+        .expect("blocker takes the channel lock");
+    if let Some((key, value)) = row {
+        sqlx::query("INSERT INTO state (channel, key, value) VALUES ('mychannel', $1, $2)")
+            .bind(&key)
+            .bind(&value)
+            .execute(&mut *blocker)
+            .await
+            .expect("blocker insert");
+    }
     let mut mine = OrganizationServiceClient::new(server.client("MyOrg1MSP", "mychannel").await);
     let call = tokio::spawn(async move {
         mine.register_organization(RegisterOrganizationParam { address: String::new() })
             .await
             .map(tonic::Response::into_inner)
     });
-
-    // Wait until the call's transaction waits on the blocker's row lock.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&server.pool)
-        .await
-        .expect("pg_stat_activity");
-        if waiting > 0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the call never waited on the lock");
+    while waiting_on_channel_lock(server).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the call never waited on the channel lock");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    blocker.commit().await.expect("blocker commit");
-    call.await.expect("call task")
+    (blocker, call)
+}
+
+/// Backends of the test database waiting for an advisory lock.
+async fn waiting_on_channel_lock(server: &TestServer) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
+    )
+    .fetch_all(&server.pool)
+    .await
+    .expect("pg_stat_activity")
+}
+
+/// The state row RegisterOrganization of MyOrg1MSP writes, learnt on another channel (no key
+/// layout assumed here).
+async fn organization_row(server: &TestServer) -> (String, Vec<u8>) {
+    let mut yours = OrganizationServiceClient::new(server.client("MyOrg1MSP", "yourchannel").await);
+    yours.register_organization(RegisterOrganizationParam { address: String::new() }).await.expect("on yourchannel");
+    sqlx::query_as("SELECT key, value FROM state WHERE channel = 'yourchannel'")
+        .fetch_one(&server.pool)
+        .await
+        .expect("the organization's state row")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serialization_failure_is_retried() {
+async fn writes_of_another_process_come_first_in_the_channel_order() {
     let server = TestServer::start().await;
-    let outcome = register_against_concurrent_insert(&server).await;
-    // The first attempt failed with 40001; the retry saw the committed row.
-    let status = outcome.expect_err("the retry sees the organization");
+    let row = organization_row(&server).await;
+    let (blocker, call) = call_behind_channel_lock(&server, Some(row)).await;
+    blocker.commit().await.expect("blocker commit");
+    // The call ran after the other writer committed, and saw its row: no lost update.
+    let status = call.await.expect("call task").expect_err("the organization exists");
     assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
-    // Only the yourchannel registration emitted an event.
     let channels: Vec<String> = server.events().await.into_iter().map(|e| e.channel).collect();
     assert_eq!(channels, ["yourchannel"]);
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serialization_failure_past_the_budget_is_unknown() {
+async fn a_lost_database_connection_is_retried() {
+    let server = TestServer::start().await;
+    let (blocker, call) = call_behind_channel_lock(&server, None).await;
+    for pid in waiting_on_channel_lock(&server).await {
+        sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&server.pool).await.expect("terminate");
+    }
+    // The call runs again on a new connection, which waits for the lock again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while waiting_on_channel_lock(&server).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the call was not run again");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    blocker.rollback().await.expect("blocker rollback");
+    let organization = call.await.expect("call task").expect("registered on the retry");
+    assert_eq!(organization.id, "MyOrg1MSP");
+    assert_eq!(server.events().await.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_past_the_budget_is_unavailable_and_safe_to_retry() {
     let server = TestServer::start_with(|config| config.tx_retry_budget = std::time::Duration::ZERO).await;
-    let outcome = register_against_concurrent_insert(&server).await;
-    let status = outcome.expect_err("no retry left");
-    assert_eq!(status.code(), Code::Unknown, "{status:?}");
-    assert!(status.message().contains("could not serialize access"), "{status:?}");
-    let channels: Vec<String> = server.events().await.into_iter().map(|e| e.channel).collect();
-    assert_eq!(channels, ["yourchannel"]);
+    let (blocker, call) = call_behind_channel_lock(&server, None).await;
+    for pid in waiting_on_channel_lock(&server).await {
+        sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&server.pool).await.expect("terminate");
+    }
+    let status = call.await.expect("call task").expect_err("no retry left");
+    blocker.rollback().await.expect("blocker rollback");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("not applied") && status.message().contains("retrying is safe"), "{status:?}");
+    assert!(!status.message().contains("SQLSTATE") && !status.message().contains("error returned from"), "{status:?}");
+    assert!(server.events().await.is_empty());
+    // The client retries, as the message says it may.
+    let mut mine = OrganizationServiceClient::new(server.client("MyOrg1MSP", "mychannel").await);
+    mine.register_organization(RegisterOrganizationParam { address: String::new() }).await.expect("the retry");
     server.stop().await;
 }
 

@@ -1,31 +1,28 @@
 //! The process's one LISTEN connection, fanned out to every waiter.
 //!
 //! Waiters never poll the database for news: SubscribeToEvents streams watch their channel's
-//! head (highest numbered position), the relay watches a global change counter, and the
-//! sequencer is handed the channels with committed but unnumbered rows. Notifications lost
-//! while the LISTEN connection was down are recovered by a resync from the tables once it is
-//! back (LISTEN first, then read, so nothing falls in between).
+//! head (highest committed position), the relay watches a global change counter. Heads move on
+//! the writers' NOTIFY (sent by the flush statement, delivered at commit), and at once for the
+//! writers of this process. Notifications lost while the LISTEN connection was down are
+//! recovered by a resync from the table once it is back (LISTEN first, then read, so nothing
+//! falls in between).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::sequencer;
-
-/// NOTIFY channel of the outbox trigger: payload = the channel of committed events.
-pub const WRITTEN: &str = "orchestrator_events_written";
-/// NOTIFY channel of the sequencer: payload = `<last position>:<channel>`.
-pub const SEQUENCED: &str = "orchestrator_events_sequenced";
+/// NOTIFY channel of the writers: payload = `<channel's new head>:<channel>`.
+pub const COMMITTED: &str = "orchestrator_events_committed";
 
 /// One committed, numbered event.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct NumberedEvent {
-    /// Its position in the channel (1, 2, 3, ...).
+    /// Its position in the channel (1, 2, 3, ...), assigned at insert.
     #[sqlx(rename = "channel_position")]
     pub position: i64,
     /// The event id.
@@ -38,13 +35,10 @@ pub struct NumberedEvent {
 #[derive(Debug)]
 pub struct EventHub {
     pool: PgPool,
-    /// Channel → highest numbered position known.
+    /// Channel → highest committed position known.
     heads: Mutex<HashMap<String, watch::Sender<i64>>>,
     /// Bumped whenever a head moves (the relay serves every channel).
     changes: watch::Sender<u64>,
-    /// Channels the sequencer must look at.
-    dirty: Mutex<BTreeSet<String>>,
-    dirty_notify: Notify,
     /// Set on shutdown: every head watch is dropped, which ends the streams waiting on them.
     closed: std::sync::atomic::AtomicBool,
 }
@@ -67,8 +61,8 @@ fn is_pool_closed(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::PoolClosed)
 }
 
-/// Parses a SEQUENCED payload.
-fn parse_sequenced(payload: &str) -> Option<(i64, &str)> {
+/// Parses a COMMITTED payload.
+fn parse_committed(payload: &str) -> Option<(i64, &str)> {
     let (position, channel) = payload.split_once(':')?;
     Some((position.parse().ok()?, channel))
 }
@@ -80,8 +74,6 @@ impl EventHub {
             pool,
             heads: Mutex::new(HashMap::new()),
             changes: watch::Sender::new(0),
-            dirty: Mutex::new(BTreeSet::new()),
-            dirty_notify: Notify::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -91,11 +83,10 @@ impl EventHub {
         &self.pool
     }
 
-    /// Starts the listener and the sequencer.
+    /// Starts the listener.
     pub fn start(self: &Arc<Self>) -> HubTasks {
         let listener = tokio::spawn(Arc::clone(self).listen());
-        let sequencer = tokio::spawn(Arc::clone(self).sequence());
-        HubTasks { tasks: vec![listener, sequencer] }
+        HubTasks { tasks: vec![listener] }
     }
 
     fn head_sender(&self, channel: &str) -> watch::Sender<i64> {
@@ -107,7 +98,7 @@ impl EventHub {
         heads.entry(channel.to_owned()).or_insert_with(|| watch::Sender::new(0)).clone()
     }
 
-    /// Up to `limit` events of `channel` numbered after `after`, in position order: what the
+    /// Up to `limit` events of `channel` after position `after`, in position order: what the
     /// relay publishes and the streams send.
     pub async fn numbered_after(
         &self,
@@ -126,7 +117,7 @@ impl EventHub {
         .await
     }
 
-    /// Watches the highest numbered position of `channel`.
+    /// Watches the highest committed position of `channel`.
     pub fn head(&self, channel: &str) -> watch::Receiver<i64> {
         self.head_sender(channel).subscribe()
     }
@@ -136,7 +127,7 @@ impl EventHub {
         self.changes.subscribe()
     }
 
-    /// Records that `channel` is numbered up to `position`.
+    /// Records that `channel` has committed events up to `position`.
     pub fn advance(&self, channel: &str, position: i64) {
         let moved = self.head_sender(channel).send_if_modified(|head| {
             if position > *head {
@@ -158,23 +149,27 @@ impl EventHub {
         heads.clear();
     }
 
-    /// Hands `channel` to the sequencer.
-    pub fn mark_dirty(&self, channel: &str) {
-        self.dirty.lock().unwrap_or_else(PoisonError::into_inner).insert(channel.to_owned());
-        self.dirty_notify.notify_one();
+    /// Every channel whose head is known, with its head.
+    pub fn heads(&self) -> Vec<(String, i64)> {
+        let heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
+        heads.iter().map(|(channel, head)| (channel.clone(), *head.borrow())).filter(|(_, h)| *h > 0).collect()
     }
 
-    /// Reads the tables: channels with unnumbered rows, and every channel's head.
+    /// Reads every channel's head from the table: one index probe per channel (a loose scan of
+    /// `events_channel_sequence`), whatever the number of events.
     async fn resync(&self) -> Result<(), sqlx::Error> {
-        let unsequenced: Vec<String> =
-            sqlx::query_scalar("SELECT DISTINCT channel FROM events WHERE channel_position IS NULL")
-                .fetch_all(&self.pool)
-                .await?;
-        for channel in unsequenced {
-            self.mark_dirty(&channel);
-        }
-        let heads: Vec<(String, i64)> =
-            sqlx::query_as("SELECT channel, last_position FROM channel_sequences").fetch_all(&self.pool).await?;
+        let heads: Vec<(String, i64)> = sqlx::query_as(
+            "WITH RECURSIVE channels AS ( \
+                 (SELECT channel FROM events ORDER BY channel LIMIT 1) \
+                 UNION ALL \
+                 SELECT (SELECT e.channel FROM events e WHERE e.channel > c.channel ORDER BY e.channel LIMIT 1) \
+                 FROM channels c WHERE c.channel IS NOT NULL \
+             ) \
+             SELECT c.channel, (SELECT max(e.channel_position) FROM events e WHERE e.channel = c.channel) \
+             FROM channels c WHERE c.channel IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         for (channel, position) in heads {
             self.advance(&channel, position);
         }
@@ -196,50 +191,16 @@ impl EventHub {
 
     async fn listen_once(&self) -> Result<(), sqlx::Error> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen_all([WRITTEN, SEQUENCED]).await?;
+        listener.listen(COMMITTED).await?;
         self.resync().await?;
         loop {
             match listener.try_recv().await? {
-                Some(notification) => match notification.channel() {
-                    WRITTEN => self.mark_dirty(notification.payload()),
-                    SEQUENCED => match parse_sequenced(notification.payload()) {
-                        Some((position, channel)) => self.advance(channel, position),
-                        None => tracing::warn!(payload = notification.payload(), "malformed sequencer notification"),
-                    },
-                    _ => {}
+                Some(notification) => match parse_committed(notification.payload()) {
+                    Some((position, channel)) => self.advance(channel, position),
+                    None => tracing::warn!(payload = notification.payload(), "malformed events notification"),
                 },
                 // The connection was lost and re-established: what was sent meanwhile is gone.
                 None => self.resync().await?,
-            }
-        }
-    }
-
-    async fn sequence(self: Arc<Self>) {
-        loop {
-            let channels = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner));
-            if channels.is_empty() {
-                self.dirty_notify.notified().await;
-                continue;
-            }
-            for channel in channels {
-                loop {
-                    match sequencer::number_batch(&self.pool, &channel, sequencer::BATCH).await {
-                        Ok(Some(numbered)) => {
-                            self.advance(&channel, numbered.last_position);
-                            if numbered.count < sequencer::BATCH {
-                                break;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(err) if is_pool_closed(&err) => return,
-                        Err(err) => {
-                            tracing::warn!(channel = %channel, error = %err, "numbering events failed; will retry");
-                            self.mark_dirty(&channel);
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                            break;
-                        }
-                    }
-                }
             }
         }
     }
@@ -250,10 +211,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sequenced_payloads() {
-        assert_eq!(parse_sequenced("12:mychannel"), Some((12, "mychannel")));
-        assert_eq!(parse_sequenced("3:a:b"), Some((3, "a:b")));
-        assert_eq!(parse_sequenced("x:mychannel"), None);
-        assert_eq!(parse_sequenced("mychannel"), None);
+    fn committed_payloads() {
+        assert_eq!(parse_committed("12:mychannel"), Some((12, "mychannel")));
+        assert_eq!(parse_committed("3:a:b"), Some((3, "a:b")));
+        assert_eq!(parse_committed("x:mychannel"), None);
+        assert_eq!(parse_committed("mychannel"), None);
     }
 }

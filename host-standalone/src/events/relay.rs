@@ -9,7 +9,7 @@
 //!
 //! One process relays at a time (a session advisory lock), so replicas do not interleave.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -220,15 +220,21 @@ impl Relay {
 
     /// Publishes every numbered event not yet confirmed, channel by channel.
     async fn drain(&self, amqp: &lapin::Channel) -> Result<(), RelayError> {
-        let pending: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT s.channel, COALESCE(r.confirmed_position, 0) FROM channel_sequences s \
-             LEFT JOIN relay_progress r ON r.channel = s.channel \
-             WHERE s.last_position > COALESCE(r.confirmed_position, 0) ORDER BY s.channel",
-        )
-        .fetch_all(self.hub.pool())
-        .await?;
-        for (channel, confirmed) in pending {
-            self.relay_channel(amqp, &channel, confirmed).await?;
+        // Heads come from the hub (resynced from the table at start); progress is one row per
+        // channel.
+        let confirmed: HashMap<String, i64> =
+            sqlx::query_as::<_, (String, i64)>("SELECT channel, confirmed_position FROM relay_progress")
+                .fetch_all(self.hub.pool())
+                .await?
+                .into_iter()
+                .collect();
+        let mut heads = self.hub.heads();
+        heads.sort();
+        for (channel, head) in heads {
+            let confirmed = confirmed.get(&channel).copied().unwrap_or(0);
+            if head > confirmed {
+                self.relay_channel(amqp, &channel, confirmed).await?;
+            }
         }
         Ok(())
     }

@@ -23,37 +23,18 @@ use crate::grpc::ResponseStream;
 const BUFFER: usize = 256;
 
 /// Where the stream starts: the position of `start_event_id` in the channel, or 0.
-async fn start_position(
-    hub: &EventHub,
-    channel: &str,
-    start_event_id: &str,
-    head: &mut tokio::sync::watch::Receiver<i64>,
-) -> Result<i64, Status> {
+async fn start_position(hub: &EventHub, channel: &str, start_event_id: &str) -> Result<i64, Status> {
     if start_event_id.is_empty() {
         return Ok(0);
     }
-    loop {
-        head.borrow_and_update();
-        let found: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT channel_position FROM events WHERE channel = $1 AND event_id = $2")
-                .bind(channel)
-                .bind(start_event_id)
-                .fetch_optional(hub.pool())
-                .await
-                .map_err(|err| Status::unknown(err.to_string()))?;
-        match found {
-            None => {
-                return Err(Status::not_found(format!("OE0002: event with id \"{start_event_id}\" not found")));
-            }
-            Some(Some(position)) => return Ok(position),
-            // Committed a moment ago and not numbered yet: it will be, shortly.
-            Some(None) => {
-                if head.changed().await.is_err() {
-                    return Err(Status::unavailable("the orchestrator is shutting down"));
-                }
-            }
-        }
-    }
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT channel_position FROM events WHERE channel = $1 AND event_id = $2")
+            .bind(channel)
+            .bind(start_event_id)
+            .fetch_optional(hub.pool())
+            .await
+            .map_err(|err| Status::unknown(err.to_string()))?;
+    found.ok_or_else(|| Status::not_found(format!("OE0002: event with id \"{start_event_id}\" not found")))
 }
 
 /// Opens the stream of `channel` for a request of bytes `request`.
@@ -67,7 +48,7 @@ pub async fn subscribe(
         .map_err(|err| Status::internal(format!("grpc: error unmarshalling request: {err}")))?;
     // Watch before reading anything: a change after this point wakes us.
     let mut head = hub.head(&channel);
-    let start = start_position(&hub, &channel, &param.start_event_id, &mut head).await?;
+    let start = start_position(&hub, &channel, &param.start_event_id).await?;
     let (tx, rx) = mpsc::channel(BUFFER);
     tracing::info!(channel = %channel, start_position = start, "event subscriber attached");
     tokio::spawn(async move {

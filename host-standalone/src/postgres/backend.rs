@@ -18,21 +18,35 @@ pub(crate) fn is_retryable_code(code: Option<&str>) -> bool {
     matches!(code, Some("40001" | "40P01"))
 }
 
+/// Failures of the connection rather than of a statement: the transaction is gone, nothing of
+/// it was committed (outside COMMIT itself), and running the call again is safe.
+pub(crate) fn is_connection_error(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
 /// The first database failure seen during a call (later ones are usually
 /// "current transaction is aborted" and say nothing).
 #[derive(Debug, Clone)]
 pub(crate) struct DbFailure {
-    pub(crate) code: Option<String>,
     pub(crate) message: String,
+    retryable: bool,
 }
 
 impl DbFailure {
     pub(crate) fn from_sqlx(err: &sqlx::Error) -> Self {
-        Self { code: err.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned()), message: err.to_string() }
+        let code = err.as_database_error().and_then(|e| e.code());
+        Self { message: err.to_string(), retryable: is_retryable_code(code.as_deref()) || is_connection_error(err) }
     }
 
     pub(crate) fn retryable(&self) -> bool {
-        is_retryable_code(self.code.as_deref())
+        self.retryable
     }
 }
 

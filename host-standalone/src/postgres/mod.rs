@@ -1,9 +1,11 @@
 //! PostgreSQL: connection pool, database creation, embedded migrations, the state backend the
-//! logic reads through, and the per-call transaction executor.
+//! logic reads through, the executor (reads on snapshots) and the per-channel writers (write
+//! calls in serial order, group commit).
 
 mod backend;
 mod events;
 mod executor;
+mod writer;
 
 use std::str::FromStr;
 
@@ -13,6 +15,7 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 pub use backend::PgBackend;
 pub use events::{QueryEventsError, query_events};
 pub use executor::{Call, CallError, CallOutcome, Executor, TxMode};
+pub use writer::channel_lock_key;
 
 /// The schema, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -124,7 +127,22 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, SetupErr
         .await
         .map_err(db_error("connect"))?;
     MIGRATOR.run(&pool).await?;
+    warn_if_autovacuum_off(&pool).await;
     Ok(pool)
+}
+
+/// The hot path does not depend on vacuum (event rows are insert-only, unchanged values are not
+/// rewritten), but rows that must change (task status moves, deletions) leave dead versions
+/// that only VACUUM reclaims; the orchestrator never runs it itself.
+async fn warn_if_autovacuum_off(pool: &PgPool) {
+    match sqlx::query_scalar::<_, String>("SELECT current_setting('autovacuum')").fetch_one(pool).await {
+        Ok(setting) if setting == "off" => tracing::warn!(
+            "PostgreSQL runs with autovacuum off: dead row versions left by status changes are never \
+             reclaimed; schedule VACUUM (ANALYZE) or turn autovacuum on"
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::debug!(error = %err, "could not read the autovacuum setting"),
+    }
 }
 
 #[cfg(test)]
