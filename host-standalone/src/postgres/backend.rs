@@ -13,6 +13,13 @@ use tokio::sync::Mutex;
 
 use orchestrator_runtime::DEFAULT_SCAN_LIMIT;
 
+/// One index probe per key, whatever the planner believes. `key = ANY($2)` lets it choose to
+/// walk the whole channel and filter (it did, with no statistics: a 100,000-row scan per
+/// lookup); a `LIMIT 1` lateral subquery cannot be flattened into a join, so each key is looked
+/// up on its own.
+pub const GET_MANY: &str = "SELECT k.key, s.value FROM UNNEST($2::text[]) AS k(key) \
+     CROSS JOIN LATERAL (SELECT value FROM state WHERE channel = $1 AND key = k.key LIMIT 1) AS s";
+
 /// SQLSTATEs after which the whole call may be retried in a new transaction.
 pub(crate) fn is_retryable_code(code: Option<&str>) -> bool {
     matches!(code, Some("40001" | "40P01"))
@@ -93,13 +100,12 @@ impl StateBackend for PgBackend {
             let mut slot = self.slot.lock().await;
             let TxSlot { tx, failure } = &mut *slot;
             let tx = tx.as_mut().ok_or_else(closed)?;
-            let rows: Vec<(String, Vec<u8>)> =
-                sqlx::query_as("SELECT key, value FROM state WHERE channel = $1 AND key = ANY($2::text[])")
-                    .bind(&self.channel)
-                    .bind(keys)
-                    .fetch_all(&mut **tx)
-                    .await
-                    .map_err(|err| record(failure, &err))?;
+            let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(GET_MANY)
+                .bind(&self.channel)
+                .bind(keys)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(|err| record(failure, &err))?;
             let mut found: HashMap<String, Vec<u8>> = rows.into_iter().collect();
             // A key asked twice gets its value twice: clone for all but the last occurrence.
             let mut remaining: HashMap<&str, usize> = HashMap::new();

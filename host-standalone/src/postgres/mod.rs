@@ -12,7 +12,7 @@ use std::str::FromStr;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
-pub use backend::PgBackend;
+pub use backend::{GET_MANY, PgBackend};
 pub use events::{QueryEventsError, query_events};
 pub use executor::{Call, CallError, CallOutcome, Executor, TxMode};
 pub use writer::channel_lock_key;

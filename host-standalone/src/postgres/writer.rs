@@ -369,7 +369,9 @@ impl EventColumns {
 /// channel's head and notifying listeners (delivered at commit, never after a rollback).
 ///
 /// A put whose value is already stored rewrites nothing: without a vacuum every needless row
-/// version stays behind and slows each later read of that key.
+/// version stays behind and slows each later read of that key. Deleted rows are found one key
+/// at a time, as in [`super::backend::GET_MANY`] (the rows are ours alone under the channel
+/// lock, so their ctids hold until the DELETE).
 async fn flush(
     tx: &mut Transaction<'static, Postgres>,
     channel: &str,
@@ -402,7 +404,9 @@ async fn flush(
              ON CONFLICT (channel, key) DO UPDATE SET value = EXCLUDED.value \
              WHERE state.value IS DISTINCT FROM EXCLUDED.value \
          ), deleted AS ( \
-             DELETE FROM state WHERE channel = $1 AND key = ANY($4::text[]) \
+             DELETE FROM state WHERE ctid = ANY(ARRAY( \
+                 SELECT s.ctid FROM UNNEST($4::text[]) AS d(key) \
+                 CROSS JOIN LATERAL (SELECT ctid FROM state WHERE channel = $1 AND key = d.key LIMIT 1) AS s)) \
          ), inserted AS ( \
              INSERT INTO events (channel, channel_position, event_id, payload, asset_key, asset_kind, event_kind, \
                                  ts_micros, metadata) \
