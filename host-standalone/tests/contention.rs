@@ -9,7 +9,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::TestServer;
+use common::{Orchestrator, TestServer};
 use orchestrator_logic::testing::scenarios::computetask::{DM1, TRAIN, train_task};
 use orchestrator_logic::testing::scenarios::{
     CHANNEL, ORG1, ORG2, key, new_data_manager, new_data_sample, new_function,
@@ -223,4 +223,45 @@ async fn a_registration_costs_the_same_at_1k_and_at_10k_tasks() {
     assert!(at_10k < at_1k * 1.5, "database work grew with the plan: {at_1k:.1} → {at_10k:.1} blocks per call");
     assert_eq!(plan_task_keys(&server, None).await.len(), 1 + 1_000 + 100 + 8_900 + 100);
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_on_one_database_keep_one_serial_order() {
+    // The first server creates and migrates the database; two real processes then share it.
+    let setup = TestServer::start().await;
+    plan_with_parent(&setup).await;
+    let db_url = setup.db_url.clone();
+    let no_relay = [("ORCHESTRATOR_AMQP_ENABLED", "false")];
+    let processes = [Orchestrator::spawn(&db_url, &no_relay).await, Orchestrator::spawn(&db_url, &no_relay).await];
+    // 8 writers per process: each registers its own tasks, and every task is also sent by a
+    // writer of the other process (a client retrying elsewhere): it must be created once.
+    let per_writer: u64 = 20;
+    let mut handles = Vec::new();
+    for (p, process) in processes.iter().enumerate() {
+        for w in 0..8u64 {
+            let mut client = ComputeTaskServiceClient::new(process.client().await);
+            handles.push(tokio::spawn(async move {
+                for c in 0..per_writer {
+                    // Writer w of either process sends the same task keys, in opposite orders.
+                    let c = if p == 0 { c } else { per_writer - 1 - c };
+                    let task = child(50_000 + w * 100 + c, &[PARENT]);
+                    client.register_tasks(RegisterTasksParam { tasks: vec![task] }).await.expect("RegisterTasks");
+                }
+            }));
+        }
+    }
+    for handle in handles {
+        handle.await.expect("writer");
+    }
+    drop(processes);
+    let expected: BTreeSet<String> = std::iter::once(key(PARENT))
+        .chain((0..8u64).flat_map(|w| (0..per_writer).map(move |c| key(50_000 + w * 100 + c))))
+        .collect();
+    let listed = plan_task_keys(&setup, None).await;
+    assert_eq!(listed.len(), expected.len(), "every task listed once");
+    let events = task_created_events(&setup).await;
+    assert_eq!(events.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    assert!(events.values().all(|n| *n == 1), "each task created once, by one process: {events:?}");
+    assert_gap_free_positions(&setup).await;
+    setup.stop().await;
 }

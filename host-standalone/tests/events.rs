@@ -35,7 +35,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-use common::{Client, register_org_and_data_manager};
+use common::{Client, Orchestrator, register_org_and_data_manager};
 
 async fn register_samples(
     client: &mut DataSampleServiceClient<Client>,
@@ -440,65 +440,17 @@ async fn broker_outage_loses_nothing() {
     broker.cleanup().await;
 }
 
-/// The real binary, killed with SIGKILL mid-load and started again on the same database.
-struct Orchestrator {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl Orchestrator {
-    async fn spawn(db_url: &str, broker: &Broker, amqp_url: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("port").port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
-            .env("ORCHESTRATOR_DATABASE_URL", db_url)
-            .env("ORCHESTRATOR_CHANNEL_CONFIG", common::channel_config_path())
-            .env("ORCHESTRATOR_GRPC_ADDR", addr.to_string())
-            .env("ORCHESTRATOR_COMPONENT_CACHE", cache)
-            .env("ORCHESTRATOR_AMQP_URL", amqp_url)
-            .env("ORCHESTRATOR_AMQP_EXCHANGE", &broker.topology.exchange)
-            .env("ORCHESTRATOR_AMQP_QUEUE_PREFIX", &broker.prefix)
-            .env("LOG_LEVEL", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn orchestrator");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Ok(channel) = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await {
-                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-                if health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.is_ok() {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "orchestrator did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Self { child, addr }
-    }
-
-    async fn client(&self) -> Client {
-        let channel =
-            Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("connect");
-        tonic::service::interceptor::InterceptedService::new(
-            channel,
-            common::Headers::new(&[("mspid", "MyOrg1MSP"), ("channel", "mychannel")]),
-        )
-    }
-
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Orchestrator {
-    fn drop(&mut self) {
-        // A failed test must not leave the process behind.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The real binary relaying to `amqp_url` with the broker's exchange and queues.
+async fn spawn_orchestrator(db_url: &str, broker: &Broker, amqp_url: &str) -> Orchestrator {
+    Orchestrator::spawn(
+        db_url,
+        &[
+            ("ORCHESTRATOR_AMQP_URL", amqp_url),
+            ("ORCHESTRATOR_AMQP_EXCHANGE", &broker.topology.exchange),
+            ("ORCHESTRATOR_AMQP_QUEUE_PREFIX", &broker.prefix),
+        ],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -511,7 +463,7 @@ async fn killed_orchestrator_republishes_the_unconfirmed_tail() {
         || async { sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&db_url).await.expect("pool") };
 
     // The first process relays through the proxy.
-    let first = Orchestrator::spawn(&db_url, &broker, &proxy.url()).await;
+    let first = spawn_orchestrator(&db_url, &broker, &proxy.url()).await;
     let client = first.client().await;
     register_org_and_data_manager(client.clone()).await;
     let mut samples = DataSampleServiceClient::new(client);
@@ -546,7 +498,7 @@ async fn killed_orchestrator_republishes_the_unconfirmed_tail() {
     first.kill();
     proxy.hold_replies.store(false, Ordering::Relaxed);
 
-    let second = Orchestrator::spawn(&db_url, &broker, AMQP).await;
+    let second = spawn_orchestrator(&db_url, &broker, AMQP).await;
     let mut samples = DataSampleServiceClient::new(second.client().await);
     for _ in 0..5 {
         register_samples(&mut samples, next, 50).await.expect("after the restart");

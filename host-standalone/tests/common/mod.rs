@@ -189,6 +189,68 @@ impl Interceptor for Headers {
     }
 }
 
+/// The real `orchestrator` binary on database `db_url` and a free port (the test channel
+/// configuration, relay on unless `extra_env` says otherwise); killed when dropped.
+pub struct Orchestrator {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Orchestrator {
+    /// Starts the binary and waits until it serves.
+    pub async fn spawn(db_url: &str, extra_env: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("port").port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"));
+        command
+            .env("ORCHESTRATOR_DATABASE_URL", db_url)
+            .env("ORCHESTRATOR_CHANNEL_CONFIG", channel_config_path())
+            .env("ORCHESTRATOR_GRPC_ADDR", addr.to_string())
+            .env("ORCHESTRATOR_COMPONENT_CACHE", cache)
+            .env("LOG_LEVEL", "warn")
+            .stdout(std::process::Stdio::null());
+        for (name, value) in extra_env {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("spawn orchestrator");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(channel) = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await {
+                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+                if health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.is_ok() {
+                    break;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "orchestrator did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self { child, addr }
+    }
+
+    /// A client of MyOrg1MSP on mychannel.
+    pub async fn client(&self) -> Client {
+        let channel =
+            Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("connect");
+        InterceptedService::new(channel, Headers::new(&[("mspid", "MyOrg1MSP"), ("channel", "mychannel")]))
+    }
+
+    /// SIGKILL, no shutdown.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Orchestrator {
+    fn drop(&mut self) {
+        // A failed test must not leave the process behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fixtures shared by tests and benches: an organization, a data manager, data samples.
 
