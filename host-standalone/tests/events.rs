@@ -440,6 +440,14 @@ async fn broker_outage_loses_nothing() {
     broker.cleanup().await;
 }
 
+/// The broker-confirmed position of mychannel, as the relay recorded it.
+async fn confirmed_position(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT COALESCE(max(confirmed_position), 0) FROM relay_progress WHERE channel = 'mychannel'")
+        .fetch_one(pool)
+        .await
+        .expect("progress")
+}
+
 /// The real binary relaying to `amqp_url` with the broker's exchange and queues.
 async fn spawn_orchestrator(db_url: &str, broker: &Broker, amqp_url: &str) -> Orchestrator {
     Orchestrator::spawn(
@@ -473,7 +481,14 @@ async fn killed_orchestrator_republishes_the_unconfirmed_tail() {
         next += 100;
     }
     let pool = pool_of().await;
-    consumer.all_of(&committed_events(&pool, "mychannel").await, Duration::from_secs(60)).await;
+    let so_far = committed_events(&pool, "mychannel").await;
+    consumer.all_of(&so_far, Duration::from_secs(60)).await;
+    // The relay has its confirms for all of them (else it would wait for one while held).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while confirmed_position(&pool).await < so_far.len() as i64 {
+        assert!(Instant::now() < deadline, "the relay never recorded its confirms");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Publishes still reach the broker (and the consumer), confirms do not reach the relay.
     proxy.hold_replies.store(true, Ordering::Relaxed);
@@ -487,12 +502,7 @@ async fn killed_orchestrator_republishes_the_unconfirmed_tail() {
     // first held events (perhaps already while the calls ran), the relay never hears they
     // arrived.
     assert!(consumer.until(Duration::from_secs(30), |r| r.len() > before).await, "held events reach the broker");
-    let confirmed: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(max(confirmed_position), 0) FROM relay_progress WHERE channel = 'mychannel'",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("progress");
+    let confirmed = confirmed_position(&pool).await;
     assert!(confirmed < held.len() as i64, "a tail is published but unconfirmed ({confirmed} of {})", held.len());
     // SIGKILL with that tail unconfirmed.
     first.kill();
