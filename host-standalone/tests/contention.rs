@@ -265,3 +265,83 @@ async fn two_processes_on_one_database_keep_one_serial_order() {
     assert_gap_free_positions(&setup).await;
     setup.stop().await;
 }
+
+/// Makes every write of a state key containing one of `markers` fail inside PostgreSQL, as a
+/// database error the logic cannot foresee would.
+async fn poison_keys(server: &TestServer, markers: &[&str]) {
+    sqlx::raw_sql(
+        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF EXISTS (SELECT 1 FROM unnest(TG_ARGV) AS m WHERE position(m IN NEW.key) > 0) THEN \
+                 RAISE EXCEPTION 'injected failure'; \
+             END IF; \
+             RETURN NEW; END $$",
+    )
+    .execute(&server.pool)
+    .await
+    .expect("trigger function");
+    let arguments: Vec<String> = markers.iter().map(|m| format!("'{m}'")).collect();
+    let trigger = format!(
+        "CREATE TRIGGER poison BEFORE INSERT ON state FOR EACH ROW EXECUTE FUNCTION poison({})",
+        arguments.join(", ")
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(trigger)).execute(&server.pool).await.expect("trigger");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_call_is_rolled_back_alone_in_its_group() {
+    use orchestrator_proto::data_sample_service_client::DataSampleServiceClient;
+    let server = TestServer::start().await;
+    let client = server.client(ORG1, CHANNEL).await;
+    common::register_org_and_data_manager(client.clone()).await;
+    let poisoned = [1_000u64, 4_000];
+    poison_keys(&server, &[&common::uuid(poisoned[0])[24..], &common::uuid(poisoned[1])[24..]]).await;
+
+    // Hold the channel's lock so that the calls queue up and run as one group when it goes.
+    let mut blocker = server.pool.begin().await.expect("blocker");
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(orchestrator_host_standalone::postgres::channel_lock_key(CHANNEL))
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
+    let send = |first: u64| {
+        let mut samples = DataSampleServiceClient::new(client.clone());
+        tokio::spawn(async move { samples.register_data_samples(common::new_samples(first, 3)).await })
+    };
+    // The first call of the group (no savepoint), then others, one of them poisoned (savepoint).
+    let mut calls = vec![(poisoned[0], send(poisoned[0]))];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for first in [2_000, 3_000, poisoned[1], 5_000, 6_000] {
+        calls.push((first, send(first)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocker.rollback().await.expect("release");
+    for (first, call) in calls {
+        let result = call.await.expect("call");
+        if poisoned.contains(&first) {
+            let status = result.expect_err("poisoned call fails");
+            assert!(status.message().contains("injected failure"), "{status:?}");
+        } else {
+            result.unwrap_or_else(|status| panic!("call {first} fails with its group: {status:?}"));
+        }
+    }
+    // The other calls' samples and events are committed, the poisoned ones left nothing.
+    let events: Vec<String> = sqlx::query_scalar("SELECT asset_key FROM events WHERE asset_kind = $1")
+        .bind(orchestrator_proto::AssetKind::AssetDataSample as i32)
+        .fetch_all(&server.pool)
+        .await
+        .expect("events");
+    let expected: BTreeSet<String> =
+        [2_000u64, 3_000, 5_000, 6_000].iter().flat_map(|f| (*f..f + 3).map(common::uuid)).collect();
+    assert_eq!(events.iter().cloned().collect::<BTreeSet<_>>(), expected);
+    assert_eq!(events.len(), expected.len());
+    // One transaction committed them all (`inserted_at` is the transaction's start time).
+    let transactions: i64 = sqlx::query_scalar("SELECT count(DISTINCT inserted_at) FROM events WHERE asset_kind = $1")
+        .bind(orchestrator_proto::AssetKind::AssetDataSample as i32)
+        .fetch_one(&server.pool)
+        .await
+        .expect("transactions");
+    assert_eq!(transactions, 1, "the queued calls ran as one group");
+    assert_gap_free_positions(&server).await;
+    server.stop().await;
+}

@@ -32,7 +32,6 @@ use sqlx::PgPool;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 use common::{Client, Orchestrator, register_org_and_data_manager};

@@ -5,8 +5,9 @@
 //! here too. Each channel has one writer task in the process. It takes the calls queued for the
 //! channel, opens one READ COMMITTED transaction holding the channel's advisory lock (so a
 //! second orchestrator process on the same database waits its turn instead of racing), and
-//! runs the calls in arrival order, each under its own savepoint: a call that fails on a
-//! database error is rolled back alone, and each call sees the writes of the calls before it.
+//! runs the calls in arrival order, each after the first under its own savepoint: a call that
+//! fails on a database error is rolled back alone, and each call sees the writes of the calls
+//! before it.
 //! One COMMIT answers the whole group.
 //!
 //! READ COMMITTED is what makes the lock enough: every statement takes a new snapshot, so after
@@ -25,17 +26,15 @@ use orchestrator_runtime::Runtime;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::executor::{AttemptError, Call, CallError, CallOutcome, budget_exhausted, from_db, invoke_in};
+use super::executor::{AttemptError, Call, CallError, CallOutcome, budget_exhausted, from_db, invoke_in, rollback};
 use crate::events::EventHub;
 use crate::events::hub::COMMITTED;
 
-/// Most calls in one transaction. Each call's savepoint becomes a subtransaction, and a backend
-/// keeps at most 64 of them in shared memory before every other snapshot has to look them up
-/// on disk (the "subxid overflow" slowdown): stay well below.
+/// Most calls in one transaction, which also bounds what the first of them waits for the
+/// commit. Each call's savepoint becomes a subtransaction, and a backend keeps at most 64 of
+/// them in shared memory before every other snapshot has to look them up on disk (the "subxid
+/// overflow" slowdown): stay well below.
 const MAX_GROUP_CALLS: usize = 32;
-/// A group stops taking queued calls once it has run this long, bounding what its first call
-/// waits for the commit.
-const MAX_GROUP_TIME: Duration = Duration::from_millis(20);
 /// How long a writer waits for a lost transaction's fate before calling it unknown.
 const OUTCOME_WAIT: Duration = Duration::from_secs(5);
 
@@ -146,18 +145,16 @@ async fn run_group(
     mut group: Vec<Job>,
     queue: &mut mpsc::UnboundedReceiver<Job>,
 ) -> Vec<Job> {
-    let started = Instant::now();
-    let mut tx = match shared.pool.begin_with(sqlx::AssertSqlSafe(begin.to_owned())).await {
-        Ok(tx) => tx,
-        Err(err) => return again_or_give_up(shared, group, &CallError::Database(err.to_string())),
-    };
+    let mut tx: Option<Transaction<'static, Postgres>> = None;
+    // Calls run in the current transaction, and whether it has a savepoint yet: the first call
+    // needs none (its failure rolls back the transaction, which holds nothing else).
+    let mut in_tx = 0usize;
     let mut outcomes: Vec<CallOutcome> = Vec::with_capacity(group.len());
     let mut head: Option<i64> = None;
     let mut xid: Option<String> = None;
-    let mut savepoint = false;
     loop {
         if outcomes.len() == group.len() {
-            if group.len() >= MAX_GROUP_CALLS || started.elapsed() >= MAX_GROUP_TIME {
+            if group.len() >= MAX_GROUP_CALLS {
                 break;
             }
             match queue.try_recv() {
@@ -165,16 +162,53 @@ async fn run_group(
                 Err(_) => break,
             }
         }
+        let current = match tx.take() {
+            Some(current) => current,
+            None => match shared.pool.begin_with(sqlx::AssertSqlSafe(begin.to_owned())).await {
+                Ok(current) => {
+                    in_tx = 0;
+                    current
+                }
+                Err(err) => {
+                    // Only failed calls were run so far (each alone in its transaction).
+                    let rest = group.split_off(outcomes.len());
+                    for (job, outcome) in group.into_iter().zip(outcomes) {
+                        let _ = job.reply.send(outcome);
+                    }
+                    return again_or_give_up(shared, rest, &CallError::Database(err.to_string()));
+                }
+            },
+        };
+        let protect = match in_tx {
+            0 => Protect::None,
+            1 => Protect::First,
+            _ => Protect::Next,
+        };
         let job = &mut group[outcomes.len()];
-        match run_job(shared, channel, tx, job, &mut savepoint).await {
+        match run_job(shared, channel, current, job, protect).await {
             JobStep::Ran { tx: back, outcome, flushed } => {
-                tx = back;
+                tx = Some(back);
+                in_tx += 1;
                 if let Some(flushed) = flushed {
                     head = flushed.head.or(head);
                     xid = xid.or(Some(flushed.xid));
                 }
                 outcomes.push(outcome);
             }
+            // The call was alone in its transaction, now rolled back: run it again in a new
+            // one, or answer its failure and go on with the next call in a new one.
+            JobStep::Undone(failure) => match failure {
+                AttemptError::Retryable(err) if job.received.elapsed() < shared.retry_budget => {
+                    tracing::debug!(method = %job.call.method, attempt = job.attempts, error = %err, "running the call again");
+                }
+                AttemptError::Retryable(err) => {
+                    let err = budget_exhausted(shared.retry_budget, job.attempts, &err);
+                    outcomes.push(CallOutcome { result: Err(err), attempts: job.attempts, fuel_consumed: 0 });
+                }
+                AttemptError::Final(err) => {
+                    outcomes.push(CallOutcome { result: Err(err), attempts: job.attempts, fuel_consumed: 0 });
+                }
+            },
             JobStep::Lost(err) => {
                 tracing::warn!(channel, error = %err, calls = group.len(), "write transaction lost; running its calls again");
                 return again_or_give_up(shared, group, &err);
@@ -182,7 +216,11 @@ async fn run_group(
         }
     }
 
-    if let Err(err) = tx.commit().await {
+    let committed = match tx {
+        Some(tx) => tx.commit().await,
+        None => Ok(()),
+    };
+    if let Err(err) = committed {
         // Without a write nothing was at stake: every answer stands.
         if let Some(xid) = &xid {
             match transaction_fate(&shared.pool, xid).await {
@@ -227,26 +265,43 @@ struct Flushed {
 enum JobStep {
     /// The job ran (successfully or not); the transaction is usable.
     Ran { tx: Transaction<'static, Postgres>, outcome: CallOutcome, flushed: Option<Flushed> },
+    /// A statement of the job failed outside any savepoint: the transaction was rolled back.
+    Undone(AttemptError),
     /// The transaction is gone: every job of the group must run again.
     Lost(CallError),
 }
 
-/// Runs one job under its own savepoint, retrying transient statement failures within the
-/// budget.
+/// How a call is kept apart from the calls before it in the transaction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protect {
+    /// The first call: nothing to keep apart.
+    None,
+    /// The second: sets the savepoint.
+    First,
+    /// Later calls: the previous call's savepoint is merged and a new one set, in one round trip.
+    Next,
+}
+
+/// Runs one job, under its own savepoint unless it is the first of the transaction, retrying
+/// transient statement failures within the budget.
 async fn run_job(
     shared: &Shared,
     channel: &str,
     mut tx: Transaction<'static, Postgres>,
     job: &mut Job,
-    savepoint: &mut bool,
+    protect: Protect,
 ) -> JobStep {
+    let set_savepoint = match protect {
+        Protect::None => None,
+        Protect::First => Some("SAVEPOINT call"),
+        Protect::Next => Some("RELEASE SAVEPOINT call; SAVEPOINT call"),
+    };
+    if let Some(statement) = set_savepoint
+        && let Err(err) = sqlx::raw_sql(statement).execute(&mut *tx).await
+    {
+        return JobStep::Lost(CallError::Database(err.to_string()));
+    }
     loop {
-        // One round trip: the previous call's savepoint is merged, this call's is set.
-        let statement = if *savepoint { "RELEASE SAVEPOINT call; SAVEPOINT call" } else { "SAVEPOINT call" };
-        if let Err(err) = sqlx::raw_sql(statement).execute(&mut *tx).await {
-            return JobStep::Lost(CallError::Database(err.to_string()));
-        }
-        *savepoint = true;
         job.attempts = job.attempts.saturating_add(1);
         let attempts = job.attempts;
         let (back, invoked) = invoke_in(&shared.runtime, tx, &job.call).await;
@@ -276,6 +331,10 @@ async fn run_job(
             },
             Err(err) => err,
         };
+        if protect == Protect::None {
+            rollback(tx).await;
+            return JobStep::Undone(failure);
+        }
         // A statement failed: undo this call alone, keep the transaction.
         if let Err(err) = sqlx::raw_sql("ROLLBACK TO SAVEPOINT call").execute(&mut *tx).await {
             return JobStep::Lost(CallError::Database(err.to_string()));
