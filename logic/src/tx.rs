@@ -23,11 +23,42 @@ pub struct Tx<'a> {
     ctx: &'a Context,
     host: &'a mut dyn Host,
     events_emitted: u32,
+    /// Values fetched ahead by [`Tx::prefetch`], served until the key is written (then read
+    /// from the host again), so read-your-writes holds.
+    prefetched: BTreeMap<String, Option<Vec<u8>>>,
 }
 
 impl<'a> Tx<'a> {
     pub fn new(ctx: &'a Context, host: &'a mut dyn Host) -> Self {
-        Tx { ctx, host, events_emitted: 0 }
+        Tx { ctx, host, events_emitted: 0, prefetched: BTreeMap::new() }
+    }
+
+    /// Fetches `keys` in one state call for the reads that follow. Every state call is a round
+    /// trip to the database (or the peer): a call that knows what it will read asks at once.
+    pub fn prefetch(&mut self, keys: impl IntoIterator<Item = String>) -> Result<()> {
+        let wanted: std::collections::BTreeSet<String> =
+            keys.into_iter().filter(|k| !self.prefetched.contains_key(k)).collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let wanted: Vec<String> = wanted.into_iter().collect();
+        let values = self.host.get_many(&wanted)?;
+        self.prefetched.extend(wanted.into_iter().zip(values));
+        Ok(())
+    }
+
+    /// Values of `keys`, one per key in order: prefetched ones first, the rest in one state call.
+    fn get_values(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut values: Vec<Option<Option<Vec<u8>>>> = keys.iter().map(|k| self.prefetched.get(k).cloned()).collect();
+        let missing: Vec<String> =
+            keys.iter().zip(&values).filter(|(_, v)| v.is_none()).map(|(k, _)| k.clone()).collect();
+        if !missing.is_empty() {
+            let mut fetched = self.host.get_many(&missing)?.into_iter();
+            for value in values.iter_mut().filter(|v| v.is_none()) {
+                *value = Some(fetched.next().flatten());
+            }
+        }
+        Ok(values.into_iter().map(Option::flatten).collect())
     }
 
     /// MSP id of the caller.
@@ -49,47 +80,53 @@ impl<'a> Tx<'a> {
     }
 
     pub fn get_raw(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.host.get(key)?)
+        match self.prefetched.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => Ok(self.host.get(key)?),
+        }
     }
 
     pub fn exists(&mut self, key: &str) -> Result<bool> {
-        Ok(self.host.get(key)?.is_some())
+        Ok(self.get_raw(key)?.is_some())
     }
 
     /// Load and decode one stored message.
     pub fn load<M: Message + Default>(&mut self, key: &str) -> Result<Option<M>> {
-        match self.host.get(key)? {
+        match self.get_raw(key)? {
             Some(bytes) => decode_stored(key, &bytes).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Load many stored messages in one state call; one result per key, in order.
+    /// Load many stored messages in at most one state call; one result per key, in order.
     pub fn load_many<M: Message + Default>(&mut self, keys: &[String]) -> Result<Vec<Option<M>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let values = self.host.get_many(keys)?;
+        let values = self.get_values(keys)?;
         keys.iter().zip(values).map(|(key, value)| value.map(|bytes| decode_stored(key, &bytes)).transpose()).collect()
     }
 
-    /// Presence of many keys in one state call.
+    /// Presence of many keys in at most one state call.
     pub fn exist_many(&mut self, keys: &[String]) -> Result<Vec<bool>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.host.get_many(keys)?.into_iter().map(|v| v.is_some()).collect())
+        Ok(self.get_values(keys)?.into_iter().map(|v| v.is_some()).collect())
     }
 
     pub fn store<M: Message>(&mut self, key: &str, msg: &M) -> Result<()> {
+        self.prefetched.remove(key);
         Ok(self.host.put(key, msg.encode_to_vec())?)
     }
 
     pub fn put_raw(&mut self, key: &str, value: Vec<u8>) -> Result<()> {
+        self.prefetched.remove(key);
         Ok(self.host.put(key, value)?)
     }
 
     pub fn delete(&mut self, key: &str) -> Result<()> {
+        self.prefetched.remove(key);
         Ok(self.host.delete(key)?)
     }
 

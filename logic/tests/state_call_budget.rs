@@ -83,7 +83,9 @@ fn register_1000_tasks_in_few_state_calls() {
     let registered = orchestrator_proto::RegisterTasksResponse::decode(response.as_slice()).expect("response");
     assert_eq!(registered.tasks.len(), 1_000);
     assert_eq!(registered.tasks.last().map(|t| t.rank), Some(399));
-    assert!(host.reads <= 12, "{} read calls", host.reads);
+    // What the request names, what that names (inputs by kind, parents' functions), and the
+    // data managers' owners: each state call is a database (or peer) round trip.
+    assert!(host.reads <= 3, "{} read calls", host.reads);
     assert_eq!(host.scans, 0, "registration scans nothing");
     assert!(host.keys_read < 1_200, "{} keys read", host.keys_read);
 }

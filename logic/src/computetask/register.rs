@@ -33,6 +33,7 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterTasksParam) -> Result<RegisterTask
     }
 
     let batch_keys: Vec<String> = new_tasks.iter().map(|t| t.key.clone()).collect();
+    prefetch_known(tx, &new_tasks)?;
     let stored = load_records(tx, &batch_keys)?;
     if let Some(first) = stored.iter().position(Option::is_some) {
         return resend(tx.requester(), &new_tasks, stored, first);
@@ -260,6 +261,30 @@ fn topological_order(
 // ---------------------------------------------------------------------------------------------
 // Prefetch.
 
+/// What the request names directly, in one state call: the batch's task records (are they
+/// stored?), the parents, plans and functions, and the organizations it names. What depends on
+/// those (data managers, samples and models by the kind the function gives each input, the
+/// parents' functions, the data managers' owners) is the second call, in [`World::fetch`].
+fn prefetch_known(tx: &mut Tx<'_>, new_tasks: &[NewComputeTask]) -> Result<()> {
+    let mut wanted: BTreeSet<String> = BTreeSet::new();
+    wanted.insert(keys::organization(tx.requester()));
+    for task in new_tasks {
+        wanted.insert(keys::computetask(&task.key));
+        wanted.extend(parent_keys(&task.inputs).iter().map(|p| keys::computetask(p)));
+        wanted.insert(keys::computeplan(&task.compute_plan_key));
+        wanted.insert(keys::function(&task.function_key));
+        if !task.worker.is_empty() {
+            wanted.insert(keys::organization(&task.worker));
+        }
+        for output in task.outputs.values() {
+            if let Some(p) = output.permissions.as_ref().filter(|p| !p.public) {
+                wanted.extend(p.authorized_ids.iter().map(|id| keys::organization(id)));
+            }
+        }
+    }
+    tx.prefetch(wanted)
+}
+
 /// Everything the batch refers to, fetched in batched state calls.
 struct World {
     plans: BTreeMap<String, Option<ComputePlan>>,
@@ -291,12 +316,9 @@ impl World {
         stored_parents: BTreeMap<String, TaskRecord>,
     ) -> Result<World> {
         let plans = load_map(tx, new_tasks.iter().map(|t| t.compute_plan_key.clone()).collect(), keys::computeplan)?;
-        let function_keys = new_tasks
-            .iter()
-            .map(|t| t.function_key.clone())
-            .chain(stored_parents.values().map(|p| p.task.function_key.clone()))
-            .collect();
-        let functions: BTreeMap<String, Option<Function>> = load_map(tx, function_keys, keys::function)?;
+        // The batch's functions were prefetched; they say what each input is.
+        let functions: BTreeMap<String, Option<Function>> =
+            load_map(tx, new_tasks.iter().map(|t| t.function_key.clone()).collect(), keys::function)?;
 
         // Asset keys by the kind the task's function gives each input.
         let (mut dm_keys, mut sample_keys, mut model_keys) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
@@ -325,6 +347,17 @@ impl World {
                 }
             }
         }
+        let parent_functions: BTreeSet<String> = stored_parents.values().map(|p| p.task.function_key.clone()).collect();
+        tx.prefetch(
+            dm_keys
+                .iter()
+                .map(|k| keys::datamanager(k))
+                .chain(sample_keys.iter().map(|k| keys::datasample(k)))
+                .chain(model_keys.iter().map(|k| keys::model(k)))
+                .chain(parent_functions.iter().map(|k| keys::function(k))),
+        )?;
+        let mut functions = functions;
+        functions.extend(load_map(tx, parent_functions, keys::function)?);
         let data_managers: BTreeMap<String, Option<DataManager>> = load_map(tx, dm_keys, keys::datamanager)?;
         let samples = load_map(tx, sample_keys, keys::datasample)?;
         let models = load_map(tx, model_keys, keys::model)?;
