@@ -217,7 +217,7 @@ impl Executor {
     async fn read_attempt(&self, call: &Call) -> Result<(Result<Vec<u8>, CallError>, u64), AttemptError> {
         let tx = self
             .pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .begin_with(concat!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ", super::generic_plans!()))
             .await
             .map_err(|err| AttemptError::Retryable(CallError::Database(err.to_string())))?;
         let (tx, invoked) = invoke_in(&self.runtime, tx, call).await;

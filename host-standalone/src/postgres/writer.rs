@@ -26,6 +26,7 @@ use orchestrator_runtime::Runtime;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::GENERIC_PLANS;
 use super::executor::{AttemptError, Call, CallError, CallOutcome, budget_exhausted, from_db, invoke_in, rollback};
 use crate::events::EventHub;
 use crate::events::hub::COMMITTED;
@@ -116,8 +117,10 @@ pub fn channel_lock_key(channel: &str) -> i64 {
 }
 
 async fn write_loop(shared: Arc<Shared>, channel: String, mut queue: mpsc::UnboundedReceiver<Job>) {
-    let begin =
-        format!("BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({})", channel_lock_key(&channel));
+    let begin = format!(
+        "BEGIN ISOLATION LEVEL READ COMMITTED; {GENERIC_PLANS}; SELECT pg_advisory_xact_lock({})",
+        channel_lock_key(&channel)
+    );
     // Jobs of a lost transaction, in arrival order: they go first in the next group.
     let mut again: Vec<Job> = Vec::new();
     loop {
