@@ -468,10 +468,8 @@ async fn key_lookups_are_index_probes_without_statistics() {
     sqlx::query("SET plan_cache_mode = force_generic_plan").execute(&mut *conn).await.expect("generic plans");
     let prepare = format!("PREPARE get_many(text, text[]) AS {}", orchestrator_host_standalone::postgres::GET_MANY);
     sqlx::raw_sql(sqlx::AssertSqlSafe(prepare)).execute(&mut *conn).await.expect("prepare");
-    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE get_many('c', '{k1,k2}')")
-        .fetch_all(&mut *conn)
-        .await
-        .expect("explain");
+    let plan: Vec<String> =
+        sqlx::query_scalar("EXPLAIN EXECUTE get_many('c', '{k1,k2}')").fetch_all(&mut *conn).await.expect("explain");
     let plan = plan.join("\n");
     assert!(plan.contains("Index Scan using state_pkey"), "{plan}");
     assert!(plan.contains("Index Cond: ((channel = $1) AND (key = k.key))"), "{plan}");
