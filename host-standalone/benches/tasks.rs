@@ -26,7 +26,6 @@ use orchestrator_proto::{
     NewComputePlan, NewComputeTask, QueryTasksParam, RegisterDataSamplesParam, RegisterOrganizationParam,
     RegisterTasksParam, TaskQueryFilter,
 };
-use prost::Message;
 
 const BATCH: u64 = 1_000;
 const PLAN_TASKS: u64 = 10_000;
@@ -37,13 +36,6 @@ const ACTION_TASKS: u64 = 800;
 const CLIENTS: u64 = 8;
 /// A function that is READY: tasks on it wait for their parents or for an executor slot.
 const READY: u64 = 37;
-
-async fn call<M: Message>(server: &TestServer, msp: &str, method: &str, message: &M) {
-    server
-        .raw_call(&format!("/orchestrator.{method}"), message.encode_to_vec(), &[("mspid", msp), ("channel", CHANNEL)])
-        .await
-        .unwrap_or_else(|status| panic!("{method}: {status:?}"));
-}
 
 fn plan(n: u64) -> NewComputePlan {
     NewComputePlan { key: key(n), name: format!("plan {n}"), ..Default::default() }
@@ -60,21 +52,25 @@ fn task(n: u64, plan: u64, function: u64, parents: &[u64]) -> NewComputeTask {
 
 async fn setup(server: &TestServer) {
     for org in [ORG1, ORG2] {
-        call(server, org, "OrganizationService/RegisterOrganization", &RegisterOrganizationParam::default()).await;
+        server
+            .call(org, CHANNEL, "OrganizationService/RegisterOrganization", &RegisterOrganizationParam::default())
+            .await;
     }
     for (n, owner, samples) in [(DM1, ORG1, [20, 21]), (DM2, ORG2, [22, 23])] {
         let mut dm = new_data_manager(n);
         dm.logs_permission = Some(private_permissions(&[]));
-        call(server, owner, "DataManagerService/RegisterDataManager", &dm).await;
+        server.call(owner, CHANNEL, "DataManagerService/RegisterDataManager", &dm).await;
         let dm_key = key(n);
         let samples = samples.iter().map(|s| new_data_sample(*s, &[dm_key.as_str()])).collect();
-        call(server, owner, "DataSampleService/RegisterDataSamples", &RegisterDataSamplesParam { samples }).await;
+        server
+            .call(owner, CHANNEL, "DataSampleService/RegisterDataSamples", &RegisterDataSamplesParam { samples })
+            .await;
     }
-    call(server, ORG1, "FunctionService/RegisterFunction", &new_function(TRAIN)).await;
-    call(server, ORG1, "FunctionService/RegisterFunction", &new_function(READY)).await;
+    server.call(ORG1, CHANNEL, "FunctionService/RegisterFunction", &new_function(TRAIN)).await;
+    server.call(ORG1, CHANNEL, "FunctionService/RegisterFunction", &new_function(READY)).await;
     for action in [FunctionAction::Building, FunctionAction::Ready] {
         let param = ApplyFunctionActionParam { function_key: key(READY), action: action as i32 };
-        call(server, ORG1, "FunctionService/ApplyFunctionAction", &param).await;
+        server.call(ORG1, CHANNEL, "FunctionService/ApplyFunctionAction", &param).await;
     }
 }
 
@@ -156,14 +152,14 @@ async fn main() {
 
     // 1. QueryTasks with 1,000 tasks in the channel: plan A, all waiting for a builder slot.
     let plan_a = new_plan();
-    call(&server, ORG1, "ComputePlanService/RegisterPlan", &plan(plan_a)).await;
+    server.call(ORG1, CHANNEL, "ComputePlanService/RegisterPlan", &plan(plan_a)).await;
     let a: Vec<NewComputeTask> = (0..BATCH).map(|i| task(1_000_000 + i, plan_a, TRAIN, &[])).collect();
     tasks_client.register_tasks(RegisterTasksParam { tasks: a }).await.unwrap();
     let small = query_pages(&mut tasks_client, plan_a).await;
 
     // 2. The 10,000-task DAG plan, in batches of 1,000, each next to its floor.
     let plan_b = new_plan();
-    call(&server, ORG1, "ComputePlanService/RegisterPlan", &plan(plan_b)).await;
+    server.call(ORG1, CHANNEL, "ComputePlanService/RegisterPlan", &plan(plan_b)).await;
     let mut register = Vec::new();
     let mut floors = Vec::new();
     let base = 2_000_000;
@@ -193,11 +189,11 @@ async fn main() {
     let mut n = 3_000_000;
     let mut total = BATCH + PLAN_TASKS;
     let mut filler_plan = new_plan();
-    call(&server, ORG1, "ComputePlanService/RegisterPlan", &plan(filler_plan)).await;
+    server.call(ORG1, CHANNEL, "ComputePlanService/RegisterPlan", &plan(filler_plan)).await;
     while total < CHANNEL_TASKS {
         if total.is_multiple_of(10_000) {
             filler_plan = new_plan();
-            call(&server, ORG1, "ComputePlanService/RegisterPlan", &plan(filler_plan)).await;
+            server.call(ORG1, CHANNEL, "ComputePlanService/RegisterPlan", &plan(filler_plan)).await;
         }
         let batch: Vec<NewComputeTask> = (0..BATCH).map(|i| task(n + i, filler_plan, TRAIN, &[])).collect();
         n += BATCH;
@@ -208,7 +204,7 @@ async fn main() {
 
     // 4. ApplyTaskAction: tasks without parents on a READY function wait for an executor slot.
     let plan_c = new_plan();
-    call(&server, ORG1, "ComputePlanService/RegisterPlan", &plan(plan_c)).await;
+    server.call(ORG1, CHANNEL, "ComputePlanService/RegisterPlan", &plan(plan_c)).await;
     let c: Vec<NewComputeTask> = (0..2 * ACTION_TASKS).map(|i| task(5_000_000 + 2 * i, plan_c, READY, &[])).collect(); // even: DM1, worker ORG1
     tasks_client.register_tasks(RegisterTasksParam { tasks: c }).await.unwrap();
     let keys: Vec<String> = (0..2 * ACTION_TASKS).map(|i| key(5_000_000 + 2 * i)).collect();

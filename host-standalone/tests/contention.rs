@@ -19,32 +19,31 @@ use orchestrator_proto::{
     ComputeTaskStatus, NewComputePlan, NewComputeTask, QueryTasksParam, RegisterDataSamplesParam,
     RegisterOrganizationParam, RegisterTasksParam, TaskQueryFilter,
 };
-use prost::Message;
 
 const PLAN: u64 = 900;
 /// The train task every registered task consumes the `model` of (upstream's large-plan shape).
 const PARENT: u64 = 1_000;
 
-/// Sends `message` to `method` (`Service/Method`) as `msp` on the test channel.
-async fn call<M: Message>(server: &TestServer, msp: &str, method: &str, message: &M) {
-    server
-        .raw_call(&format!("/orchestrator.{method}"), message.encode_to_vec(), &[("mspid", msp), ("channel", CHANNEL)])
-        .await
-        .unwrap_or_else(|status| panic!("{method}: {status:?}"));
-}
-
 /// Organizations, a data manager with a sample, the train function, the plan and its parent task.
 async fn plan_with_parent(server: &TestServer) {
     for org in [ORG1, ORG2] {
-        call(server, org, "OrganizationService/RegisterOrganization", &RegisterOrganizationParam::default()).await;
+        server
+            .call(org, CHANNEL, "OrganizationService/RegisterOrganization", &RegisterOrganizationParam::default())
+            .await;
     }
-    call(server, ORG1, "DataManagerService/RegisterDataManager", &new_data_manager(DM1)).await;
+    server.call(ORG1, CHANNEL, "DataManagerService/RegisterDataManager", &new_data_manager(DM1)).await;
     let samples = RegisterDataSamplesParam { samples: vec![new_data_sample(20, &[key(DM1).as_str()])] };
-    call(server, ORG1, "DataSampleService/RegisterDataSamples", &samples).await;
-    call(server, ORG1, "FunctionService/RegisterFunction", &new_function(TRAIN)).await;
+    server.call(ORG1, CHANNEL, "DataSampleService/RegisterDataSamples", &samples).await;
+    server.call(ORG1, CHANNEL, "FunctionService/RegisterFunction", &new_function(TRAIN)).await;
     let plan = NewComputePlan { key: key(PLAN), name: "large".to_owned(), ..Default::default() };
-    call(server, ORG1, "ComputePlanService/RegisterPlan", &plan).await;
-    call(server, ORG1, "ComputeTaskService/RegisterTasks", &RegisterTasksParam { tasks: vec![child(PARENT, &[])] })
+    server.call(ORG1, CHANNEL, "ComputePlanService/RegisterPlan", &plan).await;
+    server
+        .call(
+            ORG1,
+            CHANNEL,
+            "ComputeTaskService/RegisterTasks",
+            &RegisterTasksParam { tasks: vec![child(PARENT, &[])] },
+        )
         .await;
 }
 

@@ -118,6 +118,18 @@ impl TestServer {
         grpc.unary(request, path, RawCodec).await.map(tonic::Response::into_inner)
     }
 
+    /// Sends `message` to `method` (`Service/Method` of package `orchestrator`) as `msp_id` on
+    /// `channel`; panics on an error status (fixtures and benches).
+    pub async fn call<M: prost::Message>(&self, msp_id: &str, channel: &str, method: &str, message: &M) {
+        self.raw_call(
+            &format!("/orchestrator.{method}"),
+            message.encode_to_vec(),
+            &[("mspid", msp_id), ("channel", channel)],
+        )
+        .await
+        .unwrap_or_else(|status| panic!("{method}: {status:?}"));
+    }
+
     /// Every row of `events`, by position.
     pub async fn events(&self) -> Vec<EventRow> {
         sqlx::query_as("SELECT position, channel, event_id, payload FROM events ORDER BY position")
