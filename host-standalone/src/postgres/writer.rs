@@ -7,8 +7,7 @@
 //! second orchestrator process on the same database waits its turn instead of racing), and
 //! runs the calls in arrival order, each after the first under its own savepoint: a call that
 //! fails on a database error is rolled back alone, and each call sees the writes of the calls
-//! before it.
-//! One COMMIT answers the whole group.
+//! before it. One COMMIT answers the whole group.
 //!
 //! READ COMMITTED is what makes the lock enough: every statement takes a new snapshot, so after
 //! the lock is granted each read sees everything the previous holder committed, and nothing
