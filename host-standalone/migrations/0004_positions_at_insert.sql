@@ -22,3 +22,6 @@ ALTER TABLE events ALTER COLUMN channel_position SET NOT NULL;
 ALTER TABLE events DROP COLUMN tx;
 -- The channel's head is the last entry of events_channel_sequence.
 DROP TABLE channel_sequences;
+-- Nothing reads events by (channel, global position) any more: channel order is
+-- channel_position, QueryEvents walks (channel, ts_micros, position). One index less per event.
+DROP INDEX events_channel_position;
