@@ -41,56 +41,6 @@ pub struct EventHub {
     changes: watch::Sender<u64>,
     /// Set on shutdown: every head watch is dropped, which ends the streams waiting on them.
     closed: std::sync::atomic::AtomicBool,
-    /// Channel → the latest events this process committed, a contiguous run of positions, so
-    /// streams and the relay following the head read them from memory instead of each querying
-    /// the table. The table stays the truth: anything outside the run is read from it.
-    recent: Mutex<HashMap<String, Recent>>,
-}
-
-/// Most events and payload bytes kept per channel in [`EventHub::recent`].
-const RECENT_MAX_EVENTS: usize = 10_000;
-const RECENT_MAX_BYTES: usize = 32 << 20;
-
-/// A contiguous run of committed events of one channel.
-#[derive(Debug, Default)]
-struct Recent {
-    events: std::collections::VecDeque<NumberedEvent>,
-    bytes: usize,
-}
-
-impl Recent {
-    fn push(&mut self, events: Vec<NumberedEvent>) {
-        let contiguous = match (self.events.back(), events.first()) {
-            (Some(last), Some(first)) => first.position == last.position + 1,
-            _ => true,
-        };
-        if !contiguous {
-            // Another process committed in between: those events are only in the table.
-            self.events.clear();
-            self.bytes = 0;
-        }
-        for event in events {
-            self.bytes += event.payload.len();
-            self.events.push_back(event);
-        }
-        while self.events.len() > RECENT_MAX_EVENTS || self.bytes > RECENT_MAX_BYTES {
-            match self.events.pop_front() {
-                Some(old) => self.bytes -= old.payload.len(),
-                None => break,
-            }
-        }
-    }
-
-    /// Up to `limit` events after position `after`, when the run holds the next one and more.
-    fn after(&self, after: i64, limit: usize) -> Option<Vec<NumberedEvent>> {
-        let first = self.events.front()?.position;
-        let last = self.events.back()?.position;
-        if after + 1 < first || after >= last {
-            return None;
-        }
-        let skip = usize::try_from(after + 1 - first).ok()?;
-        Some(self.events.iter().skip(skip).take(limit).cloned().collect())
-    }
 }
 
 /// The hub's background tasks; aborted when dropped.
@@ -125,7 +75,6 @@ impl EventHub {
             heads: Mutex::new(HashMap::new()),
             changes: watch::Sender::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
-            recent: Mutex::new(HashMap::new()),
         })
     }
 
@@ -150,20 +99,13 @@ impl EventHub {
     }
 
     /// Up to `limit` events of `channel` after position `after`, in position order: what the
-    /// relay publishes and the streams send. Served from the recent run when it holds them.
+    /// relay publishes and the streams send.
     pub async fn numbered_after(
         &self,
         channel: &str,
         after: i64,
         limit: i64,
     ) -> Result<Vec<NumberedEvent>, sqlx::Error> {
-        let cached = {
-            let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-            recent.get(channel).and_then(|r| r.after(after, usize::try_from(limit).unwrap_or(usize::MAX)))
-        };
-        if let Some(events) = cached {
-            return Ok(events);
-        }
         sqlx::query_as(
             "SELECT channel_position, event_id, payload FROM events \
              WHERE channel = $1 AND channel_position > $2 ORDER BY channel_position LIMIT $3",
@@ -183,14 +125,6 @@ impl EventHub {
     /// Watches the change counter: it moves whenever any channel's head does.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
-    }
-
-    /// Events this process just committed on `channel` (in position order): kept for the
-    /// readers following the head, which are then woken.
-    pub fn committed(&self, channel: &str, events: Vec<NumberedEvent>) {
-        let Some(head) = events.last().map(|e| e.position) else { return };
-        self.recent.lock().unwrap_or_else(PoisonError::into_inner).entry(channel.to_owned()).or_default().push(events);
-        self.advance(channel, head);
     }
 
     /// Records that `channel` has committed events up to `position`.
@@ -275,43 +209,6 @@ impl EventHub {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn events(positions: std::ops::RangeInclusive<i64>) -> Vec<NumberedEvent> {
-        positions.map(|p| NumberedEvent { position: p, event_id: format!("e{p}"), payload: vec![0; 10] }).collect()
-    }
-
-    fn positions(events: Option<Vec<NumberedEvent>>) -> Option<Vec<i64>> {
-        events.map(|e| e.into_iter().map(|e| e.position).collect())
-    }
-
-    #[test]
-    fn recent_runs_serve_only_what_they_hold() {
-        let mut recent = Recent::default();
-        assert_eq!(positions(recent.after(0, 10)), None);
-        recent.push(events(5..=8));
-        assert_eq!(positions(recent.after(4, 10)), Some(vec![5, 6, 7, 8]));
-        assert_eq!(positions(recent.after(6, 1)), Some(vec![7]));
-        // Before the run, or at its end (the table may hold newer events of other processes).
-        assert_eq!(positions(recent.after(3, 10)), None);
-        assert_eq!(positions(recent.after(8, 10)), None);
-        recent.push(events(9..=9));
-        assert_eq!(positions(recent.after(8, 10)), Some(vec![9]));
-        // A gap (another process committed 10..=11): the run starts again.
-        recent.push(events(12..=13));
-        assert_eq!(positions(recent.after(8, 10)), None);
-        assert_eq!(positions(recent.after(11, 10)), Some(vec![12, 13]));
-        assert_eq!(recent.bytes, 20);
-    }
-
-    #[test]
-    fn recent_runs_are_bounded() {
-        let mut recent = Recent::default();
-        let n = i64::try_from(RECENT_MAX_EVENTS).unwrap_or(i64::MAX);
-        recent.push(events(1..=n + 5));
-        assert_eq!(recent.events.len(), RECENT_MAX_EVENTS);
-        assert_eq!(recent.events.front().map(|e| e.position), Some(6));
-        assert_eq!(recent.bytes, RECENT_MAX_EVENTS * 10);
-    }
 
     #[test]
     fn committed_payloads() {

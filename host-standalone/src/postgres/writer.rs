@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::GENERIC_PLANS;
 use super::executor::{AttemptError, Call, CallError, CallOutcome, budget_exhausted, from_db, invoke_in, rollback};
 use crate::events::EventHub;
-use crate::events::hub::{COMMITTED, NumberedEvent};
+use crate::events::hub::COMMITTED;
 
 /// Most calls in one transaction, which also bounds what the first of them waits for the
 /// commit. Each call's savepoint becomes a subtransaction, and a backend keeps at most 64 of
@@ -152,7 +152,7 @@ async fn run_group(
     // needs none (its failure rolls back the transaction, which holds nothing else).
     let mut in_tx = 0usize;
     let mut outcomes: Vec<CallOutcome> = Vec::with_capacity(group.len());
-    let mut group_events: Vec<NumberedEvent> = Vec::new();
+    let mut head: Option<i64> = None;
     let mut xid: Option<String> = None;
     loop {
         if outcomes.len() == group.len() {
@@ -192,7 +192,7 @@ async fn run_group(
                 tx = Some(back);
                 in_tx += 1;
                 if let Some(flushed) = flushed {
-                    group_events.extend(flushed.events);
+                    head = flushed.head.or(head);
                     xid = xid.or(Some(flushed.xid));
                 }
                 outcomes.push(outcome);
@@ -247,18 +247,20 @@ async fn run_group(
             }
         }
     }
-    // Local streams and the relay need not wait for the NOTIFY round trip, nor read the table.
-    shared.hub.committed(channel, group_events);
+    if let Some(head) = head {
+        // Local streams and the relay need not wait for the NOTIFY round trip.
+        shared.hub.advance(channel, head);
+    }
     for (job, outcome) in group.into_iter().zip(outcomes) {
         let _ = job.reply.send(outcome);
     }
     Vec::new()
 }
 
-/// What the flush of a call left: its events as numbered (empty when it emitted none) and the
+/// What the flush of a call left: the channel's new head (when it inserted events) and the
 /// transaction id (to learn the fate of a commit whose answer was lost).
 struct Flushed {
-    events: Vec<NumberedEvent>,
+    head: Option<i64>,
     xid: String,
 }
 
@@ -456,12 +458,6 @@ async fn flush(
         }
     }
     let columns = EventColumns::extract(&events).map_err(|err| AttemptError::Final(CallError::InvalidEvent(err)))?;
-    let mut numbered: Vec<NumberedEvent> = columns
-        .ids
-        .iter()
-        .zip(&events)
-        .map(|(id, payload)| NumberedEvent { position: 0, event_id: id.clone(), payload: payload.clone() })
-        .collect();
     let (head, xid, _notified): (Option<i64>, String, Option<String>) = sqlx::query_as(
         "WITH upserted AS ( \
              INSERT INTO state (channel, key, value) \
@@ -503,16 +499,7 @@ async fn flush(
     .fetch_one(&mut **tx)
     .await
     .map_err(|err| from_db(&err))?;
-    // The call's events are numbered head - n + 1 ..= head.
-    if let Some(head) = head {
-        let first = head - i64::try_from(numbered.len()).unwrap_or(i64::MAX) + 1;
-        for (event, position) in numbered.iter_mut().zip(first..) {
-            event.position = position;
-        }
-    } else {
-        numbered.clear();
-    }
-    Ok(Some(Flushed { events: numbered, xid }))
+    Ok(Some(Flushed { head, xid }))
 }
 
 #[cfg(test)]
