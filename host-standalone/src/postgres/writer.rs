@@ -137,9 +137,9 @@ async fn write_loop(shared: Arc<Shared>, channel: String, mut queue: mpsc::Unbou
     }
 }
 
-/// Runs `group` (and more queued calls, while the group is small and young) in one transaction
-/// and answers every call once it committed. Returns the calls to run again because the
-/// transaction was lost before it committed.
+/// Runs `group` (and more queued calls, up to [`MAX_GROUP_CALLS`]) in one transaction and
+/// answers every call once it committed. Returns the calls to run again because the transaction
+/// was lost before it committed.
 async fn run_group(
     shared: &Shared,
     channel: &str,
@@ -148,8 +148,8 @@ async fn run_group(
     queue: &mut mpsc::UnboundedReceiver<Job>,
 ) -> Vec<Job> {
     let mut tx: Option<Transaction<'static, Postgres>> = None;
-    // Calls run in the current transaction, and whether it has a savepoint yet: the first call
-    // needs none (its failure rolls back the transaction, which holds nothing else).
+    // Calls run in the current transaction: the first needs no savepoint (its failure rolls back
+    // the transaction, which holds nothing else), the second sets one.
     let mut in_tx = 0usize;
     let mut outcomes: Vec<CallOutcome> = Vec::with_capacity(group.len());
     let mut head: Option<i64> = None;
@@ -199,18 +199,11 @@ async fn run_group(
             }
             // The call was alone in its transaction, now rolled back: run it again in a new
             // one, or answer its failure and go on with the next call in a new one.
-            JobStep::Undone(failure) => match failure {
-                AttemptError::Retryable(err) if job.received.elapsed() < shared.retry_budget => {
-                    tracing::debug!(method = %job.call.method, attempt = job.attempts, error = %err, "running the call again");
+            JobStep::Undone(failure) => {
+                if let Some(outcome) = settle(shared, job, failure) {
+                    outcomes.push(outcome);
                 }
-                AttemptError::Retryable(err) => {
-                    let err = budget_exhausted(shared.retry_budget, job.attempts, &err);
-                    outcomes.push(CallOutcome { result: Err(err), attempts: job.attempts, fuel_consumed: 0 });
-                }
-                AttemptError::Final(err) => {
-                    outcomes.push(CallOutcome { result: Err(err), attempts: job.attempts, fuel_consumed: 0 });
-                }
-            },
+            }
             JobStep::Lost(err) => {
                 tracing::warn!(channel, error = %err, calls = group.len(), "write transaction lost; running its calls again");
                 return again_or_give_up(shared, group, &err);
@@ -233,13 +226,13 @@ async fn run_group(
                 }
                 Fate::Unknown => {
                     tracing::error!(channel, xid, error = %err, "commit outcome unknown");
+                    let message = format!(
+                        "the database connection was lost while committing and the outcome could not be \
+                         determined: the call may have been applied ({err})"
+                    );
                     for job in group {
-                        let message = format!(
-                            "the database connection was lost while committing and the outcome could not be \
-                             determined: the call may have been applied ({err})"
-                        );
                         let attempts = job.attempts;
-                        let result = Err(CallError::OutcomeUnknown(message));
+                        let result = Err(CallError::OutcomeUnknown(message.clone()));
                         let _ = job.reply.send(CallOutcome { result, attempts, fuel_consumed: 0 });
                     }
                     return Vec::new();
@@ -341,18 +334,25 @@ async fn run_job(
         if let Err(err) = sqlx::raw_sql("ROLLBACK TO SAVEPOINT call").execute(&mut *tx).await {
             return JobStep::Lost(CallError::Database(err.to_string()));
         }
-        let outcome = |result| CallOutcome { result: Err(result), attempts, fuel_consumed: 0 };
-        match failure {
-            AttemptError::Retryable(err) if job.received.elapsed() < shared.retry_budget => {
-                tracing::debug!(method = %job.call.method, attempt = attempts, error = %err, "running the call again");
-            }
-            AttemptError::Retryable(err) => {
-                let err = budget_exhausted(shared.retry_budget, attempts, &err);
-                return JobStep::Ran { tx, outcome: outcome(err), flushed: None };
-            }
-            AttemptError::Final(err) => return JobStep::Ran { tx, outcome: outcome(err), flushed: None },
+        if let Some(outcome) = settle(shared, job, failure) {
+            return JobStep::Ran { tx, outcome, flushed: None };
         }
     }
+}
+
+/// What a failed run of `job` comes to: `None` to run it again (a transient failure within the
+/// budget), else its answer.
+fn settle(shared: &Shared, job: &Job, failure: AttemptError) -> Option<CallOutcome> {
+    let attempts = job.attempts;
+    let err = match failure {
+        AttemptError::Retryable(err) if job.received.elapsed() < shared.retry_budget => {
+            tracing::debug!(method = %job.call.method, attempt = attempts, error = %err, "running the call again");
+            return None;
+        }
+        AttemptError::Retryable(err) => budget_exhausted(shared.retry_budget, attempts, &err),
+        AttemptError::Final(err) => err,
+    };
+    Some(CallOutcome { result: Err(err), attempts, fuel_consumed: 0 })
 }
 
 /// The jobs of a lost transaction: those still within budget run again, the others are told

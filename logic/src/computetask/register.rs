@@ -317,7 +317,7 @@ impl World {
     ) -> Result<World> {
         let plans = load_map(tx, new_tasks.iter().map(|t| t.compute_plan_key.clone()).collect(), keys::computeplan)?;
         // The batch's functions were prefetched; they say what each input is.
-        let functions: BTreeMap<String, Option<Function>> =
+        let mut functions: BTreeMap<String, Option<Function>> =
             load_map(tx, new_tasks.iter().map(|t| t.function_key.clone()).collect(), keys::function)?;
 
         // Asset keys by the kind the task's function gives each input.
@@ -356,7 +356,6 @@ impl World {
                 .chain(model_keys.iter().map(|k| keys::model(k)))
                 .chain(parent_functions.iter().map(|k| keys::function(k))),
         )?;
-        let mut functions = functions;
         functions.extend(load_map(tx, parent_functions, keys::function)?);
         let data_managers: BTreeMap<String, Option<DataManager>> = load_map(tx, dm_keys, keys::datamanager)?;
         let samples = load_map(tx, sample_keys, keys::datasample)?;
