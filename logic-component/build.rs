@@ -39,6 +39,15 @@ fn build_component(workspace: &Path, out_dir: &Path, dest: &Path) {
         return;
     }
 
+    if !wasm_target_installed() {
+        // One line, not the nested cargo's page of `can't find crate for core`.
+        println!(
+            "cargo::error=the Rust target wasm32-unknown-unknown is not installed: run `make wasm-target` \
+             (or `rustup target add wasm32-unknown-unknown`)"
+        );
+        std::process::exit(0);
+    }
+
     let target_dir = component_target_dir(workspace, out_dir);
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -70,6 +79,18 @@ fn build_component(workspace: &Path, out_dir: &Path, dest: &Path) {
 
     let built = target_dir.join("wasm32-unknown-unknown/component/orchestrator_logic.wasm");
     std::fs::copy(&built, dest).unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
+}
+
+/// Whether the toolchain's sysroot holds the wasm32 standard library (rustup adds it only on
+/// `rustup target add`, and `RUSTUP_AUTO_INSTALL=0` machines never do it by themselves).
+fn wasm_target_installed() -> bool {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let Ok(output) = Command::new(rustc).args(["--print", "sysroot"]).output() else {
+        // Let the nested build say what is wrong.
+        return true;
+    };
+    let sysroot = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    !output.status.success() || Path::new(&sysroot).join("lib/rustlib/wasm32-unknown-unknown/lib").is_dir()
 }
 
 /// `<target>/component-build`, found from OUT_DIR (`<target>/<profile>/build/<pkg>/out`, or one
