@@ -12,10 +12,15 @@ mod component_driver;
 use std::time::{Duration, Instant};
 
 use component_driver::ComponentDriver;
+use orchestrator_logic::testing::scenarios::computetask::{
+    DM1, PLAN, QUERY_TASKS, TRAIN, make_ready, setup_world, train_task,
+};
+use orchestrator_logic::testing::scenarios::{ORG1, key};
 use orchestrator_logic::testing::{Driver, Harness, call};
 use orchestrator_proto::{
     Addressable, DataManager, GetDataManagerParam, NewDataManager, NewDataSample, NewPermissions, Organization,
-    RegisterDataSamplesParam, RegisterDataSamplesResponse, RegisterOrganizationParam,
+    QueryTasksParam, QueryTasksResponse, RegisterDataSamplesParam, RegisterDataSamplesResponse,
+    RegisterOrganizationParam, RegisterTasksParam, RegisterTasksResponse, TaskQueryFilter,
 };
 
 const ORG: &str = "MyOrg1MSP";
@@ -24,6 +29,13 @@ const DM_KEY: &str = "00000000-0000-4000-8000-0000000000d1";
 const SAMPLES_PER_CALL: usize = 1_000;
 const REGISTER_CALLS: usize = 20;
 const GET_CALLS: usize = 5_000;
+/// Tasks registered (batches of `TASK_BATCH`) before the QueryTasks pages of `TASK_PAGE`.
+const TASKS: u64 = 10_000;
+const TASK_BATCH: u64 = 1_000;
+const TASK_PAGE: u32 = 5_000;
+const QUERY_CALLS: u32 = 5;
+/// Key numbers of the queried tasks, clear of the scenario's fixtures.
+const TASK_BASE: u64 = 1 << 24;
 
 fn uuid(n: u64) -> String {
     format!("{:08x}-0000-4000-8000-{:012x}", n >> 48, n & 0xffff_ffff_ffff)
@@ -63,6 +75,7 @@ fn setup(d: &mut dyn Driver) {
 struct Figures {
     register: Duration,
     get: Duration,
+    query: Duration,
 }
 
 fn run(d: &mut dyn Driver) -> Figures {
@@ -105,7 +118,34 @@ fn run(d: &mut dyn Driver) -> Figures {
         assert_eq!(dm.key, DM_KEY);
     }
     let get = start.elapsed() / GET_CALLS as u32;
-    Figures { register, get }
+    Figures { register, get, query: Duration::ZERO }
+}
+
+/// On a fresh driver: the reference bench's workload 2 without the database: the mean of `QUERY_CALLS` QueryTasks
+/// pages of `TASK_PAGE` tasks (filtered by the plan) out of `TASKS`.
+fn query_tasks(d: &mut dyn Driver) -> Duration {
+    setup_world(d);
+    make_ready(d, TRAIN);
+    for start in (0..TASKS).step_by(TASK_BATCH as usize) {
+        let tasks = (start..start + TASK_BATCH)
+            .map(|i| {
+                let parents: Vec<u64> = [1, 7].iter().filter(|p| i >= **p).map(|p| TASK_BASE + i - p).collect();
+                train_task(TASK_BASE + i, DM1, &[20], &parents)
+            })
+            .collect();
+        let resp: RegisterTasksResponse =
+            call(d, ORG1, CHANNEL, "orchestrator.ComputeTaskService/RegisterTasks", &RegisterTasksParam { tasks })
+                .unwrap();
+        assert_eq!(resp.tasks.len() as u64, TASK_BATCH);
+    }
+    let filter = TaskQueryFilter { compute_plan_key: key(PLAN), ..Default::default() };
+    let param = QueryTasksParam { page_token: String::new(), page_size: TASK_PAGE, filter: Some(filter) };
+    let start = Instant::now();
+    for _ in 0..QUERY_CALLS {
+        let resp: QueryTasksResponse = call(d, ORG1, CHANNEL, QUERY_TASKS, &param).unwrap();
+        assert_eq!(resp.tasks.len(), TASK_PAGE as usize);
+    }
+    start.elapsed() / QUERY_CALLS
 }
 
 fn main() {
@@ -113,8 +153,10 @@ fn main() {
     let mut warm = ComponentDriver::new();
     setup(&mut warm);
 
-    let native = run(&mut Harness::new());
-    let component = run(&mut ComponentDriver::new());
+    let mut native = run(&mut Harness::new());
+    let mut component = run(&mut ComponentDriver::new());
+    native.query = query_tasks(&mut Harness::new());
+    component.query = query_tasks(&mut ComponentDriver::new());
     let ratio = |c: Duration, n: Duration| c.as_secs_f64() / n.as_secs_f64();
     println!("logic-only workload (in-memory state), per call:");
     println!(
@@ -128,5 +170,11 @@ fn main() {
         native.get,
         component.get,
         ratio(component.get, native.get)
+    );
+    println!(
+        "  QueryTasks of {TASK_PAGE} ({TASKS} tasks): native {:>10.3?}  component {:>10.3?}  ratio {:.2}x",
+        native.query,
+        component.query,
+        ratio(component.query, native.query)
     );
 }

@@ -5,11 +5,11 @@
 //! that do not match are never loaded. The page is filled by scanning on, and the token is a
 //! cursor at the next matching entry (empty exactly when nothing matches after the page).
 
-use orchestrator_proto::{ComputeTaskStatus, QueryTasksParam, QueryTasksResponse};
+use orchestrator_proto::{ComputeTaskStatus, QueryTasksParam};
 use prost::Message;
 
 use super::{
-    IndexEntry, created_prefix, function_prefix, function_status_prefix, load_records, plan_prefix, plan_status_prefix,
+    IndexEntry, created_prefix, function_prefix, function_status_prefix, plan_prefix, plan_status_prefix,
     status_prefix, worker_prefix, worker_status_prefix,
 };
 use crate::error::{OrcError, Result};
@@ -77,7 +77,26 @@ fn given(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-pub fn query(tx: &mut Tx<'_>, req: QueryTasksParam) -> Result<QueryTasksResponse> {
+/// `orchestrator.QueryTasksResponse` with its tasks kept encoded: a `bytes` field and an
+/// embedded message are the same on the wire, so the stored tasks are copied into the page
+/// instead of decoded and encoded again (the bulk of a large page's cost).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EncodedTasksPage {
+    /// Each an encoded `ComputeTask`.
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub tasks: Vec<Vec<u8>>,
+    #[prost(string, tag = "2")]
+    pub next_page_token: String,
+}
+
+/// The task of a stored `TaskRecord` (its field 1), still encoded; the other fields are skipped.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EncodedTaskOfRecord {
+    #[prost(bytes = "vec", tag = "1")]
+    task: Vec<u8>,
+}
+
+pub fn query(tx: &mut Tx<'_>, req: QueryTasksParam) -> Result<EncodedTasksPage> {
     let filter = req.filter.unwrap_or_default();
     let status = match filter.status {
         0 => None,
@@ -86,19 +105,19 @@ pub fn query(tx: &mut Tx<'_>, req: QueryTasksParam) -> Result<QueryTasksResponse
             // No task can have a status outside the enum.
             Err(_) => {
                 parse_token(&req.page_token)?;
-                return Ok(QueryTasksResponse::default());
+                return Ok(EncodedTasksPage::default());
             }
         },
     };
     let plan = Plan::choose(given(filter.worker), status, given(filter.compute_plan_key), given(filter.function_key));
     let (entries, next_page_token) = scan_filtered(tx, &plan, &req.page_token, req.page_size)?;
-    let task_keys: Vec<String> = entries.iter().map(|k| keys::last_component(k).to_owned()).collect();
-    let mut tasks = Vec::with_capacity(task_keys.len());
-    for (key, record) in task_keys.iter().zip(load_records(tx, &task_keys)?) {
-        let record = record.ok_or_else(|| OrcError::internal(format!("index points to missing computetask {key}")))?;
+    let record_keys: Vec<String> = entries.iter().map(|k| keys::computetask(keys::last_component(k))).collect();
+    let mut tasks = Vec::with_capacity(record_keys.len());
+    for (key, record) in record_keys.iter().zip(tx.load_many::<EncodedTaskOfRecord>(&record_keys)?) {
+        let record = record.ok_or_else(|| OrcError::internal(format!("index points to missing {key}")))?;
         tasks.push(record.task);
     }
-    Ok(QueryTasksResponse { tasks, next_page_token })
+    Ok(EncodedTasksPage { tasks, next_page_token })
 }
 
 /// One page of the index entries under `plan.prefix` that `plan` keeps: their keys and the token
@@ -138,5 +157,38 @@ fn scan_filtered(tx: &mut Tx<'_>, plan: &Plan, token: &str, page_size: u32) -> R
             Some(next) => cursor = Some(next),
             None => return Ok((found, String::new())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use orchestrator_proto::{ComputeTask, QueryTasksResponse};
+
+    use super::*;
+    use crate::computetask::{OutputAsset, TaskRecord};
+
+    #[test]
+    fn encoded_page_is_byte_for_byte_the_response() {
+        let tasks: Vec<ComputeTask> = (0..3)
+            .map(|n| ComputeTask {
+                key: format!("task-{n}"),
+                rank: n,
+                metadata: [("n".to_owned(), n.to_string())].into(),
+                ..Default::default()
+            })
+            .collect();
+        let records = tasks.iter().map(|task| {
+            let output = OutputAsset { identifier: "model".into(), asset_kind: 1, asset_key: "m".into() };
+            TaskRecord { task: task.clone(), output_assets: vec![output] }.encode_to_vec()
+        });
+        let page = EncodedTasksPage {
+            tasks: records
+                .map(|r| EncodedTaskOfRecord::decode(r.as_slice()).map(|r| r.task))
+                .collect::<Result<_, _>>()
+                .unwrap(),
+            next_page_token: "k:next".into(),
+        };
+        let response = QueryTasksResponse { tasks, next_page_token: "k:next".into() };
+        assert_eq!(page.encode_to_vec(), response.encode_to_vec());
     }
 }
