@@ -479,3 +479,20 @@ async fn key_lookups_are_index_probes_without_statistics() {
     pool.close().await;
     orchestrator_host_standalone::postgres::drop_database(&url).await.expect("drop");
 }
+
+/// sqlx 0.9.0 leaves Nagle on; the pool turns it off on every connection (each big statement
+/// otherwise waits ~40 ms for PostgreSQL's delayed ACK).
+#[tokio::test]
+async fn database_connections_have_tcp_nodelay() {
+    use orchestrator_host_standalone::postgres::{self, nodelay};
+
+    let server = TestServer::start().await;
+    // The check tells the two apart: a plain sqlx pool (the test's own) has Nagle on.
+    let mut plain = server.pool.acquire().await.expect("connection");
+    assert_eq!(nodelay::is_set_on(&mut plain).await.expect("query"), Some(false), "a plain sqlx connection");
+    let pool = postgres::connect(&server.db_url, 2).await.expect("the orchestrator's pool");
+    let (mut a, mut b) = (pool.acquire().await.expect("connection"), pool.acquire().await.expect("connection"));
+    for conn in [&mut a, &mut b] {
+        assert_eq!(nodelay::is_set_on(conn).await.expect("query"), Some(true), "the orchestrator's connection");
+    }
+}

@@ -20,6 +20,7 @@ pub(crate) const GENERIC_PLANS: &str = generic_plans!();
 mod backend;
 mod events;
 mod executor;
+pub mod nodelay;
 mod writer;
 
 use std::str::FromStr;
@@ -141,6 +142,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, SetupErr
         // No ping before each use: a connection that died fails its call's first statement,
         // and the call runs again on another one (a lost connection is a retryable failure).
         .test_before_acquire(false)
+        .after_connect(|conn, _| Box::pin(async move { nodelay::set_on(conn).await.map(drop) }))
         .connect_with(options)
         .await
         .map_err(db_error("connect"))?;
