@@ -2,6 +2,12 @@
 
 use core::fmt;
 
+use crate::validation::shown;
+
+/// Longest status message: gRPC clients refuse trailers over 8 KiB (grpc-go), so a message
+/// quoting many inputs is cut well below that.
+pub const MAX_MESSAGE_BYTES: usize = 2048;
+
 /// Error kinds, one to one with the WIT `error-kind` enum. Hosts map them to gRPC codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -83,21 +89,28 @@ pub type Result<T, E = OrcError> = core::result::Result<T, E>;
 impl OrcError {
     /// `<CODE>: <text>` for coded kinds, the bare text otherwise.
     pub fn new(kind: ErrorKind, text: impl fmt::Display) -> Self {
-        let message = match kind.code() {
+        let mut message = match kind.code() {
             Some(code) => format!("{code}: {text}"),
             None => text.to_string(),
         };
+        // Inputs are quoted cut already; this bounds messages that list many of them.
+        if message.len() > MAX_MESSAGE_BYTES {
+            let total = message.len();
+            let kept = crate::validation::cut_at_char(&message, MAX_MESSAGE_BYTES).len();
+            message.truncate(kept);
+            message.push_str(&format!("... (message cut, {total} bytes)"));
+        }
         OrcError { kind, message }
     }
 
     /// `OE0002: <asset> with key "<key>" not found`
     pub fn not_found(asset: &str, key: &str) -> Self {
-        Self::new(ErrorKind::NotFound, format!("{asset} with key \"{key}\" not found"))
+        Self::new(ErrorKind::NotFound, format!("{asset} with key \"{}\" not found", shown(key)))
     }
 
     /// `OE0006: <asset> with key "<key>" already exists`
     pub fn already_exists(asset: &str, key: &str) -> Self {
-        Self::new(ErrorKind::Conflict, format!("{asset} with key \"{key}\" already exists"))
+        Self::new(ErrorKind::Conflict, format!("{asset} with key \"{}\" already exists", shown(key)))
     }
 
     /// `OE0101: <asset> is not valid: <field errors>`

@@ -6,6 +6,22 @@
 
 use crate::error::OrcError;
 
+/// Longest state key, in bytes (the WIT `state` contract; every host enforces it).
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Largest state value, in bytes (the WIT `state` contract).
+pub const MAX_VALUE_BYTES: usize = 4 << 20;
+
+/// Why `key` cannot be a state key, if it cannot.
+pub fn key_fault(key: &str) -> Option<&'static str> {
+    if key.len() > MAX_KEY_BYTES {
+        Some("is longer than a state key can be")
+    } else if key.contains('\0') {
+        Some("contains NUL")
+    } else {
+        None
+    }
+}
+
 /// A state call failed. The logic stops the call: the host owns retry decisions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StateError {

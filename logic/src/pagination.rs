@@ -6,8 +6,9 @@
 //! accepted, so a client that builds `"0"` or an offset itself keeps working.
 
 use crate::error::{OrcError, Result};
-use crate::host::ScanPage;
+use crate::host::{ScanPage, key_fault};
 use crate::tx::Tx;
+use crate::validation::go_quote;
 
 /// Page size when the request says 0 (as the reference).
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -28,12 +29,17 @@ pub fn parse_token(token: &str) -> Result<PageStart> {
     if token.is_empty() {
         return Ok(PageStart::Offset(0));
     }
+    let invalid = || OrcError::unknown(format!("invalid page token {}", go_quote(token)));
     if let Some(cursor) = token.strip_prefix(CURSOR_PREFIX) {
-        return Ok(PageStart::Cursor(cursor.to_owned()));
+        // Cursors are keys handed out by a previous page; anything else is not one of ours.
+        return match key_fault(cursor) {
+            None => Ok(PageStart::Cursor(cursor.to_owned())),
+            Some(_) => Err(invalid()),
+        };
     }
     // Like the reference, a token that is not an offset is a plain error (UNKNOWN); negative
     // numbers are refused rather than wrapped around.
-    token.parse::<u64>().map(PageStart::Offset).map_err(|_| OrcError::unknown(format!("invalid page token {token:?}")))
+    token.parse::<u64>().map(PageStart::Offset).map_err(|_| invalid())
 }
 
 pub fn effective_page_size(requested: u32) -> u32 {

@@ -7,7 +7,8 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::error::{OrcError, Result};
-use crate::host::{Host, ScanPage};
+use crate::host::{Host, ScanPage, key_fault};
+use crate::validation::go_quote;
 
 /// Per-call context given by the host (the WIT `context` record).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,7 +38,7 @@ impl<'a> Tx<'a> {
     /// trip to the database (or the peer): a call that knows what it will read asks at once.
     pub fn prefetch(&mut self, keys: impl IntoIterator<Item = String>) -> Result<()> {
         let wanted: std::collections::BTreeSet<String> =
-            keys.into_iter().filter(|k| !self.prefetched.contains_key(k)).collect();
+            keys.into_iter().filter(|k| !self.prefetched.contains_key(k) && key_fault(k).is_none()).collect();
         if wanted.is_empty() {
             return Ok(());
         }
@@ -49,7 +50,11 @@ impl<'a> Tx<'a> {
 
     /// Values of `keys`, one per key in order: prefetched ones first, the rest in one state call.
     fn get_values(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
-        let mut values: Vec<Option<Option<Vec<u8>>>> = keys.iter().map(|k| self.prefetched.get(k).cloned()).collect();
+        // A key that cannot be stored is absent: the host is not asked (it would refuse it).
+        let mut values: Vec<Option<Option<Vec<u8>>>> = keys
+            .iter()
+            .map(|k| if key_fault(k).is_some() { Some(None) } else { self.prefetched.get(k).cloned() })
+            .collect();
         let missing: Vec<String> =
             keys.iter().zip(&values).filter(|(_, v)| v.is_none()).map(|(k, _)| k.clone()).collect();
         if !missing.is_empty() {
@@ -79,7 +84,12 @@ impl<'a> Tx<'a> {
         self.ctx.tx_time_micros
     }
 
+    /// The stored value under `key`; `None` also for a key that no value can be stored under
+    /// (input-derived keys reach reads unchecked: such an asset simply does not exist).
     pub fn get_raw(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
+        if key_fault(key).is_some() {
+            return Ok(None);
+        }
         match self.prefetched.get(key) {
             Some(value) => Ok(value.clone()),
             None => Ok(self.host.get(key)?),
@@ -116,21 +126,27 @@ impl<'a> Tx<'a> {
     }
 
     pub fn store<M: Message>(&mut self, key: &str, msg: &M) -> Result<()> {
-        self.prefetched.remove(key);
-        Ok(self.host.put(key, msg.encode_to_vec())?)
+        self.put_raw(key, msg.encode_to_vec())
     }
 
     pub fn put_raw(&mut self, key: &str, value: Vec<u8>) -> Result<()> {
+        refuse_unstorable(key)?;
         self.prefetched.remove(key);
         Ok(self.host.put(key, value)?)
     }
 
     pub fn delete(&mut self, key: &str) -> Result<()> {
+        refuse_unstorable(key)?;
         self.prefetched.remove(key);
         Ok(self.host.delete(key)?)
     }
 
+    /// Keys in `[start, end)`. A range whose keys would all share a prefix that cannot be part
+    /// of a key (too long, or with NUL: a filter or parent given by the caller) is empty.
     pub fn scan(&mut self, start: &str, end: &str, limit: u32, cursor: Option<&str>) -> Result<ScanPage> {
+        if key_fault(common_prefix(start, end)).is_some() {
+            return Ok(ScanPage::default());
+        }
         Ok(self.host.scan(start, end, limit, cursor)?)
     }
 
@@ -171,6 +187,24 @@ impl<'a> Tx<'a> {
         b[6] = (b[6] & 0x0f) | 0x40; // version 4 layout, so strict v4 parsers accept it
         b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
         format_uuid(&b)
+    }
+}
+
+/// Every key in `[start, end)` starts with this.
+fn common_prefix<'k>(start: &'k str, end: &str) -> &'k str {
+    let shared = start.bytes().zip(end.bytes()).take_while(|(a, b)| a == b).count();
+    let mut cut = shared;
+    while !start.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &start[..cut]
+}
+
+/// A write under a key built from input that the validation let through: the input's fault.
+fn refuse_unstorable(key: &str) -> Result<()> {
+    match key_fault(key) {
+        Some(fault) => Err(OrcError::invalid_asset(format!("a field used as a key {fault}: {}", go_quote(key)))),
+        None => Ok(()),
     }
 }
 

@@ -185,7 +185,7 @@ mod tests {
             tasks: records
                 .map(|r| EncodedTaskOfRecord::decode(r.as_slice()).map(|r| r.task))
                 .collect::<Result<_, _>>()
-                .unwrap(),
+                .expect("a TaskRecord decodes"),
             next_page_token: "k:next".into(),
         };
         let response = QueryTasksResponse { tasks, next_page_token: "k:next".into() };

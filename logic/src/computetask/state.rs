@@ -95,6 +95,11 @@ pub enum Snapshot {
 }
 
 pub fn apply_action(tx: &mut Tx<'_>, req: ApplyTaskActionParam) -> Result<ApplyTaskActionResponse> {
+    // The log becomes the event's `reason`: event metadata is stored where NUL cannot go
+    // (PostgreSQL jsonb), and refusing it here keeps every host alike.
+    if req.log.contains('\0') {
+        return Err(OrcError::invalid("compute task action", "log: contains NUL"));
+    }
     let mut record = load_record(tx, &req.compute_task_key)?;
     let requester = tx.requester();
     let is_owner = record.task.owner == requester;

@@ -11,7 +11,7 @@ use orchestrator_proto::Event;
 use prost::Message;
 
 use crate::error::OrcError;
-use crate::host::{Host, ScanPage, StateError};
+use crate::host::{Host, MAX_KEY_BYTES, ScanPage, StateError, key_fault};
 use crate::tx::Context;
 
 /// Something that runs API calls with commit-on-success semantics.
@@ -61,8 +61,25 @@ impl<'a> MemHost<'a> {
     }
 }
 
+/// The WIT contract's key rule, as every host enforces it (so native tests see what hosts see).
+fn check_key(key: &str) -> Result<(), StateError> {
+    match key_fault(key) {
+        Some(fault) => Err(StateError::InvalidKey(format!("key of {} bytes {fault}", key.len()))),
+        None => Ok(()),
+    }
+}
+
+/// Scan bounds may go a few bytes past the key limit (an upper bound after a maximal prefix).
+fn check_bound(bound: &str) -> Result<(), StateError> {
+    if bound.len() > MAX_KEY_BYTES + 4 || bound.contains('\0') {
+        return Err(StateError::InvalidKey(format!("scan bound of {} bytes", bound.len())));
+    }
+    Ok(())
+}
+
 impl Host for MemHost<'_> {
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        check_key(key)?;
         Ok(match self.overlay.get(key) {
             Some(v) => v.clone(),
             None => self.committed.get(key).cloned(),
@@ -74,19 +91,26 @@ impl Host for MemHost<'_> {
     }
 
     fn put(&mut self, key: &str, value: Vec<u8>) -> Result<(), StateError> {
-        if key.is_empty() || key.len() > 1024 || key.contains('\0') {
-            return Err(StateError::InvalidKey(key.to_owned()));
+        check_key(key)?;
+        if key.is_empty() {
+            return Err(StateError::InvalidKey("empty key".to_owned()));
         }
         self.overlay.insert(key.to_owned(), Some(value));
         Ok(())
     }
 
     fn delete(&mut self, key: &str) -> Result<(), StateError> {
+        check_key(key)?;
         self.overlay.insert(key.to_owned(), None);
         Ok(())
     }
 
     fn scan(&mut self, start: &str, end: &str, limit: u32, cursor: Option<&str>) -> Result<ScanPage, StateError> {
+        check_bound(start)?;
+        check_bound(end)?;
+        if let Some(cursor) = cursor {
+            check_bound(cursor)?;
+        }
         let from = match cursor {
             Some(c) if c > start => c,
             _ => start,
@@ -133,7 +157,7 @@ impl Host for MemHost<'_> {
 }
 
 /// Runs the logic natively over per-channel in-memory state, with a ticking clock.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Harness {
     channels: BTreeMap<String, MemState>,
     events: Vec<Event>,
@@ -193,6 +217,7 @@ macro_rules! scenario_tests {
         $crate::scenario_tests!(@each $mode;
             organizations,
             bad_requests,
+            hostile_inputs,
             data_managers,
             data_samples,
             datasets,

@@ -1075,3 +1075,35 @@ pub fn task_queries(d: &mut dyn Driver) {
     let executing = query_tasks(d, &filter(&moved.worker, Some(EXE), Some(PLAN), None), "", 1_000).expect("q");
     assert!(executing.tasks.iter().any(|t| t.key == moved.key));
 }
+
+/// Input that no state key or event can hold (issue 11): keys longer than a state key once
+/// prefixed, or with NUL, are simply not found; a NUL in a task action's log (it becomes event
+/// metadata) is refused as invalid, so it never reaches a database; a huge page token is quoted
+/// back cut.
+pub fn hostile_inputs(d: &mut dyn Driver) {
+    setup_world(d);
+    register_tasks(d, ORG1, &[train_task(1, DM1, &[20], &[])]).expect("task");
+    let before = d.events().len();
+    for bad in ["k".repeat(1_013), "k".repeat(5_000), format!("{}\0", key(1)), "a\0b".to_owned()] {
+        let err = super::get_data_manager(d, ORG1, CHANNEL, &bad).expect_err("no such data manager");
+        assert_eq!(err.kind, ErrorKind::NotFound, "{}", err.message);
+        let err = get_task(d, &bad).expect_err("no such task");
+        assert_eq!(err.kind, ErrorKind::NotFound, "{}", err.message);
+        let err = apply_task_action(d, ORG1, &bad, ComputeTaskAction::TaskActionCanceled, "").expect_err("no task");
+        assert_eq!(err.kind, ErrorKind::NotFound, "{}", err.message);
+        assert!(err.message.len() < 400, "the key is quoted cut: {} bytes", err.message.len());
+        // A filter no key can hold matches nothing.
+        let filter = TaskQueryFilter { worker: bad.clone(), ..Default::default() };
+        assert_eq!(query_tasks(d, &filter, "", 10).expect("query").tasks, vec![]);
+    }
+    let err = apply_task_action(d, ORG1, &key(1), ComputeTaskAction::TaskActionCanceled, "x\0y").expect_err("NUL log");
+    assert_eq!(err.kind, ErrorKind::InvalidAsset, "{}", err.message);
+    assert!(err.message.contains("log"), "names the field: {}", err.message);
+    assert_eq!(get_task(d, &key(1)).expect("task").status, WFBS as i32);
+    for token in [format!("k:{}", "k".repeat(1 << 20)), "x".repeat(1 << 20), "k:a\0b".to_owned()] {
+        let err = query_tasks(d, &TaskQueryFilter::default(), &token, 10).expect_err("not a token of ours");
+        assert_eq!(err.kind, ErrorKind::Unknown, "{}", &err.message[..err.message.len().min(300)]);
+        assert!(err.message.len() < 400, "the token is quoted cut: {} bytes", err.message.len());
+    }
+    assert_eq!(d.events().len(), before, "nothing happened");
+}

@@ -39,7 +39,8 @@ mod pagination;
 pub use bad_requests::bad_requests;
 pub use computeplan::{compute_plans, plan_actions, plan_running};
 pub use computetask::{
-    task_actions, task_function_builds, task_queries, task_registration, task_registration_errors, task_resend,
+    hostile_inputs, task_actions, task_function_builds, task_queries, task_registration, task_registration_errors,
+    task_resend,
 };
 pub use datamanager::data_managers;
 pub use datasample::data_samples;
