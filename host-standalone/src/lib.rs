@@ -23,6 +23,7 @@ pub mod headers;
 pub mod logging;
 pub mod mspid;
 pub mod postgres;
+pub mod quote;
 pub mod server;
 pub mod x509;
 

@@ -647,3 +647,20 @@ async fn positions_are_gap_free_per_channel_under_concurrent_writers() {
     }
     server.stop().await;
 }
+
+/// Start ids that cannot exist (NUL, which PostgreSQL text cannot take; 1 MiB) are NOT_FOUND,
+/// quoted back cut.
+#[tokio::test]
+async fn unknown_start_ids_are_not_found() {
+    let server = TestServer::start().await;
+    let client = server.client("MyOrg1MSP", "mychannel").await;
+    register_org_and_data_manager(client.clone()).await;
+    for start in ["a\0b".to_owned(), "e".repeat(1 << 20), "no-such-event".to_owned()] {
+        let status = EventServiceClient::new(client.clone())
+            .subscribe_to_events(SubscribeToEventsParam { start_event_id: start.clone() })
+            .await
+            .expect_err("no such event");
+        assert_eq!(status.code(), tonic::Code::NotFound, "{}", status.message());
+        assert!(status.message().len() < 400, "quoted cut: {} bytes", status.message().len());
+    }
+}

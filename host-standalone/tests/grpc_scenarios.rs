@@ -331,4 +331,25 @@ mod query_events {
         let err = d.call_raw(ORG1, CHANNEL, QUERY_EVENTS, &[0xff, 0xff, 0xff]).expect_err("garbage");
         assert_eq!(err.kind, ErrorKind::MalformedRequest, "{}", err.message);
     }
+
+    /// A filter with NUL matches nothing (no event can carry it; PostgreSQL text and jsonb
+    /// cannot take it), and a huge token is quoted back cut.
+    #[test]
+    fn hostile_filters_and_tokens() {
+        let mut d = GrpcDriver::new();
+        setup_world(&mut d);
+        let nul = "reason\0x".to_owned();
+        for filter in [
+            EventQueryFilter { asset_key: format!("{}\0", key(TRAIN)), ..Default::default() },
+            EventQueryFilter { metadata: BTreeMap::from([(nul.clone(), "v".to_owned())]), ..Default::default() },
+            EventQueryFilter { metadata: BTreeMap::from([("reason".to_owned(), nul.clone())]), ..Default::default() },
+        ] {
+            let page = query(&mut d, filter, SortOrder::Ascending, "", 10).expect("no match, no error");
+            assert!(page.events.is_empty() && page.next_page_token.is_empty());
+        }
+        let err = query(&mut d, EventQueryFilter::default(), SortOrder::Ascending, &"x".repeat(1 << 20), 10)
+            .expect_err("not a token");
+        assert_eq!(err.kind, ErrorKind::Unknown);
+        assert!(err.message.len() < 400, "the token is quoted cut: {} bytes", err.message.len());
+    }
 }

@@ -27,6 +27,12 @@ async fn start_position(hub: &EventHub, channel: &str, start_event_id: &str) -> 
     if start_event_id.is_empty() {
         return Ok(0);
     }
+    let not_found =
+        || Status::not_found(format!("OE0002: event with id {} not found", crate::quote::quoted(start_event_id)));
+    // No event id has NUL, and PostgreSQL text cannot carry one.
+    if start_event_id.contains('\0') {
+        return Err(not_found());
+    }
     let found: Option<i64> =
         sqlx::query_scalar("SELECT channel_position FROM events WHERE channel = $1 AND event_id = $2")
             .bind(channel)
@@ -34,7 +40,7 @@ async fn start_position(hub: &EventHub, channel: &str, start_event_id: &str) -> 
             .fetch_optional(hub.pool())
             .await
             .map_err(|err| Status::unknown(err.to_string()))?;
-    found.ok_or_else(|| Status::not_found(format!("OE0002: event with id \"{start_event_id}\" not found")))
+    found.ok_or_else(not_found)
 }
 
 /// Opens the stream of `channel` for a request of bytes `request`.

@@ -26,7 +26,7 @@ pub enum QueryEventsError {
     #[error("grpc: error unmarshalling request: {0}")]
     Malformed(#[from] prost::DecodeError),
     /// A page token that is neither an offset nor a cursor (UNKNOWN, as the reference).
-    #[error("invalid page token {0:?}")]
+    #[error("invalid page token {}", crate::quote::quoted(.0))]
     Token(String),
     /// The database failed.
     #[error("{0}")]
@@ -95,6 +95,12 @@ pub async fn query_events(pool: &PgPool, channel: &str, request: &[u8]) -> Resul
         n => n.min(MAX_PAGE_SIZE),
     };
     let filter = req.filter.unwrap_or_default();
+    // No event carries NUL in these (the logic refuses it in what reaches them), and a jsonb or
+    // text parameter cannot: such a filter matches nothing.
+    let has_nul = |s: &String| s.contains('\0');
+    if has_nul(&filter.asset_key) || filter.metadata.iter().any(|(k, v)| has_nul(k) || has_nul(v)) {
+        return Ok(QueryEventsResponse::default().encode_to_vec());
+    }
     let descending = req.sort == SortOrder::Descending as i32;
     let sql = if descending { QUERY_DESCENDING } else { QUERY_ASCENDING };
     let (cursor_ts, cursor_position, offset) = match start {
