@@ -9,6 +9,7 @@ use crate::tx::Tx;
 /// §1.2: a private list may only name registered organizations; the owner is always appended
 /// (also when public), order and duplicates of the input kept.
 pub fn new_permission(tx: &mut Tx<'_>, owner: &str, input: &NewPermissions) -> Result<Permission> {
+    check_size(input)?;
     if !input.public && !organization::all_registered(tx, &input.authorized_ids)? {
         return Err(OrcError::bad_request("invalid permission input values"));
     }
@@ -17,6 +18,22 @@ pub fn new_permission(tx: &mut Tx<'_>, owner: &str, input: &NewPermissions) -> R
         authorized_ids.push(owner.to_owned());
     }
     Ok(Permission { public: input.public, authorized_ids })
+}
+
+/// Most organizations a permission may name: far more than a channel has members, and few
+/// enough that an asset's permissions stay well inside a state value.
+pub const MAX_AUTHORIZED_IDS: usize = 1_000;
+
+/// Refuses a list over [`MAX_AUTHORIZED_IDS`], before any state access.
+pub fn check_size(input: &NewPermissions) -> Result<()> {
+    let given = input.authorized_ids.len();
+    if given > MAX_AUTHORIZED_IDS {
+        return Err(OrcError::invalid(
+            "permissions",
+            format!("authorized_ids: at most {MAX_AUTHORIZED_IDS} organizations ({given} given)"),
+        ));
+    }
+    Ok(())
 }
 
 /// The same permission for `process` and `download`.

@@ -7,7 +7,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::error::{OrcError, Result};
-use crate::host::{Host, ScanPage, key_fault};
+use crate::host::{Host, MAX_VALUE_BYTES, ScanPage, key_fault};
 use crate::validation::go_quote;
 
 /// Per-call context given by the host (the WIT `context` record).
@@ -131,6 +131,13 @@ impl<'a> Tx<'a> {
 
     pub fn put_raw(&mut self, key: &str, value: Vec<u8>) -> Result<()> {
         refuse_unstorable(key)?;
+        // The fields that can grow are capped by validation; this catches what adds up.
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(OrcError::invalid_asset(format!(
+                "the asset takes {} bytes once encoded, over the {MAX_VALUE_BYTES} bytes an asset may take",
+                value.len()
+            )));
+        }
         self.prefetched.remove(key);
         Ok(self.host.put(key, value)?)
     }
@@ -232,4 +239,39 @@ fn format_uuid(b: &[u8; 16]) -> String {
         s.push_str(&format!("{byte:02x}"));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::host::MAX_KEY_BYTES;
+    use crate::testing::MemHost;
+
+    fn ctx() -> Context {
+        Context { msp_id: "MyOrg1MSP".into(), channel: "mychannel".into(), tx_id: "t".into(), tx_time_micros: 1 }
+    }
+
+    #[test]
+    fn unstorable_keys_are_absent_to_reads_and_invalid_to_writes() {
+        let committed = BTreeMap::from([("a/b".to_owned(), vec![1])]);
+        let mut host = MemHost::new(&committed);
+        let ctx = ctx();
+        let mut tx = Tx::new(&ctx, &mut host);
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        for bad in [long.as_str(), "a\0b"] {
+            assert_eq!(tx.get_raw(bad).expect("read"), None);
+            assert_eq!(tx.exist_many(&[bad.to_owned(), "a/b".to_owned()]).expect("read"), vec![false, true]);
+            let (start, end) = crate::keys::prefix_range(bad);
+            assert!(tx.scan(&start, &end, 10, None).expect("scan").entries.is_empty());
+            let err = tx.put_raw(bad, vec![]).expect_err("write");
+            assert_eq!(err.kind, ErrorKind::InvalidAsset, "{}", err.message);
+            assert!(err.message.len() < 400, "{}", err.message);
+        }
+        let err = tx.put_raw("a/c", vec![0; MAX_VALUE_BYTES + 1]).expect_err("too large");
+        assert_eq!(err.kind, ErrorKind::InvalidAsset, "{}", err.message);
+        tx.put_raw("a/c", vec![0; MAX_VALUE_BYTES]).expect("the limit itself fits");
+    }
 }

@@ -233,8 +233,10 @@ where
     K: AsRef<str>,
     V: AsRef<str>,
 {
+    let mut entries = 0_usize;
     let offence = metadata
         .into_iter()
+        .inspect(|_| entries += 1)
         .filter_map(|(key, value)| {
             let (key, value) = (key.as_ref(), value.as_ref());
             let what = if key.len() > MAX_LEN {
@@ -250,7 +252,14 @@ where
     if let Some((_, msg)) = offence {
         errs.add(field, msg);
     }
+    if entries > MAX_METADATA_ENTRIES {
+        errs.add(field, format!("at most {MAX_METADATA_ENTRIES} entries ({entries} given)"));
+    }
 }
+
+/// Most metadata entries an asset may carry (each at most [`MAX_LEN`] bytes of key and of
+/// value): an asset stays well inside a state value.
+pub const MAX_METADATA_ENTRIES: usize = 1_000;
 
 // ---------------------------------------------------------------------------------------------
 // String predicates.

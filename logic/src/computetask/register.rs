@@ -509,6 +509,7 @@ fn can_process_opt(permissions: Option<&Permissions>, who: &str) -> bool {
 
 /// §1.2 on prefetched organizations: a private list may only name registered organizations.
 fn new_permission(world: &World, owner: &str, input: &NewPermissions) -> Result<Permission> {
+    crate::permissions::check_size(input)?;
     if !input.public && !input.authorized_ids.iter().all(|id| world.organizations.contains(id)) {
         return Err(OrcError::bad_request("invalid permission input values"));
     }

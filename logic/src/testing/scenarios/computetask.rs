@@ -1105,5 +1105,17 @@ pub fn hostile_inputs(d: &mut dyn Driver) {
         assert_eq!(err.kind, ErrorKind::Unknown, "{}", &err.message[..err.message.len().min(300)]);
         assert!(err.message.len() < 400, "the token is quoted cut: {} bytes", err.message.len());
     }
+    // Fields that could make an asset outgrow a state value are capped, the field named.
+    let mut dm = new_data_manager(0x77);
+    let ids = (0..1_001).map(|n| format!("Org{n}MSP")).collect();
+    dm.new_permissions = Some(NewPermissions { public: true, authorized_ids: ids });
+    let err = register_data_manager(d, ORG1, CHANNEL, &dm).expect_err("too many organizations");
+    assert_eq!(err.kind, ErrorKind::InvalidAsset, "{}", err.message);
+    assert!(err.message.contains("authorized_ids") && err.message.contains("1000"), "{}", err.message);
+    let mut plan = new_plan(0x78);
+    plan.metadata = (0..1_001).map(|n| (format!("k{n}"), "v".to_owned())).collect();
+    let err = register_plan(d, ORG1, &plan).expect_err("too much metadata");
+    assert_eq!(err.kind, ErrorKind::InvalidAsset, "{}", err.message);
+    assert!(err.message.contains("metadata") && err.message.contains("1000"), "{}", err.message);
     assert_eq!(d.events().len(), before, "nothing happened");
 }
