@@ -1,5 +1,8 @@
 # wasm-orchestrator: one logic component, several hosts.
 CARGO ?= cargo
+# Which clone is building: the component's build script reruns when it changes (clones may
+# share one CARGO_TARGET_DIR, see logic-component/build.rs).
+export ORCHESTRATOR_SOURCE_DIR := $(CURDIR)
 
 .PHONY: build run test component bench lint fmt clean wasm-target
 

@@ -18,6 +18,10 @@ fn main() {
     }
     println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
     println!("cargo:rerun-if-env-changed=ORCHESTRATOR_PREBUILT_COMPONENT");
+    // Two clones sharing one CARGO_TARGET_DIR share this script's run (same package hash), and
+    // its watched paths are the last clone's: a build in the other clone would embed a
+    // component built from the first one's sources. `make` names the clone in this variable.
+    println!("cargo:rerun-if-env-changed=ORCHESTRATOR_SOURCE_DIR");
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     let dest = out_dir.join("orchestrator_logic.wasm");
