@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::{Orchestrator, TestServer};
@@ -23,6 +24,42 @@ use orchestrator_proto::{
 const PLAN: u64 = 900;
 /// The train task every registered task consumes the `model` of (upstream's large-plan shape).
 const PARENT: u64 = 1_000;
+
+/// Warnings PostgreSQL sent this process's connections (sqlx logs them under
+/// `sqlx::postgres::notice`), e.g. `there is no transaction in progress` from a COMMIT or
+/// ROLLBACK sent outside a transaction: each is a statement the writer should not have sent.
+fn database_warnings() -> Arc<Mutex<Vec<String>>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    struct Notices(Arc<Mutex<Vec<String>>>);
+    struct Message(String);
+    impl tracing::field::Visit for Message {
+        fn record_debug(&mut self, _field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.push_str(&format!("{value:?}"));
+        }
+    }
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Notices {
+        fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            let meta = event.metadata();
+            if meta.target() == "sqlx::postgres::notice" && *meta.level() <= tracing::Level::WARN {
+                let mut message = Message(String::new());
+                event.record(&mut message);
+                self.0.lock().expect("notices").push(message.0);
+            }
+        }
+    }
+    static SEEN: OnceLock<Arc<Mutex<Vec<String>>>> = OnceLock::new();
+    SEEN.get_or_init(|| {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        tracing_subscriber::registry()
+            .with(Notices(Arc::clone(&seen)))
+            .try_init()
+            .expect("the notice counter is the test binary's subscriber (unset TEST_LOG)");
+        seen
+    })
+    .clone()
+}
 
 /// Organizations, a data manager with a sample, the train function, the plan and its parent task.
 async fn plan_with_parent(server: &TestServer) {
@@ -105,6 +142,11 @@ async fn assert_gap_free_positions(server: &TestServer) {
 async fn sixteen_writers_on_one_plan_all_succeed() {
     // The budget upstream's CI runs with: serial writes must not need it.
     let server = TestServer::start_with(|c| c.tx_retry_budget = Duration::from_millis(500)).await;
+    let warnings = database_warnings();
+    // The counter sees a stray COMMIT (from the test's own pool here).
+    sqlx::raw_sql("COMMIT").execute(&server.pool).await.expect("COMMIT outside a transaction");
+    let stray = std::mem::take(&mut *warnings.lock().expect("notices"));
+    assert!(stray.iter().any(|m| m.contains("no transaction in progress")), "{stray:?}");
     plan_with_parent(&server).await;
     let writers: u64 = 16;
     let calls: u64 = 25;
@@ -142,6 +184,8 @@ async fn sixteen_writers_on_one_plan_all_succeed() {
     assert_eq!(events.keys().cloned().collect::<BTreeSet<_>>(), expected, "one event per task");
     assert!(events.values().all(|n| *n == 1), "one event per task");
     assert_gap_free_positions(&server).await;
+    let warnings = warnings.lock().expect("notices").clone();
+    assert!(warnings.is_empty(), "PostgreSQL warned the orchestrator: {warnings:?}");
     server.stop().await;
 }
 
