@@ -8,6 +8,9 @@ use crate::error::OrcError;
 
 /// Longest state key, in bytes (the WIT `state` contract; every host enforces it).
 pub const MAX_KEY_BYTES: usize = 1024;
+/// How far a scan bound may go past [`MAX_KEY_BYTES`]: room for one upper-bound character after
+/// a maximal prefix.
+pub const SCAN_BOUND_SLACK_BYTES: usize = 4;
 /// Largest state value, in bytes (the WIT `state` contract).
 pub const MAX_VALUE_BYTES: usize = 4 << 20;
 

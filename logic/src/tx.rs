@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{OrcError, Result};
 use crate::host::{Host, MAX_VALUE_BYTES, ScanPage, key_fault};
-use crate::validation::go_quote;
+use crate::validation::{cut_at_char, go_quote};
 
 /// Per-call context given by the host (the WIT `context` record).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -200,11 +200,7 @@ impl<'a> Tx<'a> {
 /// Every key in `[start, end)` starts with this.
 fn common_prefix<'k>(start: &'k str, end: &str) -> &'k str {
     let shared = start.bytes().zip(end.bytes()).take_while(|(a, b)| a == b).count();
-    let mut cut = shared;
-    while !start.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &start[..cut]
+    cut_at_char(start, shared)
 }
 
 /// A write under a key built from input that the validation let through: the input's fault.

@@ -11,7 +11,7 @@ use orchestrator_logic::testing::{Driver, Harness};
 use orchestrator_proto::Event;
 
 /// A status message may quote input, but only a bounded part of it.
-const MAX_MESSAGE_BYTES: usize = 2048 + 64;
+const MAX_MESSAGE_BYTES: usize = orchestrator_logic::error::MAX_MESSAGE_BYTES + 64;
 /// Calls replayed per method and scenario (they repeat the same shapes).
 const CALLS_PER_METHOD: usize = 3;
 
@@ -63,25 +63,12 @@ enum Payload {
     Delimited(Vec<u8>),
 }
 
+/// The varint at `bytes[*at..]` (prost's decoder), moving `at` past it.
 fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *bytes.get(*at)?;
-        *at += 1;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
-}
-
-fn write_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
+    let mut rest = bytes.get(*at..)?;
+    let value = prost::encoding::decode_varint(&mut rest).ok()?;
+    *at = bytes.len() - rest.len();
+    Some(value)
 }
 
 /// The fields of a message, or `None` if the bytes are not one.
@@ -129,12 +116,12 @@ fn encode(fields: &[Field], replace: Option<(usize, &[u8])>) -> Vec<u8> {
         out.extend_from_slice(&field.key);
         match (&field.payload, replace) {
             (_, Some((at, with))) if at == i => {
-                write_varint(&mut out, with.len() as u64);
+                prost::encoding::encode_varint(with.len() as u64, &mut out);
                 out.extend_from_slice(with);
             }
             (Payload::Raw(raw), _) => out.extend_from_slice(raw),
             (Payload::Delimited(payload), _) => {
-                write_varint(&mut out, payload.len() as u64);
+                prost::encoding::encode_varint(payload.len() as u64, &mut out);
                 out.extend_from_slice(payload);
             }
         }

@@ -11,7 +11,7 @@ use orchestrator_proto::Event;
 use prost::Message;
 
 use crate::error::OrcError;
-use crate::host::{Host, MAX_KEY_BYTES, ScanPage, StateError, key_fault};
+use crate::host::{Host, MAX_KEY_BYTES, SCAN_BOUND_SLACK_BYTES, ScanPage, StateError, key_fault};
 use crate::tx::Context;
 
 /// Something that runs API calls with commit-on-success semantics.
@@ -71,7 +71,7 @@ fn check_key(key: &str) -> Result<(), StateError> {
 
 /// Scan bounds may go a few bytes past the key limit (an upper bound after a maximal prefix).
 fn check_bound(bound: &str) -> Result<(), StateError> {
-    if bound.len() > MAX_KEY_BYTES + 4 || bound.contains('\0') {
+    if bound.len() > MAX_KEY_BYTES + SCAN_BOUND_SLACK_BYTES || bound.contains('\0') {
         return Err(StateError::InvalidKey(format!("scan bound of {} bytes", bound.len())));
     }
     Ok(())

@@ -431,4 +431,5 @@ fn overlay_matches_a_btreemap_model() {
 fn limits_agree_with_the_logic() {
     assert_eq!(MAX_KEY_BYTES, orchestrator_logic::host::MAX_KEY_BYTES);
     assert_eq!(MAX_VALUE_BYTES, orchestrator_logic::host::MAX_VALUE_BYTES);
+    assert_eq!(BOUND_SLACK_BYTES, orchestrator_logic::host::SCAN_BOUND_SLACK_BYTES);
 }
