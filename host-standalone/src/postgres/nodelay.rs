@@ -14,8 +14,7 @@ use sqlx::PgConnection;
 /// Sets TCP_NODELAY on `conn`'s socket; `Ok(false)` when the connection is not over TCP (a Unix
 /// socket has no Nagle delay) or its socket was not found.
 pub async fn set_on(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    let port: Option<i32> = sqlx::query_scalar("SELECT inet_client_port()").fetch_one(&mut *conn).await?;
-    let Some(port) = port.and_then(|p| u16::try_from(p).ok()) else {
+    let Some(port) = client_port(conn).await? else {
         return Ok(false);
     };
     Ok(with_socket_of_local_port(port, |socket| socket.set_tcp_nodelay(true))
@@ -28,11 +27,16 @@ pub async fn set_on(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
 
 /// Whether `conn`'s socket has TCP_NODELAY (`None`: not over TCP, or not found).
 pub async fn is_set_on(conn: &mut PgConnection) -> Result<Option<bool>, sqlx::Error> {
-    let port: Option<i32> = sqlx::query_scalar("SELECT inet_client_port()").fetch_one(&mut *conn).await?;
-    let Some(port) = port.and_then(|p| u16::try_from(p).ok()) else {
+    let Some(port) = client_port(conn).await? else {
         return Ok(None);
     };
     Ok(with_socket_of_local_port(port, |socket| socket.tcp_nodelay()).ok().flatten())
+}
+
+/// The local port of `conn`'s socket as the server sees it (`None` over a Unix socket).
+async fn client_port(conn: &mut PgConnection) -> Result<Option<u16>, sqlx::Error> {
+    let port: Option<i32> = sqlx::query_scalar("SELECT inet_client_port()").fetch_one(&mut *conn).await?;
+    Ok(port.and_then(|p| u16::try_from(p).ok()))
 }
 
 #[cfg(target_os = "linux")]
