@@ -11,7 +11,8 @@
 //!
 //! The reference is looked for in `../shared/reference` next to the repository, or in
 //! `ORCHESTRATOR_REFERENCE_DIR`; absent, only our side runs. `REFERENCE_BENCH_SCALE` (a float,
-//! default 1.0) scales the task, action and event counts, for trial runs.
+//! default 1.0) scales the task, action and event counts, for trial runs;
+//! `REFERENCE_BENCH_WORKLOADS` (e.g. `2,3`) runs only the workloads listed.
 //!
 //! `cargo bench -p orchestrator-host-standalone --bench reference`
 
@@ -50,6 +51,9 @@ const REFERENCE_DIR_ENV: &str = "ORCHESTRATOR_REFERENCE_DIR";
 const DEFAULT_REFERENCE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference");
 /// Scales the counts of the workloads (trial runs).
 const SCALE_ENV: &str = "REFERENCE_BENCH_SCALE";
+
+/// Comma-separated workload numbers to run (all when unset).
+const WORKLOADS_ENV: &str = "REFERENCE_BENCH_WORKLOADS";
 
 /// Transaction retry budget of workloads 1-4, both sides (the default of both).
 const DEFAULT_BUDGET: Duration = Duration::from_secs(2);
@@ -753,6 +757,20 @@ fn scale() -> f64 {
     }
 }
 
+/// The workloads to run: those of `REFERENCE_BENCH_WORKLOADS`, or all five.
+fn selected_workloads() -> Vec<u32> {
+    match std::env::var(WORKLOADS_ENV) {
+        Ok(value) => value
+            .split(',')
+            .map(|w| match w.trim().parse::<u32>() {
+                Ok(n @ 1..=5) => n,
+                _ => panic!("{WORKLOADS_ENV}={value}: expected workload numbers from 1 to 5, comma-separated"),
+            })
+            .collect(),
+        Err(_) => (1..=5).collect(),
+    }
+}
+
 /// `n` scaled, at least `min`.
 fn scaled(n: u64, scale: f64, min: u64) -> u64 {
     ((n as f64 * scale).round() as u64).max(min)
@@ -773,151 +791,168 @@ async fn main() {
     }
     println!();
 
-    // 1. TestLargeComputePlan: single-task calls, children of one train task (on TRAIN, which is
-    //    not built: the parent waits for a builder slot, its children for their parent).
-    let n = scaled(LARGE_PLAN_CALLS, scale, 10);
-    let parent = register_tasks(vec![task(LARGE_PLAN_PARENT, TRAIN, &[])]);
-    let calls: Vec<Vec<u8>> =
-        (1..=n).map(|i| register_tasks(vec![task(LARGE_PLAN_PARENT + i, TRAIN, &[LARGE_PLAN_PARENT])])).collect();
-    let (ours, theirs) =
-        on_both(reference, "large_plan", DEFAULT_BUDGET, async |side: &Side| large_plan(side, &parent, &calls).await)
-            .await;
-    println!("1. {} single-task RegisterTasks into one plan (children of one train task), one client", thousands(n));
-    print_sequential("ours", &ours);
-    if let Some(theirs) = &theirs {
-        print_sequential("reference", theirs);
+    let workloads = selected_workloads();
+    if workloads.contains(&1) {
+        // 1. TestLargeComputePlan: single-task calls, children of one train task (on TRAIN, which is
+        //    not built: the parent waits for a builder slot, its children for their parent).
+        let n = scaled(LARGE_PLAN_CALLS, scale, 10);
+        let parent = register_tasks(vec![task(LARGE_PLAN_PARENT, TRAIN, &[])]);
+        let calls: Vec<Vec<u8>> =
+            (1..=n).map(|i| register_tasks(vec![task(LARGE_PLAN_PARENT + i, TRAIN, &[LARGE_PLAN_PARENT])])).collect();
+        let (ours, theirs) = on_both(reference, "large_plan", DEFAULT_BUDGET, async |side: &Side| {
+            large_plan(side, &parent, &calls).await
+        })
+        .await;
+        println!(
+            "1. {} single-task RegisterTasks into one plan (children of one train task), one client",
+            thousands(n)
+        );
+        print_sequential("ours", &ours);
+        if let Some(theirs) = &theirs {
+            print_sequential("reference", theirs);
+        }
+        print_ratio("total ", theirs.as_ref().map(|t| t.total.as_secs_f64() / ours.total.as_secs_f64()), 10.0);
+        println!();
+        drop(calls);
     }
-    print_ratio("total ", theirs.as_ref().map(|t| t.total.as_secs_f64() / ours.total.as_secs_f64()), 10.0);
-    println!();
-    drop(calls);
-
-    // 2. Batches (a DAG: each task's parents are the task before and the one 7 before, on READY),
-    //    then one QueryTasks page of half the plan, filtered by the plan.
-    let n = scaled(BATCHED_TASKS, scale, 10);
-    let batch = BATCH.min(n);
-    let batches: Vec<Vec<u8>> = (0..n)
-        .collect::<Vec<u64>>()
-        .chunks(batch as usize)
-        .map(|chunk| {
-            register_tasks(
-                chunk
-                    .iter()
-                    .map(|i| {
-                        let parents: Vec<u64> =
-                            [1, 7].iter().filter(|d| *i >= **d).map(|d| BATCHED_BASE + i - d).collect();
-                        task(BATCHED_BASE + i, READY, &parents)
+    if workloads.contains(&2) {
+        // 2. Batches (a DAG: each task's parents are the task before and the one 7 before, on READY),
+        //    then one QueryTasks page of half the plan, filtered by the plan.
+        let n = scaled(BATCHED_TASKS, scale, 10);
+        let batch = BATCH.min(n);
+        let batches: Vec<Vec<u8>> = (0..n)
+            .collect::<Vec<u64>>()
+            .chunks(batch as usize)
+            .map(|chunk| {
+                register_tasks(
+                    chunk
+                        .iter()
+                        .map(|i| {
+                            let parents: Vec<u64> =
+                                [1, 7].iter().filter(|d| *i >= **d).map(|d| BATCHED_BASE + i - d).collect();
+                            task(BATCHED_BASE + i, READY, &parents)
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        let page = scaled(QUERIED_TASKS, scale, 1).min(n) as u32;
+        let filter = TaskQueryFilter { compute_plan_key: key(PLAN), ..Default::default() };
+        let query =
+            QueryTasksParam { page_token: String::new(), page_size: page, filter: Some(filter) }.encode_to_vec();
+        let (ours, theirs) =
+            on_both(reference, "batched", DEFAULT_BUDGET, async |side: &Side| batched(side, &batches, &query).await)
+                .await;
+        println!(
+            "2. {} tasks in batches of {} into one plan, then QueryTasks (page_size {page}, filter: the plan) x {QUERY_REPEATS}",
+            thousands(n),
+            thousands(batch)
+        );
+        print_batched("ours", &ours);
+        if let Some(theirs) = &theirs {
+            print_batched("reference", theirs);
+            let register = |r: &Batched| r.batches.iter().sum::<Duration>().as_secs_f64();
+            println!("  ratio     register {}", ratio_text(register(theirs) / register(&ours), None));
+        }
+        print_ratio(
+            "QueryTasks p50 ",
+            theirs.as_ref().map(|t| median(&t.queries).as_secs_f64() / median(&ours.queries).as_secs_f64()),
+            4.0,
+        );
+        println!();
+        drop(batches);
+    }
+    if workloads.contains(&3) {
+        // 3. ApplyTaskAction: tasks without parents on READY (waiting for an executor slot), acted
+        //    on by their worker, MyOrg1MSP: EXECUTING then DONE, 8 clients on distinct tasks.
+        let n = scaled(ACTION_TASKS, scale, ACTION_CLIENTS as u64);
+        let prepare = register_tasks((0..n).map(|i| task(ACTION_BASE + i, READY, &[])).collect());
+        let per_client: Vec<Vec<Vec<u8>>> = (0..ACTION_CLIENTS as u64)
+            .map(|c| {
+                (0..n)
+                    .filter(|i| i % ACTION_CLIENTS as u64 == c)
+                    .flat_map(|i| {
+                        [ComputeTaskAction::TaskActionExecuting, ComputeTaskAction::TaskActionDone].map(|action| {
+                            ApplyTaskActionParam {
+                                compute_task_key: key(ACTION_BASE + i),
+                                action: action as i32,
+                                log: String::new(),
+                            }
+                            .encode_to_vec()
+                        })
                     })
-                    .collect(),
-            )
+                    .collect()
+            })
+            .collect();
+        let (ours, theirs) = on_both(reference, "actions", DEFAULT_BUDGET, async |side: &Side| {
+            concurrent(side, &prepare, APPLY_TASK_ACTION, &per_client).await
         })
-        .collect();
-    let page = scaled(QUERIED_TASKS, scale, 1).min(n) as u32;
-    let filter = TaskQueryFilter { compute_plan_key: key(PLAN), ..Default::default() };
-    let query = QueryTasksParam { page_token: String::new(), page_size: page, filter: Some(filter) }.encode_to_vec();
-    let (ours, theirs) =
-        on_both(reference, "batched", DEFAULT_BUDGET, async |side: &Side| batched(side, &batches, &query).await).await;
-    println!(
-        "2. {} tasks in batches of {} into one plan, then QueryTasks (page_size {page}, filter: the plan) x {QUERY_REPEATS}",
-        thousands(n),
-        thousands(batch)
-    );
-    print_batched("ours", &ours);
-    if let Some(theirs) = &theirs {
-        print_batched("reference", theirs);
-        let register = |r: &Batched| r.batches.iter().sum::<Duration>().as_secs_f64();
-        println!("  ratio     register {}", ratio_text(register(theirs) / register(&ours), None));
+        .await;
+        println!(
+            "3. ApplyTaskAction (EXECUTING then DONE) on {} tasks, {ACTION_CLIENTS} concurrent clients",
+            thousands(n)
+        );
+        print_actions("ours", &ours);
+        if let Some(theirs) = &theirs {
+            print_actions("reference", theirs);
+        }
+        print_ratio("", theirs.as_ref().map(|t| actions_per_s(&ours) / actions_per_s(t)), 4.0);
+        println!();
     }
-    print_ratio(
-        "QueryTasks p50 ",
-        theirs.as_ref().map(|t| median(&t.queries).as_secs_f64() / median(&ours.queries).as_secs_f64()),
-        4.0,
-    );
-    println!();
-    drop(batches);
-
-    // 3. ApplyTaskAction: tasks without parents on READY (waiting for an executor slot), acted
-    //    on by their worker, MyOrg1MSP: EXECUTING then DONE, 8 clients on distinct tasks.
-    let n = scaled(ACTION_TASKS, scale, ACTION_CLIENTS as u64);
-    let prepare = register_tasks((0..n).map(|i| task(ACTION_BASE + i, READY, &[])).collect());
-    let per_client: Vec<Vec<Vec<u8>>> = (0..ACTION_CLIENTS as u64)
-        .map(|c| {
-            (0..n)
-                .filter(|i| i % ACTION_CLIENTS as u64 == c)
-                .flat_map(|i| {
-                    [ComputeTaskAction::TaskActionExecuting, ComputeTaskAction::TaskActionDone].map(|action| {
-                        ApplyTaskActionParam {
-                            compute_task_key: key(ACTION_BASE + i),
-                            action: action as i32,
-                            log: String::new(),
-                        }
-                        .encode_to_vec()
-                    })
-                })
-                .collect()
+    if workloads.contains(&4) {
+        // 4. Live events: RegisterDataSamples of 100 samples (one event each), streams open first.
+        let n = scaled(LIVE_EVENTS, scale, 1);
+        let writes: Vec<Vec<u8>> = (0..n)
+            .collect::<Vec<u64>>()
+            .chunks(SAMPLES_PER_CALL as usize)
+            .map(|chunk| {
+                let dm = key(DM1);
+                let samples = chunk.iter().map(|i| new_data_sample(SAMPLE_BASE + i, &[dm.as_str()])).collect();
+                RegisterDataSamplesParam { samples }.encode_to_vec()
+            })
+            .collect();
+        let (ours, theirs) =
+            on_both(reference, "events", DEFAULT_BUDGET, async |side: &Side| fanout(side, &writes, n as usize).await)
+                .await;
+        println!(
+            "4. {} live events ({} RegisterDataSamples of up to {SAMPLES_PER_CALL} samples) to {STREAMS} SubscribeToEvents streams",
+            thousands(n),
+            writes.len()
+        );
+        print_fanout("ours", &ours);
+        if let Some(theirs) = &theirs {
+            print_fanout("reference", theirs);
+        }
+        print_ratio("", theirs.as_ref().map(|t| deliveries_per_s(&ours) / deliveries_per_s(t)), 4.0);
+        println!();
+    }
+    if workloads.contains(&5) {
+        // 5. 16 writers into one plan, children of one train task, retry budget 500ms.
+        let per_writer = scaled(CALLS_PER_WRITER, scale, 1);
+        let parent = register_tasks(vec![task(WRITERS_PARENT, TRAIN, &[])]);
+        let per_client: Vec<Vec<Vec<u8>>> = (0..WRITERS)
+            .map(|w| {
+                (0..per_writer)
+                    .map(|i| register_tasks(vec![task(WRITERS_PARENT + 1 + w * 1_000 + i, TRAIN, &[WRITERS_PARENT])]))
+                    .collect()
+            })
+            .collect();
+        let (ours, theirs) = on_both(reference, "writers", CONTENTION_BUDGET, async |side: &Side| {
+            concurrent(side, &parent, REGISTER_TASKS, &per_client).await
         })
-        .collect();
-    let (ours, theirs) = on_both(reference, "actions", DEFAULT_BUDGET, async |side: &Side| {
-        concurrent(side, &prepare, APPLY_TASK_ACTION, &per_client).await
-    })
-    .await;
-    println!("3. ApplyTaskAction (EXECUTING then DONE) on {} tasks, {ACTION_CLIENTS} concurrent clients", thousands(n));
-    print_actions("ours", &ours);
-    if let Some(theirs) = &theirs {
-        print_actions("reference", theirs);
+        .await;
+        println!(
+            "5. {WRITERS} concurrent writers x {per_writer} single-task RegisterTasks into one plan, tx retry budget {}ms",
+            CONTENTION_BUDGET.as_millis()
+        );
+        print_writers("ours", &ours);
+        if let Some(theirs) = &theirs {
+            print_writers("reference", theirs);
+            println!("  ratio     wall {}", ratio_text(theirs.wall.as_secs_f64() / ours.wall.as_secs_f64(), None));
+        } else {
+            println!("  reference (skipped)");
+        }
+        println!();
     }
-    print_ratio("", theirs.as_ref().map(|t| actions_per_s(&ours) / actions_per_s(t)), 4.0);
-    println!();
-
-    // 4. Live events: RegisterDataSamples of 100 samples (one event each), streams open first.
-    let n = scaled(LIVE_EVENTS, scale, 1);
-    let writes: Vec<Vec<u8>> = (0..n)
-        .collect::<Vec<u64>>()
-        .chunks(SAMPLES_PER_CALL as usize)
-        .map(|chunk| {
-            let dm = key(DM1);
-            let samples = chunk.iter().map(|i| new_data_sample(SAMPLE_BASE + i, &[dm.as_str()])).collect();
-            RegisterDataSamplesParam { samples }.encode_to_vec()
-        })
-        .collect();
-    let (ours, theirs) =
-        on_both(reference, "events", DEFAULT_BUDGET, async |side: &Side| fanout(side, &writes, n as usize).await).await;
-    println!(
-        "4. {} live events ({} RegisterDataSamples of up to {SAMPLES_PER_CALL} samples) to {STREAMS} SubscribeToEvents streams",
-        thousands(n),
-        writes.len()
-    );
-    print_fanout("ours", &ours);
-    if let Some(theirs) = &theirs {
-        print_fanout("reference", theirs);
-    }
-    print_ratio("", theirs.as_ref().map(|t| deliveries_per_s(&ours) / deliveries_per_s(t)), 4.0);
-    println!();
-
-    // 5. 16 writers into one plan, children of one train task, retry budget 500ms.
-    let per_writer = scaled(CALLS_PER_WRITER, scale, 1);
-    let parent = register_tasks(vec![task(WRITERS_PARENT, TRAIN, &[])]);
-    let per_client: Vec<Vec<Vec<u8>>> = (0..WRITERS)
-        .map(|w| {
-            (0..per_writer)
-                .map(|i| register_tasks(vec![task(WRITERS_PARENT + 1 + w * 1_000 + i, TRAIN, &[WRITERS_PARENT])]))
-                .collect()
-        })
-        .collect();
-    let (ours, theirs) = on_both(reference, "writers", CONTENTION_BUDGET, async |side: &Side| {
-        concurrent(side, &parent, REGISTER_TASKS, &per_client).await
-    })
-    .await;
-    println!(
-        "5. {WRITERS} concurrent writers x {per_writer} single-task RegisterTasks into one plan, tx retry budget {}ms",
-        CONTENTION_BUDGET.as_millis()
-    );
-    print_writers("ours", &ours);
-    if let Some(theirs) = &theirs {
-        print_writers("reference", theirs);
-        println!("  ratio     wall {}", ratio_text(theirs.wall.as_secs_f64() / ours.wall.as_secs_f64(), None));
-    } else {
-        println!("  reference (skipped)");
-    }
-    println!();
     println!("whole run: {}", fmt_duration(run_started.elapsed()));
 }
