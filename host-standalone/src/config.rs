@@ -121,6 +121,16 @@ pub struct Config {
     #[arg(long, env = "ORCHESTRATOR_AMQP_RECONNECT_DELAY", default_value = "1s", value_parser = parse_go_duration)]
     pub amqp_reconnect_delay: Duration,
 
+    /// Longest wait for the broker: a publish unconfirmed for this long (or a connection not set
+    /// up within it) marks the relay NOT_SERVING and makes it reconnect (Go duration).
+    #[arg(long, env = "ORCHESTRATOR_AMQP_CONFIRM_TIMEOUT", default_value = "10s", value_parser = parse_positive_go_duration)]
+    pub amqp_confirm_timeout: Duration,
+
+    /// AMQP heartbeat interval asked of the broker (whole seconds; a `heartbeat` in the URL wins):
+    /// how soon an idle relay notices a dead connection (Go duration).
+    #[arg(long, env = "ORCHESTRATOR_AMQP_HEARTBEAT", default_value = "30s", value_parser = parse_positive_go_duration)]
+    pub amqp_heartbeat: Duration,
+
     /// Prefix of the per-organization queue names (`<prefix><MSP id>`), for shared brokers.
     #[arg(long, env = "ORCHESTRATOR_AMQP_QUEUE_PREFIX", default_value = "")]
     pub amqp_queue_prefix: String,
@@ -166,10 +176,20 @@ impl Config {
             amqp_declare_queues: true,
             amqp_queue_prefix: String::new(),
             amqp_reconnect_delay: Duration::from_secs(1),
+            amqp_confirm_timeout: crate::events::relay::DEFAULT_CONFIRM_TIMEOUT,
+            amqp_heartbeat: crate::events::relay::DEFAULT_HEARTBEAT,
             replay_events_batch_size: 100,
             log_level: "info".to_owned(),
             log_format: LogFormat::Json,
         }
+    }
+}
+
+/// A Go duration that must not be zero (a timeout of nothing would fail every wait).
+pub fn parse_positive_go_duration(text: &str) -> Result<Duration, String> {
+    match parse_go_duration(text)? {
+        Duration::ZERO => Err(format!("duration {text:?} must be more than zero")),
+        d => Ok(d),
     }
 }
 

@@ -167,6 +167,8 @@ impl Server {
             let relay_config = RelayConfig {
                 url: config.amqp_url.clone(),
                 reconnect_delay: config.amqp_reconnect_delay,
+                confirm_timeout: config.amqp_confirm_timeout,
+                heartbeat: config.amqp_heartbeat,
                 ..RelayConfig::default()
             };
             let topology = Topology::new(

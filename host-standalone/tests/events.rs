@@ -209,13 +209,15 @@ struct Proxy {
 struct ProxyState {
     open: bool,
     links: Vec<JoinHandle<()>>,
+    /// One per link: while set, the link holds every byte, both ways, and stays open.
+    stalls: Vec<Arc<AtomicBool>>,
 }
 
 impl Proxy {
     async fn start(upstream: &'static str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
-        let state = Arc::new(Mutex::new(ProxyState { open: true, links: Vec::new() }));
+        let state = Arc::new(Mutex::new(ProxyState { open: true, ..ProxyState::default() }));
         let accept_state = Arc::clone(&state);
         let hold_replies = Arc::new(AtomicBool::new(false));
         let hold = Arc::clone(&hold_replies);
@@ -227,25 +229,15 @@ impl Proxy {
                     continue;
                 }
                 let hold = Arc::clone(&hold);
+                let stall = Arc::new(AtomicBool::new(false));
+                state.stalls.push(Arc::clone(&stall));
                 state.links.push(tokio::spawn(async move {
-                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
                     let Ok(outbound) = TcpStream::connect(upstream).await else { return };
                     let (mut from_client, mut to_client) = inbound.split();
                     let (mut from_broker, mut to_broker) = outbound.into_split();
-                    let up = tokio::io::copy(&mut from_client, &mut to_broker);
-                    let down = async {
-                        let mut buf = vec![0u8; 64 * 1024];
-                        loop {
-                            let n = from_broker.read(&mut buf).await?;
-                            if n == 0 {
-                                return Ok::<(), std::io::Error>(());
-                            }
-                            while hold.load(Ordering::Relaxed) {
-                                tokio::time::sleep(Duration::from_millis(10)).await;
-                            }
-                            to_client.write_all(&buf[..n]).await?;
-                        }
-                    };
+                    let never = AtomicBool::new(false);
+                    let up = forward(&mut from_client, &mut to_broker, &never, &stall);
+                    let down = forward(&mut from_broker, &mut to_client, &hold, &stall);
                     tokio::select! {
                         _ = up => {}
                         _ = down => {}
@@ -271,6 +263,35 @@ impl Proxy {
 
     fn restore(&self) {
         self.state.lock().unwrap().open = true;
+    }
+
+    /// The connections open now stop passing bytes but stay open (a stalled or half-open
+    /// broker); new connections pass as before.
+    fn stall_existing(&self) {
+        for stall in &self.state.lock().unwrap().stalls {
+            stall.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Copies `from` to `to`, holding each chunk while `hold` or `stall` is set.
+async fn forward(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    hold: &AtomicBool,
+    stall: &AtomicBool,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        while hold.load(Ordering::Relaxed) || stall.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        to.write_all(&buf[..n]).await?;
     }
 }
 
@@ -435,6 +456,46 @@ async fn broker_outage_loses_nothing() {
     let stats = server.relay_stats.clone().expect("relay on");
     assert!(stats.connects.load(Ordering::Relaxed) >= 2, "the relay reconnected");
     eprintln!("broker outage: {} events, {duplicates} duplicates", committed.len());
+    server.stop().await;
+    broker.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_broker_is_noticed_within_the_confirm_timeout() {
+    const CONFIRM_TIMEOUT: Duration = Duration::from_secs(1);
+    let broker = Broker::new(&common::channel_config_path()).await;
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let server = TestServer::start_with(|c| {
+        broker.configure(c, &proxy.url());
+        c.amqp_confirm_timeout = CONFIRM_TIMEOUT;
+        // Long enough that only the confirm timeout can catch the stall within this test.
+        c.amqp_heartbeat = Duration::from_secs(120);
+    })
+    .await;
+    let mut consumer = broker.consumer("MyOrg1MSP").await;
+    let client = server.client("MyOrg1MSP", "mychannel").await;
+    register_org_and_data_manager(client.clone()).await;
+    wait_relay_health(&server, tonic_health::ServingStatus::Serving).await;
+    let mut samples = DataSampleServiceClient::new(client);
+    register_samples(&mut samples, 20_000, 10).await.expect("before the stall");
+    consumer.all_of(&committed_events(&server.pool, "mychannel").await, Duration::from_secs(30)).await;
+
+    // The relay's connection stays open but nothing passes: no error, no close, no confirm.
+    proxy.stall_existing();
+    let stalled = Instant::now();
+    register_samples(&mut samples, 20_100, 10).await.expect("requests do not wait for the broker");
+    wait_relay_health(&server, tonic_health::ServingStatus::NotServing).await;
+    let noticed = stalled.elapsed();
+    assert!(noticed < CONFIRM_TIMEOUT * 8, "stall noticed after {noticed:?}");
+    // A new connection passes: the relay reconnects and delivers what waited.
+    wait_relay_health(&server, tonic_health::ServingStatus::Serving).await;
+    let committed = committed_events(&server.pool, "mychannel").await;
+    assert_eq!(committed.len(), 2 + 20);
+    consumer.all_of(&committed, Duration::from_secs(30)).await;
+    assert_delivered(&consumer.received, &committed, "mychannel");
+    let stats = server.relay_stats.clone().expect("relay on");
+    assert!(stats.connects.load(Ordering::Relaxed) >= 2, "the relay reconnected");
+    eprintln!("stalled broker noticed after {noticed:?}");
     server.stop().await;
     broker.cleanup().await;
 }

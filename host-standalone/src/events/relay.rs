@@ -8,13 +8,19 @@
 //! event id) and never skips an event.
 //!
 //! One process relays at a time (a session advisory lock), so replicas do not interleave.
+//!
+//! A broker that stops answering without closing the connection (stalled, half-open) is caught
+//! by the confirm timeout while events wait to be confirmed, and by the AMQP heartbeat while
+//! the relay is idle: either ends the session, so health says NOT_SERVING and the relay
+//! reconnects, instead of waiting for the kernel's TCP timeouts.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, PublisherConfirm};
 use sqlx::{Connection as _, PgConnection};
 use tonic_health::ServingStatus;
@@ -46,7 +52,20 @@ pub struct RelayConfig {
     pub window: usize,
     /// Pause before reconnecting after a failure.
     pub reconnect_delay: Duration,
+    /// Longest wait for the broker: a publish unconfirmed for this long, or a connection
+    /// not set up within it, ends the session (NOT_SERVING, then a new connection).
+    pub confirm_timeout: Duration,
+    /// AMQP heartbeat interval asked of the broker, unless the URL sets `heartbeat` itself;
+    /// detects a dead connection while nothing is being published.
+    pub heartbeat: Duration,
 }
+
+/// Default of [`RelayConfig::confirm_timeout`].
+pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`RelayConfig::heartbeat`].
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+/// Longest wait for a courteous close of a connection that is being given up.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Default for RelayConfig {
     fn default() -> Self {
@@ -55,6 +74,8 @@ impl Default for RelayConfig {
             batch: 500,
             window: 1_000,
             reconnect_delay: Duration::from_secs(1),
+            confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
+            heartbeat: DEFAULT_HEARTBEAT,
         }
     }
 }
@@ -85,6 +106,12 @@ enum RelayError {
     BrokerLost,
     #[error("broker refused event {position} of channel {channel}")]
     Nacked { channel: String, position: i64 },
+    #[error("broker did not confirm event {position} of channel {channel} within {timeout:?}")]
+    Unconfirmed { channel: String, position: i64, timeout: Duration },
+    #[error("broker did not answer within {timeout:?} while {doing}")]
+    Stalled { doing: &'static str, timeout: Duration },
+    #[error("invalid AMQP URL: {0}")]
+    Url(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -181,12 +208,36 @@ impl Relay {
         }
     }
 
+    /// A connection and a confirming channel with the topology declared, within the timeout:
+    /// a broker that accepts the TCP connection and then says nothing must not hold the relay.
+    async fn open(&self) -> Result<(Connection, lapin::Channel), RelayError> {
+        let uri = broker_uri(&self.config.url, self.config.heartbeat)?;
+        let timeout = self.config.confirm_timeout;
+        let connection = tokio::time::timeout(timeout, Connection::connect_uri(uri, ConnectionProperties::default()))
+            .await
+            .map_err(|_| RelayError::Stalled { doing: "connecting", timeout })??;
+        let setup = async {
+            let channel = connection.create_channel().await?;
+            channel.confirm_select(ConfirmSelectOptions::default()).await?;
+            self.topology.declare(&channel).await?;
+            Ok::<_, RelayError>(channel)
+        };
+        match tokio::time::timeout(timeout, setup).await {
+            Ok(Ok(channel)) => Ok((connection, channel)),
+            Ok(Err(err)) => {
+                close(&connection, "relay setup failed").await;
+                Err(err)
+            }
+            Err(_) => {
+                close(&connection, "relay setup stalled").await;
+                Err(RelayError::Stalled { doing: "declaring the exchange and queues", timeout })
+            }
+        }
+    }
+
     async fn session(&self) -> Result<(), RelayError> {
         let mut lock = self.lock().await?;
-        let connection = Connection::connect(&self.config.url, ConnectionProperties::default()).await?;
-        let channel = connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        self.topology.declare(&channel).await?;
+        let (connection, channel) = self.open().await?;
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         self.stats.connected.store(true, Ordering::Relaxed);
         self.set_health(ServingStatus::Serving).await;
@@ -213,7 +264,11 @@ impl Relay {
             }
         }
         .await;
-        connection.close(200, "relay stopping".into()).await.ok();
+        if result.is_err() {
+            // Say so before the (bounded) close: health must not lag behind a stalled broker.
+            self.set_health(ServingStatus::NotServing).await;
+        }
+        close(&connection, "relay stopping").await;
         lock.close().await.ok();
         result
     }
@@ -242,7 +297,7 @@ impl Relay {
     async fn relay_channel(&self, amqp: &lapin::Channel, channel: &str, mut confirmed: i64) -> Result<(), RelayError> {
         let batch = self.config.batch.max(1);
         let window = self.config.window.max(1);
-        let mut in_flight: VecDeque<(i64, Option<PublisherConfirm>)> = VecDeque::new();
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let mut recorded = confirmed;
         let mut published_up_to = confirmed;
         loop {
@@ -257,15 +312,17 @@ impl Relay {
                             .with_content_type("application/json".into())
                             .with_delivery_mode(2)
                             .with_message_id(event_id.as_str().into());
-                        let confirm = amqp
-                            .basic_publish(
-                                self.topology.exchange.as_str().into(),
-                                channel.into(),
-                                BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
-                                &body,
-                                properties,
-                            )
-                            .await?;
+                        let timeout = self.config.confirm_timeout;
+                        let publish = amqp.basic_publish(
+                            self.topology.exchange.as_str().into(),
+                            channel.into(),
+                            BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
+                            &body,
+                            properties,
+                        );
+                        let confirm = tokio::time::timeout(timeout, publish)
+                            .await
+                            .map_err(|_| RelayError::Stalled { doing: "publishing", timeout })??;
                         self.stats.published.fetch_add(1, Ordering::Relaxed);
                         Some(confirm)
                     }
@@ -275,7 +332,7 @@ impl Relay {
                         None
                     }
                 };
-                in_flight.push_back((position, confirm));
+                in_flight.push_back(InFlight { position, confirm, published: Instant::now() });
                 while in_flight.len() >= window {
                     if let Some(item) = in_flight.pop_front() {
                         confirmed = self.settle(channel, item).await?;
@@ -299,13 +356,14 @@ impl Relay {
         Ok(())
     }
 
-    async fn settle(
-        &self,
-        channel: &str,
-        (position, confirm): (i64, Option<PublisherConfirm>),
-    ) -> Result<i64, RelayError> {
+    async fn settle(&self, channel: &str, item: InFlight) -> Result<i64, RelayError> {
+        let InFlight { position, confirm, published } = item;
         let Some(confirm) = confirm else { return Ok(position) };
-        match confirm.await? {
+        let timeout = self.config.confirm_timeout;
+        let confirmation = tokio::time::timeout_at((published + timeout).into(), confirm)
+            .await
+            .map_err(|_| RelayError::Unconfirmed { channel: channel.to_owned(), position, timeout })??;
+        match confirmation {
             Confirmation::Ack(None) | Confirmation::NotRequested => {}
             Confirmation::Ack(Some(returned)) => {
                 self.stats.returned.fetch_add(1, Ordering::Relaxed);
@@ -332,5 +390,46 @@ impl Relay {
         .execute(self.hub.pool())
         .await?;
         Ok(())
+    }
+}
+
+/// The broker URL with `heartbeat` (whole seconds, at least 1), unless the URL chose its own.
+fn broker_uri(url: &str, heartbeat: Duration) -> Result<AMQPUri, RelayError> {
+    let mut uri: AMQPUri = url.parse().map_err(RelayError::Url)?;
+    if uri.query.heartbeat.is_none() {
+        let seconds = heartbeat.as_secs().clamp(1, u64::from(u16::MAX));
+        uri.query.heartbeat = u16::try_from(seconds).ok();
+    }
+    Ok(uri)
+}
+
+/// A published event waiting for the broker's confirm (`None`: skipped, nothing to wait for).
+#[derive(Debug)]
+struct InFlight {
+    position: i64,
+    confirm: Option<PublisherConfirm>,
+    published: Instant,
+}
+
+/// Closes a connection courteously if the broker answers soon, else drops it.
+async fn close(connection: &Connection, reason: &str) {
+    if tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await.is_err() {
+        tracing::debug!("the broker did not answer the close; connection dropped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_is_asked_unless_the_url_sets_it() {
+        let uri = broker_uri("amqp://guest:guest@127.0.0.1:5672/%2f", Duration::from_secs(7)).expect("url");
+        assert_eq!(uri.query.heartbeat, Some(7));
+        let uri = broker_uri("amqp://127.0.0.1:5672/%2f?heartbeat=42", Duration::from_secs(7)).expect("url");
+        assert_eq!(uri.query.heartbeat, Some(42));
+        let uri = broker_uri("amqp://127.0.0.1/%2f", Duration::from_millis(10)).expect("url");
+        assert_eq!(uri.query.heartbeat, Some(1), "0 would turn heartbeats off");
+        assert!(matches!(broker_uri("http://x", Duration::from_secs(1)), Err(RelayError::Url(_))));
     }
 }
