@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
+use orchestrator_runtime::settings::{parse_go_bool, parse_go_duration};
 
 /// Default PostgreSQL URL: the local server, trust authentication, database `orchestrator`
 /// (created on startup if missing).
@@ -193,90 +194,9 @@ pub fn parse_positive_go_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// Parses a Go `time.ParseDuration` string: an optional sign, then one or more decimal numbers
-/// (fraction allowed) each followed by a unit among `ns`, `us`, `µs`, `ms`, `s`, `m`, `h`;
-/// a bare `0` is allowed. Negative durations are refused (a budget cannot be negative).
-pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("invalid duration {text:?}");
-    let mut rest = text.trim();
-    if let Some(stripped) = rest.strip_prefix('+') {
-        rest = stripped;
-    } else if rest.starts_with('-') {
-        return Err(format!("negative duration {text:?}"));
-    }
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    let mut total_nanos: f64 = 0.0;
-    while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let (number, after) = rest.split_at(number_len);
-        if number.is_empty() || number == "." {
-            return Err(invalid());
-        }
-        let value: f64 = number.parse().map_err(|_| invalid())?;
-        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
-        let (unit, next) = after.split_at(unit_len);
-        let nanos_per_unit = match unit {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            "" => return Err(format!("missing unit in duration {text:?}")),
-            other => return Err(format!("unknown unit {other:?} in duration {text:?}")),
-        };
-        total_nanos += value * nanos_per_unit;
-        rest = next;
-    }
-    if !total_nanos.is_finite() || total_nanos > u64::MAX as f64 {
-        return Err(invalid());
-    }
-    Ok(Duration::from_nanos(total_nanos as u64))
-}
-
-/// Parses a boolean the way Go's `strconv.ParseBool` does.
-pub fn parse_go_bool(text: &str) -> Result<bool, String> {
-    match text {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        other => Err(format!("invalid boolean {other:?}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_go_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_go_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_go_duration("1.5h"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_go_duration("250us"), Ok(Duration::from_micros(250)));
-        assert_eq!(parse_go_duration("10µs"), Ok(Duration::from_micros(10)));
-        assert!(parse_go_duration("").is_err());
-        assert!(parse_go_duration("5").is_err());
-        assert!(parse_go_duration("5d").is_err());
-        assert!(parse_go_duration("-1s").is_err());
-        assert!(parse_go_duration("s").is_err());
-    }
-
-    #[test]
-    fn go_bools() {
-        assert_eq!(parse_go_bool("true"), Ok(true));
-        assert_eq!(parse_go_bool("T"), Ok(true));
-        assert_eq!(parse_go_bool("0"), Ok(false));
-        assert!(parse_go_bool("yes").is_err());
-        assert!(parse_go_bool("").is_err());
-    }
 
     #[test]
     fn flags_parse() {

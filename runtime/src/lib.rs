@@ -19,6 +19,7 @@ mod host;
 mod memory;
 mod overlay;
 mod runtime;
+pub mod settings;
 
 use std::future::Future;
 use std::path::PathBuf;
