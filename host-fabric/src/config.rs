@@ -2,6 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use orchestrator_runtime::settings::{parse_go_bool, parse_go_duration};
+
+/// Default of `CHAINCODE_SHUTDOWN_GRACE`: well under Kubernetes' 30 s before SIGKILL, and
+/// under the peer's 30 s `chaincode.executetimeout`, so a finishing transaction still counts.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Settings read from the environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +24,10 @@ pub struct Config {
     pub component: Option<PathBuf>,
     /// `ORCHESTRATOR_CACHE_DIR`: directory of precompiled components.
     pub cache_dir: Option<PathBuf>,
+    /// `CHAINCODE_SHUTDOWN_GRACE` (Go duration, e.g. `10s`, `1m30s`, `0`): after SIGTERM or
+    /// SIGINT, how long in-flight transactions may take to finish before the process exits
+    /// anyway.
+    pub shutdown_grace: Duration,
 }
 
 /// TLS files of the server.
@@ -64,15 +75,10 @@ impl Config {
                 message: e.to_string(),
             })?;
         // As in Fabric's samples, TLS is off unless CHAINCODE_TLS_DISABLED says otherwise.
-        let tls_disabled = match get("CHAINCODE_TLS_DISABLED").as_deref() {
-            None | Some("1" | "t" | "T" | "true" | "TRUE" | "True") => true,
-            Some("0" | "f" | "F" | "false" | "FALSE" | "False") => false,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "CHAINCODE_TLS_DISABLED",
-                    message: format!("invalid boolean {other:?}"),
-                });
-            }
+        let tls_disabled = match get("CHAINCODE_TLS_DISABLED") {
+            None => true,
+            Some(text) => parse_go_bool(&text)
+                .map_err(|message| ConfigError::Invalid { name: "CHAINCODE_TLS_DISABLED", message })?,
         };
         let tls = if tls_disabled {
             None
@@ -89,6 +95,11 @@ impl Config {
             tls,
             component: get("ORCHESTRATOR_COMPONENT").map(PathBuf::from),
             cache_dir: get("ORCHESTRATOR_CACHE_DIR").map(PathBuf::from),
+            shutdown_grace: match get("CHAINCODE_SHUTDOWN_GRACE") {
+                None => DEFAULT_SHUTDOWN_GRACE,
+                Some(text) => parse_go_duration(&text)
+                    .map_err(|message| ConfigError::Invalid { name: "CHAINCODE_SHUTDOWN_GRACE", message })?,
+            },
         })
     }
 }
@@ -114,6 +125,7 @@ mod tests {
         assert_eq!(config.package_id, "orc_1.0:abcd");
         assert_eq!(config.address.port(), 9999);
         assert_eq!(config.tls.map(|t| t.client_ca), Some(None));
+        assert_eq!(config.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
         assert_eq!(
             Config::from_lookup(lookup(&[("CHAINCODE_SERVER_ADDRESS", "0.0.0.0:1")])),
             Err(ConfigError::Missing("CHAINCODE_ID"))
@@ -142,5 +154,22 @@ mod tests {
             ])),
             Err(ConfigError::Invalid { name: "CHAINCODE_TLS_DISABLED", .. })
         ));
+    }
+
+    #[test]
+    fn shutdown_grace_is_a_go_duration() {
+        let grace = |value| {
+            Config::from_lookup(lookup(&[
+                ("CHAINCODE_ID", "x"),
+                ("CHAINCODE_SERVER_ADDRESS", "0.0.0.0:1"),
+                ("CHAINCODE_SHUTDOWN_GRACE", value),
+            ]))
+            .map(|config| config.shutdown_grace)
+        };
+        assert_eq!(grace("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(grace("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(grace("0"), Ok(Duration::ZERO));
+        assert_eq!(grace(""), Ok(DEFAULT_SHUTDOWN_GRACE));
+        assert!(matches!(grace("10"), Err(ConfigError::Invalid { name: "CHAINCODE_SHUTDOWN_GRACE", .. })));
     }
 }

@@ -1,7 +1,8 @@
 //! The logic component as a Hyperledger Fabric chaincode (chaincode-as-a-service).
 //!
 //! - [`shim`]: the `protos.Chaincode/Connect` server the peer dials: handshake, one task per
-//!   transaction, state requests to the peer through a [`orchestrator_runtime::StateBackend`];
+//!   transaction, state requests to the peer through a [`orchestrator_runtime::StateBackend`],
+//!   and [`shim::Shutdown`], which drains and ends the streams;
 //! - [`proposal`]: the call context taken from the signed proposal;
 //! - [`encoding`]: how arguments, values, responses, errors and events are laid out on Fabric;
 //! - [`config`]: the CCaaS environment of the `chaincode` binary;

@@ -5,13 +5,18 @@
 //! QUERY_STATE_NEXT / QUERY_STATE_CLOSE requests, then sends the call's net writes as
 //! PUT_STATE / DEL_STATE and finishes with COMPLETED (or ERROR). All writes to the stream go
 //! through one channel, so they are serialized.
+//!
+//! [`Shutdown`] drains the streams: a long-lived `Connect` stream never ends by itself, so a
+//! server's graceful stop alone would wait for it forever while the peer keeps using it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use orchestrator_runtime::{BackendError, BoxFuture, Runtime, RuntimeError, StateBackend, StateEntry};
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response as GrpcResponse, Status, Streaming};
 
@@ -43,18 +48,141 @@ fn message_type(message: &ChaincodeMessage) -> Type {
     Type::try_from(message.r#type).unwrap_or(Type::Undefined)
 }
 
+/// What a transaction refused during shutdown is answered (an ERROR: the peer fails the
+/// proposal at once instead of waiting for its execute timeout).
+pub const SHUTTING_DOWN: &str = "the chaincode is shutting down: transaction not started";
+
+/// Graceful stop of the streams of a [`ChaincodeService`] and its clones.
+///
+/// After [`Shutdown::begin`], each stream answers new TRANSACTION/INIT messages with an ERROR
+/// ([`SHUTTING_DOWN`]), keeps serving the state requests of the transactions already running
+/// until each has sent its COMPLETED/ERROR, then ends (the peer reads the end of the stream
+/// and dials again on its next transaction). New `Connect` calls are refused.
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    inner: Arc<ShutdownState>,
+}
+
+#[derive(Debug)]
+struct ShutdownState {
+    stopping: watch::Sender<bool>,
+    streams: AtomicUsize,
+    in_flight: AtomicUsize,
+    finished_while_stopping: AtomicUsize,
+    refused: AtomicUsize,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self {
+            inner: Arc::new(ShutdownState {
+                stopping: watch::Sender::new(false),
+                streams: AtomicUsize::new(0),
+                in_flight: AtomicUsize::new(0),
+                finished_while_stopping: AtomicUsize::new(0),
+                refused: AtomicUsize::new(0),
+            }),
+        }
+    }
+}
+
+impl Shutdown {
+    /// Starts draining every stream (idempotent).
+    pub fn begin(&self) {
+        self.inner.stopping.send_replace(true);
+    }
+
+    /// Whether [`Shutdown::begin`] was called.
+    pub fn is_stopping(&self) -> bool {
+        *self.inner.stopping.borrow()
+    }
+
+    /// Resolves once [`Shutdown::begin`] is called (e.g. the server's shutdown signal).
+    pub async fn begun(&self) {
+        let mut stopping = self.inner.stopping.subscribe();
+        // The sender lives in `self`: waiting cannot fail.
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    }
+
+    /// `Connect` streams open now.
+    pub fn open_streams(&self) -> usize {
+        self.inner.streams.load(Ordering::SeqCst)
+    }
+
+    /// Transactions running now, over all streams.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Transactions that ended (answer queued to the peer) after [`Shutdown::begin`].
+    pub fn finished_while_stopping(&self) -> usize {
+        self.inner.finished_while_stopping.load(Ordering::SeqCst)
+    }
+
+    /// Transactions refused with [`SHUTTING_DOWN`].
+    pub fn refused(&self) -> usize {
+        self.inner.refused.load(Ordering::SeqCst)
+    }
+
+    fn stream_opened(&self) -> Counted {
+        self.inner.streams.fetch_add(1, Ordering::SeqCst);
+        Counted { shutdown: self.clone(), what: CountedKind::Stream }
+    }
+
+    fn transaction_started(&self) -> Counted {
+        self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
+        Counted { shutdown: self.clone(), what: CountedKind::Transaction }
+    }
+}
+
+#[derive(Debug)]
+enum CountedKind {
+    Stream,
+    Transaction,
+}
+
+/// Decrements its counter when dropped, whatever way the stream or transaction ends.
+#[derive(Debug)]
+struct Counted {
+    shutdown: Shutdown,
+    what: CountedKind,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let state = &self.shutdown.inner;
+        match self.what {
+            CountedKind::Stream => {
+                state.streams.fetch_sub(1, Ordering::SeqCst);
+            }
+            CountedKind::Transaction => {
+                if self.shutdown.is_stopping() {
+                    state.finished_while_stopping.fetch_add(1, Ordering::SeqCst);
+                }
+                state.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
 /// The `protos.Chaincode` service: every stream registers as `package_id` and runs calls on
 /// `runtime`.
 #[derive(Clone, Debug)]
 pub struct ChaincodeService {
     runtime: Runtime,
     package_id: String,
+    shutdown: Shutdown,
 }
 
 impl ChaincodeService {
     /// A service registering as `package_id` (the CCaaS `CHAINCODE_ID`).
     pub fn new(runtime: Runtime, package_id: impl Into<String>) -> Self {
-        Self { runtime, package_id: package_id.into() }
+        Self { runtime, package_id: package_id.into(), shutdown: Shutdown::default() }
+    }
+
+    /// The handle that drains this service's streams (shared with its clones).
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
     }
 
     /// The tonic service, with the peer's message size limits.
@@ -73,6 +201,9 @@ impl Chaincode for ChaincodeService {
         &self,
         request: Request<Streaming<ChaincodeMessage>>,
     ) -> Result<GrpcResponse<Self::ConnectStream>, Status> {
+        if self.shutdown.is_stopping() {
+            return Err(Status::unavailable("the chaincode is shutting down"));
+        }
         let inbound = request.into_inner();
         let (out, receiver) = mpsc::channel(OUTBOUND_QUEUE);
         // The chaincode speaks first.
@@ -82,7 +213,7 @@ impl Chaincode for ChaincodeService {
             ..Default::default()
         };
         out.send(Ok(register)).await.map_err(|_| Status::internal("the stream closed before REGISTER"))?;
-        tokio::spawn(serve_stream(self.runtime.clone(), inbound, out));
+        tokio::spawn(serve_stream(self.runtime.clone(), inbound, out, self.shutdown.clone()));
         Ok(GrpcResponse::new(ReceiverStream::new(receiver)))
     }
 }
@@ -94,12 +225,43 @@ enum Phase {
     Ready,
 }
 
-/// Reads the peer's messages of one stream until it ends or breaks the protocol.
-async fn serve_stream(runtime: Runtime, mut inbound: Streaming<ChaincodeMessage>, out: Outbound) {
+/// Reads the peer's messages of one stream until it ends, breaks the protocol, or (after
+/// [`Shutdown::begin`]) has no transaction left in flight. Returning drops the last `out`
+/// sender once the transactions' tasks are done, which ends the response stream.
+async fn serve_stream(runtime: Runtime, mut inbound: Streaming<ChaincodeMessage>, out: Outbound, shutdown: Shutdown) {
+    let _open = shutdown.stream_opened();
+    let mut stopping = shutdown.inner.stopping.subscribe();
     let routes: Routes = Arc::default();
+    let mut transactions = JoinSet::new();
     let mut phase = Phase::Created;
+    let (mut finished, mut refused) = (0_usize, 0_usize);
     loop {
-        let message = match inbound.message().await {
+        let draining = *stopping.borrow_and_update();
+        if draining && transactions.is_empty() {
+            tracing::info!(finished, refused, "shutting down: no transaction left, closing the peer stream");
+            break;
+        }
+        // Each branch is cancel-safe: the loser of the race keeps its message for next time.
+        let received = tokio::select! {
+            received = inbound.message() => received,
+            Some(ended) = transactions.join_next(), if !transactions.is_empty() => {
+                if let Err(error) = ended {
+                    tracing::error!(%error, "transaction task failed");
+                }
+                if draining {
+                    finished += 1;
+                }
+                continue;
+            }
+            _ = stopping.changed(), if !draining => {
+                let in_flight = transactions.len();
+                if in_flight > 0 {
+                    tracing::info!(in_flight, "shutting down: finishing this stream's transactions in flight");
+                }
+                continue;
+            }
+        };
+        let message = match received {
             Ok(Some(message)) => message,
             Ok(None) => break,
             Err(status) => {
@@ -120,7 +282,24 @@ async fn serve_stream(runtime: Runtime, mut inbound: Streaming<ChaincodeMessage>
                     break;
                 }
             }
-            (Phase::Ready, Type::Transaction | Type::Init) => start_transaction(&runtime, message, &out, &routes),
+            (Phase::Ready, Type::Transaction | Type::Init) if shutdown.is_stopping() => {
+                tracing::info!(channel = %message.channel_id, txid = %message.txid, "shutting down: transaction refused");
+                refused += 1;
+                shutdown.inner.refused.fetch_add(1, Ordering::SeqCst);
+                let reply = ChaincodeMessage {
+                    r#type: Type::Error as i32,
+                    payload: SHUTTING_DOWN.as_bytes().to_vec(),
+                    txid: message.txid,
+                    channel_id: message.channel_id,
+                    ..Default::default()
+                };
+                if out.send(Ok(reply)).await.is_err() {
+                    break;
+                }
+            }
+            (Phase::Ready, Type::Transaction | Type::Init) => {
+                start_transaction(&runtime, message, &out, &routes, &shutdown, &mut transactions);
+            }
             (Phase::Ready, Type::Response | Type::Error) => {
                 let key = (message.channel_id.clone(), message.txid.clone());
                 let route = lock(&routes).get(&key).cloned();
@@ -140,11 +319,20 @@ async fn serve_stream(runtime: Runtime, mut inbound: Streaming<ChaincodeMessage>
             }
         }
     }
-    // The stream is gone: transactions waiting for an answer fail.
+    // The stream is gone: transactions waiting for an answer fail; the others run to their end
+    // (their answer then has nowhere to go).
     lock(&routes).clear();
+    transactions.detach_all();
 }
 
-fn start_transaction(runtime: &Runtime, message: ChaincodeMessage, out: &Outbound, routes: &Routes) {
+fn start_transaction(
+    runtime: &Runtime,
+    message: ChaincodeMessage,
+    out: &Outbound,
+    routes: &Routes,
+    shutdown: &Shutdown,
+    transactions: &mut JoinSet<()>,
+) {
     let key = (message.channel_id.clone(), message.txid.clone());
     let (sender, inbox) = mpsc::unbounded_channel();
     {
@@ -165,7 +353,8 @@ fn start_transaction(runtime: &Runtime, message: ChaincodeMessage, out: &Outboun
     let runtime = runtime.clone();
     let routes = Arc::clone(routes);
     let out = out.clone();
-    tokio::spawn(async move {
+    let counted = shutdown.transaction_started();
+    transactions.spawn(async move {
         let reply = match execute(&runtime, &message, &link).await {
             Ok(Completion { response, event }) => ChaincodeMessage {
                 r#type: Type::Completed as i32,
@@ -180,6 +369,8 @@ fn start_transaction(runtime: &Runtime, message: ChaincodeMessage, out: &Outboun
         };
         lock(&routes).remove(&key);
         let _ = out.send(Ok(reply)).await;
+        // Counted as finished only once its answer is queued before the stream's end.
+        drop(counted);
     });
 }
 

@@ -20,6 +20,9 @@ enum StartError {
     Join(#[from] tokio::task::JoinError),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("listening for SIGTERM/SIGINT: {0}")]
+    #[cfg_attr(not(unix), allow(dead_code))]
+    Signal(std::io::Error),
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, StartError> {
@@ -47,33 +50,100 @@ async fn run() -> Result<(), StartError> {
         }
         builder = builder.tls_config(tls_config)?;
     }
-    let service = ChaincodeService::new(runtime, config.package_id.clone()).into_server();
+    // Listening for the signals before serving: a signal from then on drains, never kills.
+    let mut signals = Signals::install()?;
+    let service = ChaincodeService::new(runtime, config.package_id.clone());
+    let shutdown = service.shutdown();
     tracing::info!(address = %config.address, tls = config.tls.is_some(), "serving protos.Chaincode");
-    builder.add_service(service).serve_with_shutdown(config.address, shutdown_signal()).await?;
+    // Once `begin` is called the server stops accepting connections, then returns when every
+    // connection is closed, which the drain of the streams brings about.
+    let server = builder.add_service(service.into_server()).serve_with_shutdown(config.address, shutdown.begun());
+    let mut server = std::pin::pin!(server);
+    let signal = tokio::select! {
+        result = &mut server => return result.map_err(StartError::from),
+        signal = signals.recv() => signal,
+    };
+    let (streams, in_flight) = (shutdown.open_streams(), shutdown.in_flight());
+    // Before the log line: whoever reads it can rely on new transactions being refused.
+    shutdown.begin();
+    let grace = config.shutdown_grace;
+    tracing::info!(
+        signal,
+        grace_ms = grace.as_millis(),
+        streams,
+        in_flight,
+        "shutting down: closing the listener, finishing the transactions in flight, then closing the peer streams"
+    );
+    let stopped_early = tokio::select! {
+        result = tokio::time::timeout(grace, &mut server) => match result {
+            Ok(result) => {
+                result?;
+                tracing::info!(
+                    finished = shutdown.finished_while_stopping(),
+                    refused = shutdown.refused(),
+                    "shut down: every peer stream closed"
+                );
+                return Ok(());
+            }
+            Err(_) => "grace period over",
+        },
+        // A second Ctrl-C means now.
+        signal = signals.recv() => signal,
+    };
+    // Dropping the server and leaving main closes the remaining connections: the peer fails
+    // those transactions with "chaincode stream terminated".
+    tracing::warn!(
+        abandoned = shutdown.in_flight(),
+        streams = shutdown.open_streams(),
+        finished = shutdown.finished_while_stopping(),
+        refused = shutdown.refused(),
+        grace_ms = grace.as_millis(),
+        "shut down ({stopped_early}): transactions abandoned"
+    );
     Ok(())
 }
 
-/// Ctrl-C, or SIGTERM (what container runtimes send).
-async fn shutdown_signal() {
+/// SIGTERM (what container runtimes send) and SIGINT (Ctrl-C).
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                let _ = tokio::signal::ctrl_c().await;
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers: from now on these signals no longer kill the process.
+    fn install() -> Result<Self, StartError> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                terminate: signal(SignalKind::terminate()).map_err(StartError::Signal)?,
+                interrupt: signal(SignalKind::interrupt()).map_err(StartError::Signal)?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// The next signal's name.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.terminate.recv() => "SIGTERM",
+                _ = self.interrupt.recv() => "SIGINT",
             }
         }
+        #[cfg(not(unix))]
+        {
+            if let Err(error) = tokio::signal::ctrl_c().await {
+                tracing::warn!(%error, "cannot listen for Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+            "Ctrl-C"
+        }
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("shutting down");
 }
 
 #[tokio::main]
