@@ -17,6 +17,9 @@ pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:9000";
 /// Default maximum size of one gRPC message, in both directions: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// Default listen address of the metrics endpoint (the reference's `:8484`).
+pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:8484";
+
 /// Default AMQP broker: the local RabbitMQ, guest/guest, default vhost.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Default exchange events are published to (the reference's name).
@@ -140,6 +143,14 @@ pub struct Config {
     #[arg(long, env = "ORCHESTRATOR_REPLAY_EVENTS_BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub replay_events_batch_size: u32,
 
+    /// Serve Prometheus metrics on `metrics_addr` (`/metrics`).
+    #[arg(long, env = "METRICS_ENABLED", default_value = "false", action = ArgAction::Set, value_parser = parse_go_bool)]
+    pub metrics_enabled: bool,
+
+    /// Listen address of the metrics endpoint (the reference's port).
+    #[arg(long, env = "ORCHESTRATOR_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR)]
+    pub metrics_addr: SocketAddr,
+
     /// Log level or tracing filter (error, warn, info, debug, trace, or a directive list).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -180,6 +191,8 @@ impl Config {
             amqp_confirm_timeout: crate::events::relay::DEFAULT_CONFIRM_TIMEOUT,
             amqp_heartbeat: crate::events::relay::DEFAULT_HEARTBEAT,
             replay_events_batch_size: 100,
+            metrics_enabled: false,
+            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 8484)),
             log_level: "info".to_owned(),
             log_format: LogFormat::Json,
         }

@@ -25,6 +25,7 @@ use crate::channels::ChannelConfig;
 use crate::codec::RawCodec;
 use crate::events::{EventHub, subscribe};
 use crate::headers::{self, Caller, HeaderError};
+use crate::metrics::{GrpcType, Metrics};
 use crate::mspid::MspVerifier;
 use crate::postgres::{Call, CallError, Executor, QueryEventsError, TxMode, query_events};
 
@@ -151,6 +152,7 @@ pub struct Handler {
     max_message_bytes: usize,
     hub: Arc<EventHub>,
     replay_batch: u32,
+    metrics: Arc<Metrics>,
 }
 
 /// What a call log line says about the call.
@@ -174,8 +176,9 @@ impl Handler {
         max_message_bytes: usize,
         hub: Arc<EventHub>,
         replay_batch: u32,
+        metrics: Arc<Metrics>,
     ) -> Self {
-        Self { runtime, channels, verifier, executor, declared, max_message_bytes, hub, replay_batch }
+        Self { runtime, channels, verifier, executor, declared, max_message_bytes, hub, replay_batch, metrics }
     }
 
     /// The runtime running the logic.
@@ -237,9 +240,12 @@ impl Handler {
         request: tonic::Request<Bytes>,
     ) -> Result<tonic::Response<Vec<u8>>, Status> {
         let started = Instant::now();
+        self.metrics.started(GrpcType::Unary, &method);
         let request_id = headers::request_id(request.metadata());
         let mut log = CallLog::default();
         let result = self.unary_inner(&method, request, &mut log).await;
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        self.metrics.handled(GrpcType::Unary, &method, code, started.elapsed());
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mspid = log.msp_id.as_deref().unwrap_or_default();
         let channel = log.channel.as_deref().unwrap_or_default();
@@ -315,6 +321,7 @@ impl Handler {
         let outcome = self.executor.run(call).await;
         log.attempts = outcome.attempts;
         log.fuel = outcome.fuel_consumed;
+        self.metrics.logic_call(method, outcome.attempts, outcome.result.is_ok(), outcome.fuel_consumed);
         match outcome.result {
             Ok(response) => Ok(tonic::Response::new(response)),
             Err(err) => Err(call_status(&err)),
@@ -326,12 +333,15 @@ impl Handler {
         method: String,
         request: tonic::Request<Bytes>,
     ) -> Result<tonic::Response<ResponseStream>, Status> {
+        let started = Instant::now();
+        self.metrics.started(GrpcType::ServerStream, &method);
         let request_id = headers::request_id(request.metadata());
         let checked = self.caller(&request).map_err(|err| err.stream_status());
         let result = match checked {
             Ok(Caller { channel, .. }) if method == SUBSCRIBE_TO_EVENTS => {
                 let body = request.into_inner();
-                subscribe::subscribe(Arc::clone(&self.hub), channel, &body, self.replay_batch)
+                let counted = self.metrics.stream_opened(&method, started);
+                subscribe::subscribe(Arc::clone(&self.hub), channel, &body, self.replay_batch, counted)
                     .await
                     .map(tonic::Response::new)
             }
@@ -339,6 +349,7 @@ impl Handler {
             Err(status) => Err(status),
         };
         if let Err(status) = &result {
+            self.metrics.handled(GrpcType::ServerStream, &method, status.code(), started.elapsed());
             tracing::warn!(
                 request_id = %request_id,
                 method = %method,

@@ -12,7 +12,8 @@
 //! - [`events`]: after commit: per-channel event positions, the RabbitMQ relay,
 //!   SubscribeToEvents;
 //! - [`server`]: assembly, health, reflection, TLS, graceful shutdown;
-//! - [`logging`]: the log subscriber.
+//! - [`logging`]: the log subscriber;
+//! - [`metrics`]: Prometheus metrics on `/metrics` when `METRICS_ENABLED`.
 
 pub mod channels;
 pub mod codec;
@@ -21,6 +22,7 @@ pub mod events;
 pub mod grpc;
 pub mod headers;
 pub mod logging;
+pub mod metrics;
 pub mod mspid;
 pub mod postgres;
 pub mod quote;

@@ -21,6 +21,7 @@ use crate::events::relay::{Relay, RelayConfig, RelayStats};
 use crate::events::topology::Topology;
 use crate::events::{self, EventHub};
 use crate::grpc::{self, Handler};
+use crate::metrics::Metrics;
 use crate::mspid::{self, ClientCas, MspVerifier};
 use crate::postgres::{self, Executor};
 
@@ -124,6 +125,8 @@ pub struct Server {
     hub: Arc<EventHub>,
     hub_tasks: HubTasks,
     relay: Option<Relay>,
+    metrics: Arc<Metrics>,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl std::fmt::Debug for Server {
@@ -160,6 +163,7 @@ impl Server {
         let pool = postgres::connect(&config.database_url, config.database_max_connections).await?;
         tracing::info!("database ready");
 
+        let metrics = Arc::new(Metrics::new(&info.sha256, &info.version));
         let hub = EventHub::new(pool.clone());
         let hub_tasks = hub.start();
         let (health, _) = tonic_health::server::health_reporter();
@@ -176,7 +180,9 @@ impl Server {
                 &channels,
                 config.amqp_declare_queues.then_some(config.amqp_queue_prefix.as_str()),
             );
-            Some(Relay::new(Arc::clone(&hub), relay_config, topology, Some(health.clone()))?)
+            let relay = Relay::new(Arc::clone(&hub), relay_config, topology, Some(health.clone()))?;
+            metrics.watch_relay(relay.stats());
+            Some(relay)
         } else {
             tracing::info!("event relay disabled (ORCHESTRATOR_AMQP_ENABLED=false)");
             None
@@ -192,17 +198,29 @@ impl Server {
             config.grpc_max_message_bytes,
             Arc::clone(&hub),
             config.replay_events_batch_size,
+            Arc::clone(&metrics),
         ));
+        let metrics_listener = if config.metrics_enabled {
+            let addr = config.metrics_addr;
+            Some(TcpListener::bind(addr).await.map_err(|source| ServerError::Listen { addr, source })?)
+        } else {
+            None
+        };
 
         let listener = TcpListener::bind(config.grpc_addr)
             .await
             .map_err(|source| ServerError::Listen { addr: config.grpc_addr, source })?;
-        Ok(Self { listener, handler, pool, tls, health, hub, hub_tasks, relay })
+        Ok(Self { listener, handler, pool, tls, health, hub, hub_tasks, relay, metrics, metrics_listener })
     }
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.local_addr().ok()
+    }
+
+    /// The bound address of the metrics endpoint, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The database pool.
@@ -217,8 +235,12 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains the calls in flight.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
-        let Self { listener, handler, pool, tls, health, hub, hub_tasks, relay } = self;
+        let Self { listener, handler, pool, tls, health, hub, hub_tasks, relay, metrics, metrics_listener } = self;
         let relay_task = relay.map(|relay| tokio::spawn(relay.run()));
+        let metrics_task = metrics_listener.map(|listener| {
+            tracing::info!(addr = ?listener.local_addr().ok(), "serving metrics on /metrics");
+            tokio::spawn(crate::metrics::serve(listener, metrics))
+        });
         let addr = listener.local_addr().map_or_else(|err| err.to_string(), |addr| addr.to_string());
 
         let health_service = tonic_health::pb::health_server::HealthServer::new(
@@ -259,6 +281,9 @@ impl Server {
         if let Some(task) = relay_task {
             task.abort();
             let _ = task.await;
+        }
+        if let Some(task) = metrics_task {
+            task.abort();
         }
         drop(hub_tasks);
         pool.close().await;

@@ -496,3 +496,58 @@ async fn database_connections_have_tcp_nodelay() {
         assert_eq!(nodelay::is_set_on(conn).await.expect("query"), Some(true), "the orchestrator's connection");
     }
 }
+
+/// GET `path` on `addr` with a bare HTTP/1.1 request; the status line and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to the metrics endpoint");
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
+#[tokio::test]
+async fn metrics_count_calls_by_method_and_code() {
+    let server = TestServer::start_with(|c| {
+        c.metrics_enabled = true;
+        c.metrics_addr = "127.0.0.1:0".parse().expect("address");
+    })
+    .await;
+    let addr = server.metrics_addr.expect("metrics enabled");
+    let client = server.client("MyOrg1MSP", "mychannel").await;
+    let mut orgs = OrganizationServiceClient::new(client.clone());
+    orgs.register_organization(RegisterOrganizationParam { address: String::new() }).await.expect("register");
+    let again = orgs.register_organization(RegisterOrganizationParam { address: String::new() }).await;
+    assert_eq!(again.expect_err("registered twice").code(), Code::AlreadyExists);
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let labels =
+        "grpc_type=\"unary\",grpc_service=\"orchestrator.OrganizationService\",grpc_method=\"RegisterOrganization\"";
+    for line in [
+        format!("grpc_server_started_total{{{labels}}} 2"),
+        format!("grpc_server_handled_total{{{labels},grpc_code=\"OK\"}} 1"),
+        format!("grpc_server_handled_total{{{labels},grpc_code=\"AlreadyExists\"}} 1"),
+        format!("grpc_server_handling_seconds_count{{{labels}}} 2"),
+        "orc_db_transaction_total{method=\"orchestrator.OrganizationService/RegisterOrganization\",outcome=\"commit\"} 1"
+            .to_owned(),
+        "orc_event_streams_open 0".to_owned(),
+    ] {
+        assert!(body.lines().any(|l| l == line), "missing {line:?} in\n{body}");
+    }
+    let fuel = body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "orc_logic_fuel_consumed_total{method=\"orchestrator.OrganizationService/RegisterOrganization\"} ",
+            )
+        })
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("fuel of RegisterOrganization");
+    assert!(fuel > 0);
+    let sha256 = orchestrator_logic_component::SHA256.trim();
+    assert!(body.contains(&format!("orc_logic_component_info{{sha256=\"{sha256}\"")), "component info in\n{body}");
+    assert_eq!(http_get(addr, "/other").await.0, "HTTP/1.1 404 Not Found");
+    server.stop().await;
+}

@@ -18,6 +18,7 @@ use tonic::Status;
 
 use super::EventHub;
 use crate::grpc::ResponseStream;
+use crate::metrics::StreamGuard;
 
 /// Events buffered per subscriber before the stream applies back pressure.
 const BUFFER: usize = 256;
@@ -49,6 +50,7 @@ pub async fn subscribe(
     channel: String,
     request: &[u8],
     batch: u32,
+    counted: StreamGuard,
 ) -> Result<ResponseStream, Status> {
     let param = SubscribeToEventsParam::decode(request)
         .map_err(|err| Status::internal(format!("grpc: error unmarshalling request: {err}")))?;
@@ -60,6 +62,7 @@ pub async fn subscribe(
     tokio::spawn(async move {
         let sent = follow(&hub, &channel, start, i64::from(batch.max(1)), &mut head, &tx).await;
         tracing::info!(channel = %channel, events_sent = sent, "event subscriber detached");
+        drop(counted);
     });
     Ok(Box::pin(ReceiverStream::new(rx)))
 }

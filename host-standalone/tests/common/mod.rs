@@ -59,6 +59,8 @@ pub struct TestServer {
     pub pool: PgPool,
     /// The event relay's counters, when the test enabled it.
     pub relay_stats: Option<std::sync::Arc<orchestrator_host_standalone::events::RelayStats>>,
+    /// The metrics endpoint, when the test enabled it.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), orchestrator_host_standalone::ServerError>>>,
 }
@@ -85,12 +87,13 @@ impl TestServer {
         let server = Server::bind(&config).await.expect("server starts");
         let addr = server.local_addr().expect("bound address");
         let relay_stats = server.relay_stats();
+        let metrics_addr = server.metrics_addr();
         let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&db_url).await.expect("test pool");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async move {
             let _ = rx.await;
         }));
-        Self { addr, db_url, pool, relay_stats, shutdown: Some(tx), task: Some(task) }
+        Self { addr, db_url, pool, relay_stats, metrics_addr, shutdown: Some(tx), task: Some(task) }
     }
 
     /// A channel without any header.
