@@ -4,7 +4,7 @@ CARGO ?= cargo
 # share one CARGO_TARGET_DIR, see logic-component/build.rs).
 export ORCHESTRATOR_SOURCE_DIR := $(CURDIR)
 
-.PHONY: build run test component bench lint fmt clean wasm-target
+.PHONY: build run test component bench fuzz lint fmt clean wasm-target
 
 ## The pinned toolchain's wasm32 target. rustup installs it with a missing toolchain, but not
 ## into a toolchain that is already there without it.
@@ -32,6 +32,11 @@ component: wasm-target
 ## Benchmarks (release); see BENCHMARKS.md.
 bench: wasm-target
 	$(CARGO) bench --workspace
+
+## Seeded mutation fuzzing of every method, natively and through the component (release):
+## FUZZ_CASES (default 1,000,000) per side, FUZZ_SEED, FUZZ_TARGET=native|component; see BENCHMARKS.md.
+fuzz: wasm-target
+	$(CARGO) bench -p orchestrator-runtime --bench fuzz
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -2,7 +2,10 @@
 //! API, and scenarios written once and run against any [`Driver`] — natively here, through the
 //! compiled component in the runtime crate's tests (as CosmWasm tests contracts both ways).
 
+pub mod fuzz;
+pub mod record;
 pub mod scenarios;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -174,21 +177,29 @@ impl Harness {
     pub fn state(&self, channel: &str) -> Option<&MemState> {
         self.channels.get(channel)
     }
-}
 
-impl Driver for Harness {
-    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError> {
-        self.calls += 1;
-        self.clock_micros += 1_000;
-        let ctx = Context {
-            msp_id: msp.to_owned(),
-            channel: channel.to_owned(),
-            tx_id: format!("native-tx-{}", self.calls),
-            tx_time_micros: self.clock_micros,
-        };
-        let state = self.channels.entry(channel.to_owned()).or_default();
+    /// Every channel's committed state, by name.
+    pub fn channels(&self) -> impl Iterator<Item = (&str, &MemState)> {
+        self.channels.iter().map(|(name, state)| (name.as_str(), state))
+    }
+
+    /// The same state, clock and call count, without the event log (snapshots that are only
+    /// run against need no history).
+    pub fn without_events(&self) -> Harness {
+        Harness {
+            channels: self.channels.clone(),
+            events: Vec::new(),
+            calls: self.calls,
+            clock_micros: self.clock_micros,
+        }
+    }
+
+    /// Runs one call in the given context (tx id and time chosen by the caller, so that two
+    /// drivers can run the same call alike); commits on success like [`Driver::call_raw`].
+    pub fn call_in(&mut self, ctx: &Context, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError> {
+        let state = self.channels.entry(ctx.channel.clone()).or_default();
         let mut host = MemHost::new(&state.entries);
-        let response = crate::api::invoke(&ctx, &mut host, method, request)?;
+        let response = crate::api::invoke(ctx, &mut host, method, request)?;
         let (writes, events) = host.into_parts();
         for (key, value) in writes {
             match value {
@@ -202,6 +213,20 @@ impl Driver for Harness {
         }
         Ok(response)
     }
+}
+
+impl Driver for Harness {
+    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError> {
+        self.calls += 1;
+        self.clock_micros += 1_000;
+        let ctx = Context {
+            msp_id: msp.to_owned(),
+            channel: channel.to_owned(),
+            tx_id: format!("native-tx-{}", self.calls),
+            tx_time_micros: self.clock_micros,
+        };
+        self.call_in(&ctx, method, request)
+    }
 
     fn events(&self) -> Vec<Event> {
         self.events.clone()
@@ -210,11 +235,13 @@ impl Driver for Harness {
 
 /// Expands to one `#[test]` per scenario: `scenario_tests!(<driver expression>)` runs each on a
 /// fresh driver; `scenario_tests!(with <fn(fn(&mut dyn Driver))>)` hands each scenario to a
-/// runner (differential checks). The list of scenarios is written once, here.
+/// runner (differential checks); `scenario_tests!(all)` is the slice of every `(name, scenario)`.
+/// The list of scenarios is written once, here.
 #[macro_export]
 macro_rules! scenario_tests {
+    // Braces: the expansion is items for tests, an expression for `all`.
     (@list $mode:tt) => {
-        $crate::scenario_tests!(@each $mode;
+        $crate::scenario_tests! { @each $mode;
             organizations,
             bad_requests,
             hostile_inputs,
@@ -241,7 +268,7 @@ macro_rules! scenario_tests {
             task_input_assets,
             disable_outputs,
             two_organization_plan,
-        );
+        }
     };
     (@each [new $new:expr]; $($name:ident),* $(,)?) => {
         $(
@@ -259,6 +286,13 @@ macro_rules! scenario_tests {
                 $runner($crate::testing::scenarios::$name);
             }
         )*
+    };
+    // Every scenario with its name, as a slice expression (corpus builders).
+    (@each [all]; $($name:ident),* $(,)?) => {
+        &[$((stringify!($name), $crate::testing::scenarios::$name as fn(&mut dyn $crate::testing::Driver))),*]
+    };
+    (all) => {
+        $crate::scenario_tests!(@list [all])
     };
     (with $runner:path) => {
         $crate::scenario_tests!(@list [with $runner]);
