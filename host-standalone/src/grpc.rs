@@ -244,9 +244,10 @@ impl Handler {
         let request_id = headers::request_id(request.metadata());
         let mut log = CallLog::default();
         let result = self.unary_inner(&method, request, &mut log).await;
+        let elapsed = started.elapsed();
         let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-        self.metrics.handled(GrpcType::Unary, &method, code, started.elapsed());
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.metrics.handled(GrpcType::Unary, &method, code, elapsed);
+        let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
         let mspid = log.msp_id.as_deref().unwrap_or_default();
         let channel = log.channel.as_deref().unwrap_or_default();
         match &result {

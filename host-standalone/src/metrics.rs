@@ -64,29 +64,25 @@ pub struct Metrics {
     open_streams: AtomicI64,
     component_sha256: String,
     component_version: String,
-    relay: Mutex<Option<Arc<RelayStats>>>,
+    relay: Option<Arc<RelayStats>>,
 }
 
 impl Metrics {
-    /// Metrics of a process running the component of `sha256` and `version`.
-    pub fn new(component_sha256: &str, component_version: &str) -> Self {
+    /// Metrics of a process running the component of `sha256` and `version`, with the
+    /// counters of its event relay when it has one.
+    pub fn new(component_sha256: &str, component_version: &str, relay: Option<Arc<RelayStats>>) -> Self {
         Self {
             counters: Mutex::default(),
             open_streams: AtomicI64::new(0),
             component_sha256: component_sha256.to_owned(),
             component_version: component_version.to_owned(),
-            relay: Mutex::new(None),
+            relay,
         }
     }
 
     fn counters(&self) -> MutexGuard<'_, Counters> {
         // A panic while counting leaves counts that are still counts.
         self.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The relay whose counters are exported.
-    pub fn watch_relay(&self, stats: Arc<RelayStats>) {
-        *self.relay.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stats);
     }
 
     /// A call to `method` (`package.Service/Method`) started.
@@ -133,32 +129,18 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let counters = self.counters();
-        let split = |method: &str| -> (String, String) {
-            let (service, name) = method.rsplit_once('/').unwrap_or(("", method));
-            (escape(service), escape(name))
-        };
         header(&mut out, "grpc_server_started_total", "counter", "RPCs started on the server.");
         for ((kind, method), n) in &counters.started {
-            let (service, name) = split(method);
-            let _ = writeln!(
-                out,
-                "grpc_server_started_total{{grpc_type=\"{}\",grpc_service=\"{service}\",grpc_method=\"{name}\"}} {n}",
-                kind.label()
-            );
+            let _ = writeln!(out, "grpc_server_started_total{{{}}} {n}", grpc_labels(*kind, method));
         }
         header(&mut out, "grpc_server_handled_total", "counter", "RPCs completed on the server, by code.");
         for ((kind, method, code), n) in &counters.handled {
-            let (service, name) = split(method);
-            let _ = writeln!(
-                out,
-                "grpc_server_handled_total{{grpc_type=\"{}\",grpc_service=\"{service}\",grpc_method=\"{name}\",grpc_code=\"{code}\"}} {n}",
-                kind.label()
-            );
+            let labels = grpc_labels(*kind, method);
+            let _ = writeln!(out, "grpc_server_handled_total{{{labels},grpc_code=\"{code}\"}} {n}");
         }
         header(&mut out, "grpc_server_handling_seconds", "histogram", "Time to handle an RPC.");
         for ((kind, method), histogram) in &counters.handling {
-            let (service, name) = split(method);
-            let labels = format!("grpc_type=\"{}\",grpc_service=\"{service}\",grpc_method=\"{name}\"", kind.label());
+            let labels = grpc_labels(*kind, method);
             for (bound, n) in HANDLING_BUCKETS.iter().zip(histogram.buckets) {
                 let _ = writeln!(out, "grpc_server_handling_seconds_bucket{{{labels},le=\"{bound}\"}} {n}");
             }
@@ -178,8 +160,7 @@ impl Metrics {
         drop(counters);
         header(&mut out, "orc_event_streams_open", "gauge", "SubscribeToEvents streams open.");
         let _ = writeln!(out, "orc_event_streams_open {}", self.open_streams.load(Ordering::Relaxed));
-        let relay = self.relay.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        if let Some(relay) = relay {
+        if let Some(relay) = &self.relay {
             let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
             header(&mut out, "orc_event_sent_total", "counter", "Events the broker confirmed.");
             let _ = writeln!(out, "orc_event_sent_total {}", load(&relay.confirmed));
@@ -218,6 +199,12 @@ impl Drop for StreamGuard {
         self.metrics.open_streams.fetch_sub(1, Ordering::Relaxed);
         self.metrics.handled(GrpcType::ServerStream, &self.method, tonic::Code::Ok, self.started.elapsed());
     }
+}
+
+/// go-grpc-prometheus' labels of `method` (`package.Service/Method`).
+fn grpc_labels(kind: GrpcType, method: &str) -> String {
+    let (service, name) = method.rsplit_once('/').unwrap_or(("", method));
+    format!("grpc_type=\"{}\",grpc_service=\"{}\",grpc_method=\"{}\"", kind.label(), escape(service), escape(name))
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -317,7 +304,7 @@ mod tests {
 
     #[test]
     fn renders_counters_with_reference_labels() {
-        let metrics = Metrics::new("abc", "1.0");
+        let metrics = Metrics::new("abc", "1.0", None);
         let method = "orchestrator.OrganizationService/RegisterOrganization";
         metrics.started(GrpcType::Unary, method);
         metrics.handled(GrpcType::Unary, method, tonic::Code::InvalidArgument, Duration::from_millis(20));

@@ -163,7 +163,6 @@ impl Server {
         let pool = postgres::connect(&config.database_url, config.database_max_connections).await?;
         tracing::info!("database ready");
 
-        let metrics = Arc::new(Metrics::new(&info.sha256, &info.version));
         let hub = EventHub::new(pool.clone());
         let hub_tasks = hub.start();
         let (health, _) = tonic_health::server::health_reporter();
@@ -180,14 +179,13 @@ impl Server {
                 &channels,
                 config.amqp_declare_queues.then_some(config.amqp_queue_prefix.as_str()),
             );
-            let relay = Relay::new(Arc::clone(&hub), relay_config, topology, Some(health.clone()))?;
-            metrics.watch_relay(relay.stats());
-            Some(relay)
+            Some(Relay::new(Arc::clone(&hub), relay_config, topology, Some(health.clone()))?)
         } else {
             tracing::info!("event relay disabled (ORCHESTRATOR_AMQP_ENABLED=false)");
             None
         };
 
+        let metrics = Arc::new(Metrics::new(&info.sha256, &info.version, relay.as_ref().map(Relay::stats)));
         let declared = grpc::declared_methods(orchestrator_proto::FILE_DESCRIPTOR_SET)?;
         let handler = Arc::new(Handler::new(
             runtime.clone(),

@@ -14,13 +14,9 @@ mod component_driver;
 use std::time::Instant;
 
 use component_driver::ComponentDriver;
-use orchestrator_logic::testing::fuzz::{Config, Corpus, NativeTarget, Report, run};
+use orchestrator_logic::testing::fuzz::{Config, Corpus, NativeTarget, run};
 
 const DEFAULT_CASES: u64 = 1_000_000;
-
-fn print(report: &Report) {
-    println!("{report}");
-}
 
 fn main() {
     let config = Config::from_env(DEFAULT_CASES);
@@ -39,13 +35,13 @@ fn main() {
     let mut clean = true;
     if only.is_empty() || only == "native" {
         let report = run("native", &corpus, config, &mut NativeTarget::default(), None);
-        print(&report);
+        println!("{report}");
         clean &= report.is_clean();
     }
     if only.is_empty() || only == "component" {
         let mut component = ComponentDriver::new();
         let report = run("component", &corpus, config, &mut component, Some(&mut NativeTarget::default()));
-        print(&report);
+        println!("{report}");
         clean &= report.is_clean();
     }
     if !clean {
