@@ -17,6 +17,10 @@ pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:9000";
 /// Default maximum size of one gRPC message, in both directions: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// Default budget of request bytes in flight: four messages of the maximum size, sized for a
+/// service of 2 cores and a few GB (each byte received is held about three times while decoded).
+pub const DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT: usize = 256 * 1024 * 1024;
+
 /// Default listen address of the metrics endpoint (the reference's `:8484`).
 pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:8484";
 
@@ -63,6 +67,32 @@ pub struct Config {
     /// Maximum size in bytes of one gRPC message, received or sent (larger: RESOURCE_EXHAUSTED).
     #[arg(long, env = "ORCHESTRATOR_GRPC_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub grpc_max_message_bytes: usize,
+
+    /// Budget of request bytes in flight, all calls together: a call whose message does not fit
+    /// waits (reading nothing) until earlier calls end. At least the maximum message size.
+    #[arg(long, env = "ORCHESTRATOR_GRPC_MAX_REQUEST_BYTES_IN_FLIGHT", default_value_t = DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT)]
+    pub grpc_max_request_bytes_in_flight: usize,
+
+    /// Longest wait of a call for room in the request budget, then RESOURCE_EXHAUSTED (Go duration).
+    #[arg(long, env = "ORCHESTRATOR_GRPC_REQUEST_BUDGET_WAIT", default_value = "30s", value_parser = parse_positive_go_duration)]
+    pub grpc_request_budget_wait: Duration,
+
+    /// Keepalive enforcement: least time between client pings; a client pinging more often is
+    /// sent GOAWAY `too_many_pings` (Go duration).
+    #[arg(long, env = "ORCHESTRATOR_GRPC_KEEPALIVE_POLICY_MIN_TIME", default_value = "30s", value_parser = parse_go_duration)]
+    pub grpc_keepalive_policy_min_time: Duration,
+
+    /// Keepalive enforcement: allow client pings while no call is open.
+    #[arg(long, env = "ORCHESTRATOR_GRPC_KEEPALIVE_POLICY_PERMIT_WITHOUT_STREAM", default_value = "false", action = ArgAction::Set, value_parser = parse_go_bool)]
+    pub grpc_keepalive_policy_permit_without_stream: bool,
+
+    /// A connection with no call open for this long is sent GOAWAY and closed; 0: never (Go duration).
+    #[arg(long, env = "ORCHESTRATOR_GRPC_MAX_CONNECTION_IDLE", default_value = "2m", value_parser = parse_go_duration)]
+    pub grpc_max_connection_idle: Duration,
+
+    /// Time a new connection has to finish its TLS and HTTP/2 handshakes (Go duration).
+    #[arg(long, env = "ORCHESTRATOR_GRPC_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_positive_go_duration)]
+    pub grpc_handshake_timeout: Duration,
 
     /// Path of the logic component (.wasm). Unset: the component embedded in the binary.
     #[arg(long, env = "ORCHESTRATOR_LOGIC")]
@@ -172,6 +202,12 @@ impl Config {
             tx_retry_budget: Duration::from_secs(2),
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 9000)),
             grpc_max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            grpc_max_request_bytes_in_flight: DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT,
+            grpc_request_budget_wait: Duration::from_secs(30),
+            grpc_keepalive_policy_min_time: Duration::from_secs(30),
+            grpc_keepalive_policy_permit_without_stream: false,
+            grpc_max_connection_idle: Duration::from_secs(120),
+            grpc_handshake_timeout: Duration::from_secs(10),
             logic: None,
             component_cache: PathBuf::from("target/component-cache"),
             fuel_per_call: None,

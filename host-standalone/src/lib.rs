@@ -11,7 +11,9 @@
 //! - [`postgres`]: pool, migrations, state backend, transaction executor with retries;
 //! - [`events`]: after commit: per-channel event positions, the RabbitMQ relay,
 //!   SubscribeToEvents;
-//! - [`server`]: assembly, health, reflection, TLS, graceful shutdown;
+//! - [`transport`]: accepting connections, TLS, the per-connection policy (handshake and idle
+//!   timeouts, keepalive enforcement) and the budget of request bytes in flight;
+//! - [`server`]: assembly, health, reflection, graceful shutdown;
 //! - [`logging`]: the log subscriber;
 //! - [`metrics`]: Prometheus metrics on `/metrics` when `METRICS_ENABLED`.
 
@@ -27,6 +29,7 @@ pub mod mspid;
 pub mod postgres;
 pub mod quote;
 pub mod server;
+pub mod transport;
 pub mod x509;
 
 pub use config::Config;

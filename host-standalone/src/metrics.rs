@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::events::RelayStats;
+use crate::transport::RequestBudget;
 
 /// Buckets of `grpc_server_handling_seconds` (go-grpc-prometheus' defaults).
 const HANDLING_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -65,18 +66,25 @@ pub struct Metrics {
     component_sha256: String,
     component_version: String,
     relay: Option<Arc<RelayStats>>,
+    request_budget: Option<RequestBudget>,
 }
 
 impl Metrics {
     /// Metrics of a process running the component of `sha256` and `version`, with the
-    /// counters of its event relay when it has one.
-    pub fn new(component_sha256: &str, component_version: &str, relay: Option<Arc<RelayStats>>) -> Self {
+    /// counters of its event relay when it has one, and its request budget.
+    pub fn new(
+        component_sha256: &str,
+        component_version: &str,
+        relay: Option<Arc<RelayStats>>,
+        request_budget: Option<RequestBudget>,
+    ) -> Self {
         Self {
             counters: Mutex::default(),
             open_streams: AtomicI64::new(0),
             component_sha256: component_sha256.to_owned(),
             component_version: component_version.to_owned(),
             relay,
+            request_budget,
         }
     }
 
@@ -174,6 +182,12 @@ impl Metrics {
             );
             header(&mut out, "orc_event_relay_connected", "gauge", "1 while the relay is connected to the broker.");
             let _ = writeln!(out, "orc_event_relay_connected {}", u8::from(relay.connected.load(Ordering::Relaxed)));
+        }
+        if let Some(budget) = &self.request_budget {
+            header(&mut out, "orc_grpc_request_bytes_in_flight", "gauge", "Request bytes taken from the budget.");
+            let _ = writeln!(out, "orc_grpc_request_bytes_in_flight {}", budget.in_flight());
+            header(&mut out, "orc_grpc_request_bytes_budget", "gauge", "The budget of request bytes in flight.");
+            let _ = writeln!(out, "orc_grpc_request_bytes_budget {}", budget.total());
         }
         header(&mut out, "orc_logic_component_info", "gauge", "The logic component this process runs.");
         let _ = writeln!(
@@ -304,7 +318,7 @@ mod tests {
 
     #[test]
     fn renders_counters_with_reference_labels() {
-        let metrics = Metrics::new("abc", "1.0", None);
+        let metrics = Metrics::new("abc", "1.0", None, None);
         let method = "orchestrator.OrganizationService/RegisterOrganization";
         metrics.started(GrpcType::Unary, method);
         metrics.handled(GrpcType::Unary, method, tonic::Code::InvalidArgument, Duration::from_millis(20));

@@ -3,14 +3,12 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use orchestrator_runtime::{Runtime, RuntimeConfig, RuntimeError};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tokio_rustls::TlsAcceptor;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -24,6 +22,7 @@ use crate::grpc::{self, Handler};
 use crate::metrics::Metrics;
 use crate::mspid::{self, ClientCas, MspVerifier};
 use crate::postgres::{self, Executor};
+use crate::transport::{self, ConnectionPolicy, RequestBudget};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +41,10 @@ pub enum ServerError {
     ClientCas(#[from] mspid::LoadError),
     /// TLS settings.
     #[error("TLS configuration: {0}")]
-    Tls(String),
+    Tls(#[from] transport::tls::TlsError),
+    /// Settings that contradict each other.
+    #[error("configuration: {0}")]
+    Settings(String),
     /// The descriptor set of the API.
     #[error(transparent)]
     Descriptor(#[from] grpc::DescriptorError),
@@ -63,11 +65,6 @@ pub enum ServerError {
     /// The transport failed while serving.
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
-}
-
-fn read_file(path: &Option<PathBuf>, what: &str) -> Result<Vec<u8>, ServerError> {
-    let path = path.as_ref().ok_or_else(|| ServerError::Tls(format!("{what} is required")))?;
-    std::fs::read(path).map_err(|err| ServerError::Tls(format!("{}: {err}", path.display())))
 }
 
 /// Loads the logic component: the file of `ORCHESTRATOR_LOGIC`, else the embedded one.
@@ -100,27 +97,14 @@ pub fn load_runtime(config: &Config) -> Result<Runtime, ServerError> {
     }
 }
 
-fn tls_config(config: &Config, cas: Option<&ClientCas>) -> Result<ServerTlsConfig, ServerError> {
-    let cert = read_file(&config.tls_cert_path, "ORCHESTRATOR_TLS_CERT_PATH")?;
-    let key = read_file(&config.tls_key_path, "ORCHESTRATOR_TLS_KEY_PATH")?;
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-    if config.mtls_enabled {
-        let mut roots = read_file(&config.tls_server_ca_cert, "ORCHESTRATOR_TLS_SERVER_CA_CERT")?;
-        roots.push(b'\n');
-        if let Some(cas) = cas {
-            roots.extend_from_slice(&cas.pem);
-        }
-        tls = tls.client_ca_root(Certificate::from_pem(roots));
-    }
-    Ok(tls)
-}
-
 /// A server bound to its address, ready to serve.
 pub struct Server {
     listener: TcpListener,
     handler: Arc<Handler>,
     pool: PgPool,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<TlsAcceptor>,
+    policy: Arc<ConnectionPolicy>,
+    budget: RequestBudget,
     health: HealthReporter,
     hub: Arc<EventHub>,
     hub_tasks: HubTasks,
@@ -141,6 +125,13 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Loads everything the configuration names, prepares the database and binds the socket.
     pub async fn bind(config: &Config) -> Result<Self, ServerError> {
+        if config.grpc_max_request_bytes_in_flight < config.grpc_max_message_bytes {
+            return Err(ServerError::Settings(format!(
+                "ORCHESTRATOR_GRPC_MAX_REQUEST_BYTES_IN_FLIGHT ({}) is less than ORCHESTRATOR_GRPC_MAX_MESSAGE_BYTES ({}): \
+                 a message of the maximum size could never be received",
+                config.grpc_max_request_bytes_in_flight, config.grpc_max_message_bytes
+            )));
+        }
         let (channels, origin) = ChannelConfig::resolve(config.channel_config.as_deref())?;
         tracing::info!(config = %origin, channels = ?channels.channels(), "channel configuration loaded");
 
@@ -157,7 +148,7 @@ impl Server {
             Some(dir) if config.mtls_enabled || config.verify_client_msp_id => Some(ClientCas::load(dir)?),
             _ => None,
         };
-        let tls = if config.tls_enabled { Some(tls_config(config, cas.as_ref())?) } else { None };
+        let tls = if config.tls_enabled { Some(transport::tls::acceptor(config, cas.as_ref())?) } else { None };
         let verifier = config.verify_client_msp_id.then(|| MspVerifier::new(cas.clone().unwrap_or_default()));
 
         let pool = postgres::connect(&config.database_url, config.database_max_connections).await?;
@@ -185,7 +176,19 @@ impl Server {
             None
         };
 
-        let metrics = Arc::new(Metrics::new(&info.sha256, &info.version, relay.as_ref().map(Relay::stats)));
+        let budget = RequestBudget::new(
+            config.grpc_max_request_bytes_in_flight,
+            config.grpc_max_message_bytes,
+            config.grpc_request_budget_wait,
+        );
+        let policy = Arc::new(ConnectionPolicy {
+            handshake_timeout: config.grpc_handshake_timeout,
+            idle_timeout: (!config.grpc_max_connection_idle.is_zero()).then_some(config.grpc_max_connection_idle),
+            ping_min_time: config.grpc_keepalive_policy_min_time,
+            ping_without_stream: config.grpc_keepalive_policy_permit_without_stream,
+        });
+        let metrics =
+            Arc::new(Metrics::new(&info.sha256, &info.version, relay.as_ref().map(Relay::stats), Some(budget.clone())));
         let declared = grpc::declared_methods(orchestrator_proto::FILE_DESCRIPTOR_SET)?;
         let handler = Arc::new(Handler::new(
             runtime.clone(),
@@ -208,7 +211,20 @@ impl Server {
         let listener = TcpListener::bind(config.grpc_addr)
             .await
             .map_err(|source| ServerError::Listen { addr: config.grpc_addr, source })?;
-        Ok(Self { listener, handler, pool, tls, health, hub, hub_tasks, relay, metrics, metrics_listener })
+        Ok(Self {
+            listener,
+            handler,
+            pool,
+            tls,
+            policy,
+            budget,
+            health,
+            hub,
+            hub_tasks,
+            relay,
+            metrics,
+            metrics_listener,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -233,7 +249,20 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains the calls in flight.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
-        let Self { listener, handler, pool, tls, health, hub, hub_tasks, relay, metrics, metrics_listener } = self;
+        let Self {
+            listener,
+            handler,
+            pool,
+            tls,
+            policy,
+            budget,
+            health,
+            hub,
+            hub_tasks,
+            relay,
+            metrics,
+            metrics_listener,
+        } = self;
         let relay_task = relay.map(|relay| tokio::spawn(relay.run()));
         let metrics_task = metrics_listener.map(|listener| {
             tracing::info!(addr = ?listener.local_addr().ok(), "serving metrics on /metrics");
@@ -253,12 +282,8 @@ impl Server {
             .build_v1alpha()
             .map_err(|err| ServerError::Reflection(err.to_string()))?;
 
-        let tls_enabled = tls.is_some();
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = tls {
-            builder = builder.tls_config(tls)?;
-        }
-        let router = builder
+        let router = tonic::transport::Server::builder()
+            .layer(budget)
             .add_routes(grpc::routes(&handler))
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -272,9 +297,20 @@ impl Server {
             reporter.set_service_status("", ServingStatus::NotServing).await;
             signal_hub.close();
         };
-        tracing::info!(addr = %addr, tls = tls_enabled, "serving gRPC");
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let served = router.serve_with_incoming_shutdown(incoming, signal).await;
+        tracing::info!(addr = %addr, tls = tls.is_some(), "serving gRPC");
+        let served = match tls {
+            Some(acceptor) => {
+                let incoming = transport::incoming(listener, policy, move |tcp| {
+                    let acceptor = acceptor.clone();
+                    async move { acceptor.accept(tcp).await }
+                });
+                router.serve_with_incoming_shutdown(incoming, signal).await
+            }
+            None => {
+                let incoming = transport::incoming(listener, policy, |tcp| std::future::ready(Ok(tcp)));
+                router.serve_with_incoming_shutdown(incoming, signal).await
+            }
+        };
         // Unconfirmed events are republished by the next relay (at least once).
         if let Some(task) = relay_task {
             task.abort();
