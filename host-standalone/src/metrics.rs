@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::events::RelayStats;
+use crate::events::{EventHub, RelayStats};
 use crate::transport::RequestBudget;
 
 /// Buckets of `grpc_server_handling_seconds` (go-grpc-prometheus' defaults).
@@ -65,17 +65,18 @@ pub struct Metrics {
     open_streams: AtomicI64,
     component_sha256: String,
     component_version: String,
-    relay: Option<Arc<RelayStats>>,
+    relay: Option<(Arc<RelayStats>, Arc<EventHub>)>,
     request_budget: Option<RequestBudget>,
 }
 
 impl Metrics {
     /// Metrics of a process running the component of `sha256` and `version`, with the
-    /// counters of its event relay when it has one, and its request budget.
+    /// counters of its event relay when it has one (with the hub, for the channels' heads),
+    /// and its request budget.
     pub fn new(
         component_sha256: &str,
         component_version: &str,
-        relay: Option<Arc<RelayStats>>,
+        relay: Option<(Arc<RelayStats>, Arc<EventHub>)>,
         request_budget: Option<RequestBudget>,
     ) -> Self {
         Self {
@@ -168,7 +169,7 @@ impl Metrics {
         drop(counters);
         header(&mut out, "orc_event_streams_open", "gauge", "SubscribeToEvents streams open.");
         let _ = writeln!(out, "orc_event_streams_open {}", self.open_streams.load(Ordering::Relaxed));
-        if let Some(relay) = &self.relay {
+        if let Some((relay, hub)) = &self.relay {
             let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
             header(&mut out, "orc_event_sent_total", "counter", "Events the broker confirmed.");
             let _ = writeln!(out, "orc_event_sent_total {}", load(&relay.confirmed));
@@ -182,6 +183,17 @@ impl Metrics {
             );
             header(&mut out, "orc_event_relay_connected", "gauge", "1 while the relay is connected to the broker.");
             let _ = writeln!(out, "orc_event_relay_connected {}", u8::from(relay.connected.load(Ordering::Relaxed)));
+            header(
+                &mut out,
+                "orc_event_relay_lag",
+                "gauge",
+                "Committed events the broker has not confirmed, by channel.",
+            );
+            let mut lag = relay.lag(&hub.heads());
+            lag.sort();
+            for (channel, events) in lag {
+                let _ = writeln!(out, "orc_event_relay_lag{{channel=\"{}\"}} {events}", escape(&channel));
+            }
         }
         if let Some(budget) = &self.request_budget {
             header(&mut out, "orc_grpc_request_bytes_in_flight", "gauge", "Request bytes taken from the budget.");

@@ -187,8 +187,12 @@ impl Server {
             ping_min_time: config.grpc_keepalive_policy_min_time,
             ping_without_stream: config.grpc_keepalive_policy_permit_without_stream,
         });
-        let metrics =
-            Arc::new(Metrics::new(&info.sha256, &info.version, relay.as_ref().map(Relay::stats), Some(budget.clone())));
+        let metrics = Arc::new(Metrics::new(
+            &info.sha256,
+            &info.version,
+            relay.as_ref().map(|relay| (relay.stats(), Arc::clone(&hub))),
+            Some(budget.clone()),
+        ));
         let declared = grpc::declared_methods(orchestrator_proto::FILE_DESCRIPTOR_SET)?;
         let handler = Arc::new(Handler::new(
             runtime.clone(),

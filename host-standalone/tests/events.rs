@@ -470,6 +470,8 @@ async fn stalled_broker_is_noticed_within_the_confirm_timeout() {
         c.amqp_confirm_timeout = CONFIRM_TIMEOUT;
         // Long enough that only the confirm timeout can catch the stall within this test.
         c.amqp_heartbeat = Duration::from_secs(120);
+        c.metrics_enabled = true;
+        c.metrics_addr = ([127, 0, 0, 1], 0).into();
     })
     .await;
     let mut consumer = broker.consumer("MyOrg1MSP").await;
@@ -487,6 +489,7 @@ async fn stalled_broker_is_noticed_within_the_confirm_timeout() {
     wait_relay_health(&server, tonic_health::ServingStatus::NotServing).await;
     let noticed = stalled.elapsed();
     assert!(noticed < CONFIRM_TIMEOUT * 8, "stall noticed after {noticed:?}");
+    assert!(relay_lag(&server).await > 0, "events wait for the broker, the lag says so");
     // A new connection passes: the relay reconnects and delivers what waited.
     wait_relay_health(&server, tonic_health::ServingStatus::Serving).await;
     let committed = committed_events(&server.pool, "mychannel").await;
@@ -495,9 +498,28 @@ async fn stalled_broker_is_noticed_within_the_confirm_timeout() {
     assert_delivered(&consumer.received, &committed, "mychannel");
     let stats = server.relay_stats.clone().expect("relay on");
     assert!(stats.connects.load(Ordering::Relaxed) >= 2, "the relay reconnected");
+    let caught_up = Instant::now() + Duration::from_secs(30);
+    while relay_lag(&server).await != 0 {
+        assert!(Instant::now() < caught_up, "the relay's lag never went back to 0");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     eprintln!("stalled broker noticed after {noticed:?}");
     server.stop().await;
     broker.cleanup().await;
+}
+
+/// `orc_event_relay_lag` of mychannel, scraped.
+async fn relay_lag(server: &TestServer) -> i64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.metrics_addr.expect("metrics on")).await.expect("connect");
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.expect("read");
+    text.lines()
+        .find_map(|l| l.strip_prefix("orc_event_relay_lag{channel=\"mychannel\"} "))
+        .unwrap_or_else(|| panic!("no lag of mychannel in\n{text}"))
+        .parse()
+        .expect("a number")
 }
 
 /// The broker-confirmed position of mychannel, as the relay recorded it.

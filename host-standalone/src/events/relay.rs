@@ -15,8 +15,8 @@
 //! reconnects, instead of waiting for the kernel's TCP timeouts.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -95,6 +95,26 @@ pub struct RelayStats {
     pub connects: AtomicU64,
     /// Whether the relay is connected now.
     pub connected: AtomicBool,
+    /// The last broker-confirmed position of each channel, as recorded.
+    confirmed_positions: Mutex<HashMap<String, i64>>,
+}
+
+impl RelayStats {
+    fn set_confirmed(&self, channel: &str, position: i64) {
+        let mut positions = self.confirmed_positions.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = positions.entry(channel.to_owned()).or_default();
+        *known = (*known).max(position);
+    }
+
+    /// How many committed events of each channel of `heads` (channel, last position) the broker
+    /// has not confirmed yet.
+    pub fn lag(&self, heads: &[(String, i64)]) -> Vec<(String, i64)> {
+        let positions = self.confirmed_positions.lock().unwrap_or_else(PoisonError::into_inner);
+        heads
+            .iter()
+            .map(|(channel, head)| (channel.clone(), (head - positions.get(channel).copied().unwrap_or(0)).max(0)))
+            .collect()
+    }
 }
 
 /// Why a relay session ended.
@@ -283,6 +303,9 @@ impl Relay {
                 .await?
                 .into_iter()
                 .collect();
+        for (channel, position) in &confirmed {
+            self.stats.set_confirmed(channel, *position);
+        }
         let mut heads = self.hub.heads();
         heads.sort();
         for (channel, head) in heads {
@@ -389,6 +412,7 @@ impl Relay {
         .bind(confirmed)
         .execute(self.hub.pool())
         .await?;
+        self.stats.set_confirmed(channel, confirmed);
         Ok(())
     }
 }
