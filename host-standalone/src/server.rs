@@ -287,6 +287,9 @@ impl Server {
             .map_err(|err| ServerError::Reflection(err.to_string()))?;
 
         let router = tonic::transport::Server::builder()
+            .initial_stream_window_size(transport::STREAM_WINDOW)
+            .initial_connection_window_size(transport::CONNECTION_WINDOW)
+            .max_concurrent_streams(transport::MAX_CONCURRENT_STREAMS)
             .layer(budget)
             .add_routes(grpc::routes(&handler))
             .add_service(health_service)

@@ -329,8 +329,15 @@ async fn scrape(server: &TestServer, metric: &str) -> u64 {
     line[metric.len() + 1..].parse().unwrap()
 }
 
-/// A QueryVersion of about `len` bytes: one unknown field (number 15), which the logic skips.
+/// A QueryVersion of about `len` bytes on a connection of its own.
 async fn call_of(addr: SocketAddr, len: usize) -> Result<(), tonic::Status> {
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    call_on(channel, len).await
+}
+
+/// A QueryVersion of about `len` bytes on `channel` (one HTTP/2 connection, shared by its
+/// clones): one unknown field (number 15), which the logic skips.
+async fn call_on(channel: Channel, len: usize) -> Result<(), tonic::Status> {
     let mut body = vec![0x7a_u8];
     let mut n = len;
     while n >= 0x80 {
@@ -339,7 +346,6 @@ async fn call_of(addr: SocketAddr, len: usize) -> Result<(), tonic::Status> {
     }
     body.push(n as u8);
     body.resize(body.len() + len, b'x');
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let mut request = tonic::Request::new(body);
@@ -391,6 +397,27 @@ async fn large_calls_wait_for_room_in_the_request_budget() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(slow);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_waiting_for_the_budget_does_not_stall_its_connection() {
+    let server = TestServer::start_with(|config| {
+        config.grpc_max_message_bytes = 4 * MIB;
+        config.grpc_max_request_bytes_in_flight = 4 * MIB;
+        config.grpc_request_budget_wait = Duration::from_secs(5);
+    })
+    .await;
+    // Calls on one connection, room for one at a time: one gets the budget, the others wait with their first window of
+    // data unread, and the first must still be able to send the rest of its message.
+    let channel = Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect().await.unwrap();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        calls.spawn(call_on(channel.clone(), 3 * MIB));
+    }
+    while let Some(answer) = calls.join_next().await {
+        answer.unwrap().expect("every call on the shared connection is served in turn");
+    }
     server.stop().await;
 }
 

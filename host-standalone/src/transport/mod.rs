@@ -25,6 +25,16 @@ pub use http2::{ConnectionPolicy, GuardedIo};
 /// Accepted connections waiting for the server to pick them up.
 const ACCEPT_QUEUE: usize = 64;
 
+/// HTTP/2 flow control. A call waiting for the request budget leaves up to one stream window
+/// unread, and unread data holds the connection's window too (h2 releases both together): the
+/// connection window must exceed what all of a connection's streams can leave unread, or calls
+/// waiting for the budget would starve the very calls holding it.
+pub const STREAM_WINDOW: u32 = 1024 * 1024;
+/// Calls open at once on one connection.
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Room for every stream's window, plus as much again for the calls being read.
+pub const CONNECTION_WINDOW: u32 = 2 * MAX_CONCURRENT_STREAMS * STREAM_WINDOW;
+
 /// The connections of `listener`, each through `handshake` (nothing, or TLS) within the
 /// policy's handshake timeout, then guarded by `policy`. Handshakes run concurrently, so a
 /// slow client delays only itself. Dropping the stream stops accepting and closes the listener.
