@@ -464,6 +464,61 @@ async fn large_plan(side: &Side, parent: &[u8], calls: &[Vec<u8>]) -> Sequential
     Sequential { total: started.elapsed(), calls: latencies, failures }
 }
 
+/// The floors of workload 1 on this machine, one client, `n` calls one after the other:
+/// - `sql`: the least a durable write costs, one PostgreSQL transaction per call writing one
+///   row of `row_bytes` (BEGIN, INSERT, COMMIT: three round trips and one WAL flush), over TCP
+///   with NODELAY like our pool;
+/// - `grpc`: the least a call costs, QueryVersion on our server (no transaction).
+struct Floors {
+    sql: Sequential,
+    grpc: Sequential,
+}
+
+async fn floors(n: usize, row_bytes: usize) -> Floors {
+    use sqlx::Connection as _;
+    let url = format!("{}/orch_floor_{}", common::PG_SERVER, uuid::Uuid::new_v4().simple());
+    postgres::create_database_if_missing(&url).await.expect("create the floor database");
+    let mut db = sqlx::PgConnection::connect(&url).await.expect("floor db");
+    postgres::nodelay::set_on(&mut db).await.expect("TCP_NODELAY");
+    sqlx::query("CREATE TABLE floor (id bigint PRIMARY KEY, value bytea NOT NULL)")
+        .execute(&mut db)
+        .await
+        .expect("table");
+    let value = vec![7u8; row_bytes];
+    let mut sql = Sequential { total: Duration::ZERO, calls: Vec::with_capacity(n), failures: Failures::default() };
+    let started = Instant::now();
+    for id in 0..n {
+        let t = Instant::now();
+        let mut tx = db.begin().await.expect("begin");
+        sqlx::query("INSERT INTO floor (id, value) VALUES ($1, $2)")
+            .bind(i64::try_from(id).unwrap_or(i64::MAX))
+            .bind(&value)
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+        tx.commit().await.expect("commit");
+        sql.calls.push(t.elapsed());
+    }
+    sql.total = started.elapsed();
+    db.close().await.ok();
+    postgres::drop_database(&url).await.ok();
+
+    let side = Side::ours(DEFAULT_BUDGET).await;
+    let mut caller = side.caller(ORG1).await;
+    let mut grpc = Sequential { total: Duration::ZERO, calls: Vec::with_capacity(n), failures: Failures::default() };
+    let started = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        if let Err(status) = caller.call("/orchestrator.InfoService/QueryVersion", Vec::new()).await {
+            grpc.failures.add(&status);
+        }
+        grpc.calls.push(t.elapsed());
+    }
+    grpc.total = started.elapsed();
+    side.stop().await;
+    Floors { sql, grpc }
+}
+
 /// Workload 2: batched RegisterTasks, then QueryTasks.
 struct Batched {
     batches: Vec<Duration>,
@@ -812,6 +867,16 @@ async fn main() {
             print_sequential("reference", theirs);
         }
         print_ratio("total ", theirs.as_ref().map(|t| t.total.as_secs_f64() / ours.total.as_secs_f64()), 10.0);
+        // What no implementation can go below here: a durable transaction and a gRPC round trip.
+        let floors = floors(calls.len(), calls[0].len()).await;
+        print_sequential("floor SQL", &floors.sql);
+        print_sequential("floor gRPC", &floors.grpc);
+        let floor = floors.sql.total + floors.grpc.total;
+        println!(
+            "  ours / (SQL + gRPC floors) {:.2}x; the floors allow at most {:.1}x over the reference",
+            ours.total.as_secs_f64() / floor.as_secs_f64(),
+            theirs.as_ref().map_or(f64::NAN, |t| t.total.as_secs_f64() / floor.as_secs_f64())
+        );
         println!();
         drop(calls);
     }

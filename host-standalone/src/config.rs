@@ -29,6 +29,16 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Default exchange events are published to (the reference's name).
 pub const DEFAULT_AMQP_EXCHANGE: &str = "orchestrator";
 
+/// Where the business logic runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// In this process, state in PostgreSQL.
+    Standalone,
+    /// On a Hyperledger Fabric network, as a chaincode: this process forwards calls through a
+    /// peer's Gateway and keeps only the events, read from the ledger, in PostgreSQL.
+    Distributed,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -43,6 +53,51 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "orchestrator", version, about)]
 pub struct Config {
+    /// Where the logic runs: here on PostgreSQL, or on Fabric through a peer's Gateway.
+    #[arg(long, env = "ORCHESTRATOR_MODE", value_enum, default_value = "standalone", ignore_case = true)]
+    pub mode: Mode,
+
+    /// Distributed mode: the peer whose Gateway serves the calls (`host:port`).
+    #[arg(long, env = "ORCHESTRATOR_FABRIC_PEER_ADDRESS")]
+    pub fabric_peer_address: Option<String>,
+
+    /// Distributed mode: the peer's TLS CA (PEM). Unset: plaintext.
+    #[arg(long, env = "ORCHESTRATOR_FABRIC_TLS_CA_CERT")]
+    pub fabric_tls_ca_cert: Option<PathBuf>,
+
+    /// Distributed mode: the name the peer's TLS certificate is checked against. Unset: the
+    /// host of the peer address.
+    #[arg(long, env = "ORCHESTRATOR_FABRIC_TLS_SERVER_NAME")]
+    pub fabric_tls_server_name: Option<String>,
+
+    /// Distributed mode: signing identities, `<dir>/<msp id>/cert.pem` and `key.pem`: a call is
+    /// signed by the identity of its `mspid` header.
+    #[arg(long, env = "ORCHESTRATOR_FABRIC_WALLET")]
+    pub fabric_wallet: Option<PathBuf>,
+
+    /// Distributed mode, as the reference: one certificate (PEM) signing every call, under the
+    /// MSP id of the call's `mspid` header. With a wallet, used for MSP ids it lacks.
+    #[arg(long, env = "ORCHESTRATOR_FABRIC_CERT")]
+    pub fabric_cert: Option<PathBuf>,
+
+    /// Distributed mode: the private key (PEM) of `ORCHESTRATOR_FABRIC_CERT`.
+    #[arg(long, env = "ORCHESTRATOR_FABRIC_KEY")]
+    pub fabric_key: Option<PathBuf>,
+
+    /// Distributed mode: the MSP id whose identity reads the ledger's events. Unset: the wallet's
+    /// only identity (required with several, or with `ORCHESTRATOR_FABRIC_CERT` alone).
+    #[arg(long, env = "ORCHESTRATOR_MSPID")]
+    pub msp_id: Option<String>,
+
+    /// Distributed mode: the chaincode name; a call's `chaincode` header overrides it.
+    #[arg(long, env = "ORCHESTRATOR_FABRIC_CHAINCODE", default_value = "orchestrator")]
+    pub fabric_chaincode: String,
+
+    /// Distributed mode: longest wait for a transaction's commit after it was submitted (Go
+    /// duration); the outcome is then asked of the peer, never guessed.
+    #[arg(long, env = "ORCHESTRATOR_FABRIC_GATEWAY_TIMEOUT", default_value = "20s", value_parser = parse_positive_go_duration)]
+    pub fabric_gateway_timeout: Duration,
+
     /// PostgreSQL URL. The database is created if it does not exist, then migrated.
     #[arg(long, env = "ORCHESTRATOR_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
@@ -191,46 +246,17 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults, as if run without flags and without environment variables.
+    /// The defaults, as if run without flags and without environment variables: the clap
+    /// attributes above are their one definition.
     ///
     /// Tests use it, then set what they need.
     pub fn defaults() -> Self {
-        Self {
-            database_url: DEFAULT_DATABASE_URL.to_owned(),
-            database_max_connections: 16,
-            channel_config: None,
-            tx_retry_budget: Duration::from_secs(2),
-            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 9000)),
-            grpc_max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-            grpc_max_request_bytes_in_flight: DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT,
-            grpc_request_budget_wait: Duration::from_secs(30),
-            grpc_keepalive_policy_min_time: Duration::from_secs(30),
-            grpc_keepalive_policy_permit_without_stream: false,
-            grpc_max_connection_idle: Duration::from_secs(120),
-            grpc_handshake_timeout: Duration::from_secs(10),
-            logic: None,
-            component_cache: PathBuf::from("target/component-cache"),
-            fuel_per_call: None,
-            tls_enabled: false,
-            tls_cert_path: None,
-            tls_key_path: None,
-            mtls_enabled: false,
-            tls_server_ca_cert: None,
-            tls_client_ca_cert_dir: None,
-            verify_client_msp_id: false,
-            amqp_enabled: true,
-            amqp_url: DEFAULT_AMQP_URL.to_owned(),
-            amqp_exchange: DEFAULT_AMQP_EXCHANGE.to_owned(),
-            amqp_declare_queues: true,
-            amqp_queue_prefix: String::new(),
-            amqp_reconnect_delay: Duration::from_secs(1),
-            amqp_confirm_timeout: crate::events::relay::DEFAULT_CONFIRM_TIMEOUT,
-            amqp_heartbeat: crate::events::relay::DEFAULT_HEARTBEAT,
-            replay_events_batch_size: 100,
-            metrics_enabled: false,
-            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 8484)),
-            log_level: "info".to_owned(),
-            log_format: LogFormat::Json,
+        let command = <Self as clap::CommandFactory>::command().mut_args(|arg| arg.env(None));
+        let matches = command.get_matches_from(["orchestrator"]);
+        match <Self as clap::FromArgMatches>::from_arg_matches(&matches) {
+            Ok(config) => config,
+            // Every default above parses (the `defaults_parse` test).
+            Err(err) => panic!("the default configuration does not parse: {err}"),
         }
     }
 }
@@ -246,6 +272,19 @@ pub fn parse_positive_go_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_parse_and_ignore_the_environment() {
+        let config = Config::defaults();
+        assert_eq!(config.mode, Mode::Standalone);
+        assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(config.tx_retry_budget, Duration::from_secs(2));
+        assert_eq!(config.grpc_max_connection_idle, Duration::from_secs(120));
+        assert_eq!(config.amqp_confirm_timeout, crate::events::relay::DEFAULT_CONFIRM_TIMEOUT);
+        assert_eq!(config.amqp_heartbeat, crate::events::relay::DEFAULT_HEARTBEAT);
+        assert_eq!(config.fabric_chaincode, "orchestrator");
+        assert!(config.amqp_enabled);
+    }
 
     #[test]
     fn flags_parse() {

@@ -13,6 +13,8 @@ pub const MSPID: &str = "mspid";
 pub const CHANNEL: &str = "channel";
 /// Optional header carrying a request id for the logs.
 pub const REQID: &str = "reqid";
+/// Optional header naming the chaincode of a call (distributed mode).
+pub const CHAINCODE: &str = "chaincode";
 
 /// The validated identity of a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +70,11 @@ fn single(metadata: &MetadataMap, name: &str) -> Option<String> {
         return None;
     }
     first.to_str().ok().map(str::to_owned)
+}
+
+/// The `chaincode` header, when present once and not empty.
+pub fn chaincode(metadata: &MetadataMap) -> Option<String> {
+    single(metadata, CHAINCODE).filter(|name| !name.is_empty())
 }
 
 /// The `reqid` header, or a fresh 8-hex-digit id when it is absent or repeated.

@@ -20,6 +20,7 @@ pub(crate) const GENERIC_PLANS: &str = generic_plans!();
 mod backend;
 mod events;
 mod executor;
+pub mod ledger;
 pub mod nodelay;
 mod writer;
 

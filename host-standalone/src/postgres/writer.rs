@@ -252,7 +252,7 @@ async fn run_group(
 
 /// What the flush of a call left: the channel's new head (when it inserted events) and the
 /// transaction id (to learn the fate of a commit whose answer was lost).
-struct Flushed {
+pub(super) struct Flushed {
     head: Option<i64>,
     xid: String,
 }
@@ -433,7 +433,7 @@ impl EventColumns {
 /// version stays behind and slows each later read of that key. Deleted rows are found one key
 /// at a time, as in [`super::backend::GET_MANY`] (the rows are ours alone under the channel
 /// lock, so their ctids hold until the DELETE).
-async fn flush(
+pub(super) async fn flush(
     tx: &mut Transaction<'static, Postgres>,
     channel: &str,
     writes: Vec<(String, Option<Vec<u8>>)>,
