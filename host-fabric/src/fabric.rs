@@ -2,12 +2,12 @@
 
 #![allow(clippy::all, clippy::pedantic, clippy::unwrap_used, missing_docs)]
 
-/// `protos`: shim messages, proposals and the `Chaincode` service.
+/// `protos`: shim messages, proposals, endorsed transactions and the `Chaincode` service.
 pub mod protos {
     include!(concat!(env!("OUT_DIR"), "/protos.rs"));
 }
 
-/// `common`: proposal headers.
+/// `common`: proposal headers and the transaction envelope.
 pub mod common {
     include!(concat!(env!("OUT_DIR"), "/common.rs"));
 }
@@ -35,4 +35,22 @@ pub mod queryresult {
 /// `orchestrator_fabric`: the chaincode event payload of this host.
 pub mod orchestrator_fabric {
     include!(concat!(env!("OUT_DIR"), "/orchestrator_fabric.rs"));
+}
+
+/// `gateway`: the peer's Gateway service (client side used by [`crate::gateway`]).
+pub mod gateway {
+    include!(concat!(env!("OUT_DIR"), "/gateway.rs"));
+}
+
+/// `orderer`: the seek position of a chaincode events request.
+pub mod orderer {
+    include!(concat!(env!("OUT_DIR"), "/orderer.rs"));
+}
+
+/// `google.rpc`: the status in the `grpc-status-details-bin` trailer.
+pub mod google {
+    /// `google.rpc.Status`.
+    pub mod rpc {
+        include!(concat!(env!("OUT_DIR"), "/google.rpc.rs"));
+    }
 }

@@ -7,7 +7,8 @@
 //! and certificate for the same MSP id), so proposals built twice from the same inputs have the
 //! same creator, txid and proposal hash. The issued identities are the simulator's MSP
 //! configuration: [`issued`] gives the certificate and public key a peer checks a creator
-//! against.
+//! against. [`Identity::from_pem`] loads a real identity from an MSP folder's files instead
+//! (for [`crate::gateway`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -52,6 +53,9 @@ pub enum IdentityError {
     /// The signature does not verify with the key.
     #[error("signature verification failed")]
     BadSignature,
+    /// A certificate or private key file cannot be used (see [`Identity::from_pem`]).
+    #[error("cannot load the identity: {0}")]
+    Load(String),
 }
 
 /// A client identity: MSP id, PEM certificate and the private key.
@@ -237,6 +241,122 @@ fn encode_signature(r: &[u8; 32], s: &[u8; 32]) -> Vec<u8> {
     der::tlv(0x30, &[der::unsigned_integer(r), der::unsigned_integer(s)].concat())
 }
 
+/// Identities loaded from an MSP folder's files (fabric-protocol.md §3.1), for a Gateway client.
+impl Identity {
+    /// The identity of `msp_id` from its X.509 certificate PEM (`signcerts/*.pem`, kept byte for
+    /// byte as the creator's `id_bytes`, as the peer compares it) and its unencrypted P-256
+    /// private key PEM: PKCS#8 `PRIVATE KEY` (cryptogen's `priv_sk`, fabric-ca's `<ski>_sk`) or
+    /// SEC1 `EC PRIVATE KEY`. The key must be the certificate's (checked: a mismatch would only
+    /// show up later as `access denied` at the peer). Not added to the simulator's [`issued`]
+    /// identities.
+    pub fn from_pem(msp_id: impl Into<String>, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, IdentityError> {
+        let load = |what: &str| IdentityError::Load(what.to_owned());
+        let cert_der = pem_block(cert_pem, "CERTIFICATE").ok_or_else(|| load("no CERTIFICATE PEM block"))?;
+        let public_key = certificate_public_key(&cert_der)
+            .ok_or_else(|| load("the certificate is not an X.509 certificate with an ECDSA P-256 key"))?;
+        let scalar = if let Some(pkcs8) = pem_block(key_pem, "PRIVATE KEY") {
+            pkcs8_private_scalar(&pkcs8).ok_or_else(|| load("the PRIVATE KEY is not a PKCS#8 EC P-256 key"))?
+        } else if let Some(sec1) = pem_block(key_pem, "EC PRIVATE KEY") {
+            ec_private_scalar(&sec1).ok_or_else(|| load("the EC PRIVATE KEY is not a P-256 key"))?
+        } else if pem_block(key_pem, "ENCRYPTED PRIVATE KEY").is_some() {
+            return Err(load("encrypted private keys are not supported"));
+        } else {
+            return Err(load("no PRIVATE KEY or EC PRIVATE KEY PEM block"));
+        };
+        // ring derives the public key from the scalar and refuses it unless it is the certificate's.
+        let key = EcdsaKeyPair::from_private_key_and_public_key(
+            &ECDSA_P256_SHA256_ASN1_SIGNING,
+            &scalar,
+            &public_key,
+            &SystemRandom::new(),
+        )
+        .map_err(|rejected| {
+            IdentityError::Load(format!("the private key does not match the certificate ({rejected})"))
+        })?;
+        Ok(Self { msp_id: msp_id.into(), certificate: cert_pem.to_vec(), key: Arc::new(key) })
+    }
+}
+
+/// The DER content of the first PEM block labelled `label` (whitespace in the body ignored).
+fn pem_block(pem: &[u8], label: &str) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(pem).ok()?;
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = text.find(&begin)? + begin.len();
+    let body = text.get(start..)?;
+    let body = body.get(..body.find(&end)?)?;
+    let body: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
+}
+
+/// The uncompressed P-256 point of a certificate's SubjectPublicKeyInfo (RFC 5280 §4.1).
+fn certificate_public_key(certificate: &[u8]) -> Option<Vec<u8>> {
+    let (certificate, _) = der::read(certificate, 0x30)?;
+    let (tbs, _) = der::read(certificate, 0x30)?;
+    let mut rest = tbs;
+    if rest.first() == Some(&0xA0) {
+        (_, rest) = der::read(rest, 0xA0)?;
+    }
+    // serialNumber, signature, issuer, validity, subject.
+    for tag in [0x02, 0x30, 0x30, 0x30, 0x30] {
+        (_, rest) = der::read(rest, tag)?;
+    }
+    let (spki, _) = der::read(rest, 0x30)?;
+    let (algorithm, rest) = der::read(spki, 0x30)?;
+    if algorithm != der::ec_p256_algorithm().as_slice() {
+        return None;
+    }
+    let (bits, _) = der::read(rest, 0x03)?;
+    // No unused bits, then an uncompressed point (0x04 ‖ x ‖ y).
+    match bits {
+        [0, point @ ..] if point.len() == 65 && point[0] == 0x04 => Some(point.to_vec()),
+        _ => None,
+    }
+}
+
+/// The private scalar of a PKCS#8 `PrivateKeyInfo` holding an EC P-256 key (RFC 5208, RFC 5915).
+fn pkcs8_private_scalar(pkcs8: &[u8]) -> Option<[u8; 32]> {
+    let (info, _) = der::read(pkcs8, 0x30)?;
+    let (_version, rest) = der::read(info, 0x02)?;
+    let (algorithm, rest) = der::read(rest, 0x30)?;
+    if algorithm != der::ec_p256_algorithm().as_slice() {
+        return None;
+    }
+    let (ec_private_key, _) = der::read(rest, 0x04)?;
+    ec_private_scalar(ec_private_key)
+}
+
+/// The private scalar of an `ECPrivateKey` (RFC 5915 §3), left-padded to 32 bytes; the optional
+/// curve parameters, when present, must name P-256.
+fn ec_private_scalar(ec_private_key: &[u8]) -> Option<[u8; 32]> {
+    let (key, _) = der::read(ec_private_key, 0x30)?;
+    let (version, rest) = der::read(key, 0x02)?;
+    if version != [1] {
+        return None;
+    }
+    let (private_key, rest) = der::read(rest, 0x04)?;
+    if rest.first() == Some(&0xA0) {
+        let (parameters, _) = der::read(rest, 0xA0)?;
+        if parameters != der::prime256v1_oid().as_slice() {
+            return None;
+        }
+    }
+    // RFC 5915 pads to the curve size; tolerate shorter (left-pad) or zero-prefixed encodings.
+    let digits = match private_key.len().checked_sub(32) {
+        Some(extra) => {
+            let (zeros, digits) = private_key.split_at(extra);
+            if zeros.iter().any(|&byte| byte != 0) {
+                return None;
+            }
+            digits
+        }
+        None => private_key,
+    };
+    let mut scalar = [0u8; 32];
+    scalar[32 - digits.len()..].copy_from_slice(digits);
+    Some(scalar)
+}
+
 /// PEM armour, 64 base64 characters per line.
 fn pem(label: &str, der: &[u8]) -> Vec<u8> {
     let encoded = base64::engine::general_purpose::STANDARD.encode(der);
@@ -310,6 +430,16 @@ mod der {
 
     fn oid(bytes: &[u8]) -> Vec<u8> {
         tlv(0x06, bytes)
+    }
+
+    /// Content of the AlgorithmIdentifier `SEQUENCE{id-ecPublicKey, prime256v1}`.
+    pub(super) fn ec_p256_algorithm() -> Vec<u8> {
+        [oid(OID_EC_PUBLIC_KEY), oid(OID_PRIME256V1)].concat()
+    }
+
+    /// The `prime256v1` OID (TLV), as ECPrivateKey's `[0] parameters` holds it.
+    pub(super) fn prime256v1_oid() -> Vec<u8> {
+        oid(OID_PRIME256V1)
     }
 
     fn sequence(items: &[Vec<u8>]) -> Vec<u8> {
@@ -470,5 +600,70 @@ mod tests {
         verify(a.public_key(), tbs, &signature[1..]).expect("self-signed, low-S");
         assert!(tbs_content.windows(b"IdentityCertMSP".len()).any(|w| w == b"IdentityCertMSP"), "Subject O");
         assert!(tbs_content.windows(65).any(|w| w == a.public_key()), "SubjectPublicKeyInfo");
+    }
+
+    /// A throwaway key and self-signed certificate written by OpenSSL 3 (`ecparam -genkey`,
+    /// `pkcs8 -topk8 -nocrypt`, `req -x509`): an encoder other than this module's and ring's.
+    const OPENSSL_SEC1: &str = "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIAJ5bfGUVJg8AD7vWMO0cmo2gL3lis4oNCFzoJwExlbcoAoGCCqGSM49\nAwEHoUQDQgAEQqkXbTQg9ufYSOL3TqLuipO8kprZeQC1e/S7kcRhtwqjzFxp/kMz\n/GGhyxMZBzUL9hg1UFSQJ+/+LlHR0UiNVA==\n-----END EC PRIVATE KEY-----\n";
+    const OPENSSL_PKCS8: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgAnlt8ZRUmDwAPu9Y\nw7RyajaAveWKzig0IXOgnATGVtyhRANCAARCqRdtNCD259hI4vdOou6Kk7ySmtl5\nALV79LuRxGG3CqPMXGn+QzP8YaHLExkHNQv2GDVQVJAn7/4uUdHRSI1U\n-----END PRIVATE KEY-----\n";
+    const OPENSSL_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBwTCCAWegAwIBAgIUYxnOa8lwmaiQ3e/i6lYFapIiR1MwCgYIKoZIzj0EAwIw\nNTETMBEGA1UECgwKT3BlblNzbE1TUDEPMA0GA1UECwwGY2xpZW50MQ0wCwYDVQQD\nDAR1c2VyMCAXDTI2MTIwMjE0NDIwOFoYDzIxMjYxMTA4MTQ0MjA4WjA1MRMwEQYD\nVQQKDApPcGVuU3NsTVNQMQ8wDQYDVQQLDAZjbGllbnQxDTALBgNVBAMMBHVzZXIw\nWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAARCqRdtNCD259hI4vdOou6Kk7ySmtl5\nALV79LuRxGG3CqPMXGn+QzP8YaHLExkHNQv2GDVQVJAn7/4uUdHRSI1Uo1MwUTAd\nBgNVHQ4EFgQUURjBcD/5/oLmg+mDkMdQidjllCQwHwYDVR0jBBgwFoAUURjBcD/5\n/oLmg+mDkMdQidjllCQwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBF\nAiAG1gne1QJEXaFJb1aYlKqqKA9E+j7FXLWAkxoXQsAiOgIhAPUXcpj+SnlfUk38\nhZIJWlHLGkP4zGOFI6zOfk6mWeOH\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn identities_load_from_openssl_pem_files() {
+        let pkcs8 = Identity::from_pem("OpenSslMSP", OPENSSL_CERT.as_bytes(), OPENSSL_PKCS8.as_bytes()).expect("pkcs8");
+        let sec1 = Identity::from_pem("OpenSslMSP", OPENSSL_CERT.as_bytes(), OPENSSL_SEC1.as_bytes()).expect("sec1");
+        assert_eq!(pkcs8.public_key(), sec1.public_key());
+        assert_eq!(pkcs8.certificate, OPENSSL_CERT.as_bytes(), "kept byte for byte");
+        assert_eq!(pkcs8.msp_id, "OpenSslMSP");
+        let signature = pkcs8.sign(b"proposal").expect("sign");
+        verify(sec1.public_key(), b"proposal", &signature).expect("low-S, verifies with the certificate's key");
+        // Not registered as a simulator identity.
+        assert_eq!(issued("OpenSslMSP"), None);
+    }
+
+    #[test]
+    fn identities_load_from_generated_keys_with_or_without_the_public_key() {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).expect("key");
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).expect("key");
+        let tbs = der::tbs_certificate(&[1], "LoadMSP", key.public_key().as_ref());
+        let signature = normalize_low_s(key.sign(&rng, &tbs).expect("sign").as_ref()).expect("der");
+        let cert = pem("CERTIFICATE", &der::certificate(&tbs, &signature));
+        let loaded = Identity::from_pem("LoadMSP", &cert, &pem("PRIVATE KEY", pkcs8.as_ref())).expect("ring pkcs8");
+        assert_eq!(loaded.public_key(), key.public_key().as_ref());
+
+        // The same scalar in a PKCS#8 without the optional public key (ring alone refuses it).
+        let scalar = pkcs8_private_scalar(pkcs8.as_ref()).expect("scalar");
+        let ec_private_key = der::tlv(0x30, &[der::unsigned_integer(&[1]), der::tlv(0x04, &scalar)].concat());
+        let bare = der::tlv(
+            0x30,
+            &[der::unsigned_integer(&[0]), der::tlv(0x30, &der::ec_p256_algorithm()), der::tlv(0x04, &ec_private_key)]
+                .concat(),
+        );
+        assert!(EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &bare, &rng).is_err());
+        let loaded = Identity::from_pem("LoadMSP", &cert, &pem("PRIVATE KEY", &bare)).expect("bare pkcs8");
+        assert_eq!(loaded.public_key(), key.public_key().as_ref());
+        let loaded = Identity::from_pem("LoadMSP", &cert, &pem("EC PRIVATE KEY", &ec_private_key)).expect("bare sec1");
+        assert_eq!(loaded.public_key(), key.public_key().as_ref());
+    }
+
+    #[test]
+    fn unusable_identity_files_are_refused() {
+        let load = |cert: &str, key: &str| Identity::from_pem("M", cert.as_bytes(), key.as_bytes());
+        let other = Identity::new("IdentityLoadOtherMSP").expect("identity");
+        let other_cert = String::from_utf8(other.certificate.clone()).expect("utf-8");
+        for (cert, key) in [
+            (other_cert.as_str(), OPENSSL_PKCS8),
+            ("", OPENSSL_PKCS8),
+            ("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", OPENSSL_PKCS8),
+            (OPENSSL_CERT, ""),
+            (OPENSSL_CERT, OPENSSL_CERT),
+            (OPENSSL_CERT, "-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n"),
+            (OPENSSL_CERT, "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END ENCRYPTED PRIVATE KEY-----\n"),
+        ] {
+            assert!(matches!(load(cert, key), Err(IdentityError::Load(_))), "{cert:?} / {key:?}");
+        }
+        let error = load(&other_cert, OPENSSL_PKCS8).unwrap_err().to_string();
+        assert!(error.contains("does not match the certificate"), "{error}");
     }
 }
