@@ -4,7 +4,7 @@ CARGO ?= cargo
 # share one CARGO_TARGET_DIR, see logic-component/build.rs).
 export ORCHESTRATOR_SOURCE_DIR := $(CURDIR)
 
-.PHONY: build run test component bench fuzz lint fmt clean wasm-target
+.PHONY: build run run-distributed test component bench fuzz lint fmt clean wasm-target
 
 ## The pinned toolchain's wasm32 target. rustup installs it with a missing toolchain, but not
 ## into a toolchain that is already there without it.
@@ -20,8 +20,16 @@ build: wasm-target
 run: wasm-target
 	$(CARGO) run --release --bin orchestrator
 
-## Every test: logic (native), the component through the runtime, the gRPC server on PostgreSQL.
+## Distributed mode: a local Fabric network (FABRIC_BIN_DIR) and the orchestrator as its facade
+## on 0.0.0.0:9000; Ctrl-C stops both.
+run-distributed: wasm-target
+	scripts/run-distributed.sh
+
+## Every test: logic (native), the component through the runtime, the gRPC server on PostgreSQL,
+## and, when FABRIC_BIN_DIR names Fabric 2.5 binaries, both hosts on a real local Fabric network.
 test: wasm-target
+	@if [ -n "$$FABRIC_BIN_DIR" ]; then echo "Fabric tests on a real network: FABRIC_BIN_DIR=$$FABRIC_BIN_DIR"; \
+	else echo "FABRIC_BIN_DIR is unset: the tests on a real Fabric network will say they skipped"; fi
 	$(CARGO) test --workspace
 
 ## The logic component alone (target/component-build/wasm32-unknown-unknown/component/).

@@ -509,7 +509,7 @@ async fn floors(n: usize, row_bytes: usize) -> Floors {
     let started = Instant::now();
     for _ in 0..n {
         let t = Instant::now();
-        if let Err(status) = caller.call("/orchestrator.InfoService/QueryVersion", Vec::new()).await {
+        if let Err(status) = caller.call("InfoService/QueryVersion", Vec::new()).await {
             grpc.failures.add(&status);
         }
         grpc.calls.push(t.elapsed());
@@ -871,6 +871,7 @@ async fn main() {
         let floors = floors(calls.len(), calls[0].len()).await;
         print_sequential("floor SQL", &floors.sql);
         print_sequential("floor gRPC", &floors.grpc);
+        assert_eq!(floors.grpc.failures.count, 0, "the gRPC floor's calls must succeed");
         let floor = floors.sql.total + floors.grpc.total;
         println!(
             "  ours / (SQL + gRPC floors) {:.2}x; the floors allow at most {:.1}x over the reference",

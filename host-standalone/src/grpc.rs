@@ -16,6 +16,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use orchestrator_runtime::{ErrorKind, Runtime};
 use prost::Message as _;
+use sqlx::PgPool;
 use tonic::body::Body;
 use tonic::server::{Grpc, NamedService, ServerStreamingService, UnaryService};
 use tonic::service::Routes;
@@ -23,11 +24,12 @@ use tonic::{Code, Status};
 
 use crate::channels::ChannelConfig;
 use crate::codec::RawCodec;
+use crate::distributed::FabricBackend;
 use crate::events::{EventHub, subscribe};
 use crate::headers::{self, Caller, HeaderError};
 use crate::metrics::{GrpcType, Metrics};
 use crate::mspid::MspVerifier;
-use crate::postgres::{Call, CallError, Executor, QueryEventsError, TxMode, query_events};
+use crate::postgres::{Call, CallError, CallOutcome, Executor, QueryEventsError, TxMode, query_events};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// The response stream of a server-streaming call.
@@ -141,13 +143,44 @@ fn query_events_status(err: &QueryEventsError) -> Status {
     }
 }
 
+/// Where calls run: here, on PostgreSQL, or on Fabric through a peer's Gateway. Either way the
+/// events are in the PostgreSQL event store.
+#[derive(Debug)]
+pub enum CallBackend {
+    /// Standalone mode.
+    Postgres(Executor),
+    /// Distributed mode.
+    Fabric {
+        /// The Gateway client.
+        fabric: FabricBackend,
+        /// The event store.
+        pool: PgPool,
+    },
+}
+
+impl CallBackend {
+    fn pool(&self) -> &PgPool {
+        match self {
+            Self::Postgres(executor) => executor.pool(),
+            Self::Fabric { pool, .. } => pool,
+        }
+    }
+
+    async fn run(&self, call: Call, chaincode: Option<&str>) -> CallOutcome {
+        match self {
+            Self::Postgres(executor) => executor.run(call).await,
+            Self::Fabric { fabric, .. } => fabric.run(call, chaincode).await,
+        }
+    }
+}
+
 /// The state shared by every call.
 #[derive(Debug)]
 pub struct Handler {
     runtime: Runtime,
     channels: ChannelConfig,
     verifier: Option<MspVerifier>,
-    executor: Executor,
+    backend: CallBackend,
     declared: BTreeMap<String, MethodShape>,
     max_message_bytes: usize,
     hub: Arc<EventHub>,
@@ -171,14 +204,14 @@ impl Handler {
         runtime: Runtime,
         channels: ChannelConfig,
         verifier: Option<MspVerifier>,
-        executor: Executor,
+        backend: CallBackend,
         declared: BTreeMap<String, MethodShape>,
         max_message_bytes: usize,
         hub: Arc<EventHub>,
         replay_batch: u32,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { runtime, channels, verifier, executor, declared, max_message_bytes, hub, replay_batch, metrics }
+        Self { runtime, channels, verifier, backend, declared, max_message_bytes, hub, replay_batch, metrics }
     }
 
     /// The runtime running the logic.
@@ -304,7 +337,7 @@ impl Handler {
         if method == QUERY_EVENTS {
             // Past events are the outbox's rows: the host answers, the logic is not involved.
             let body = request.into_inner();
-            return match query_events(self.executor.pool(), &channel, &body).await {
+            return match query_events(self.backend.pool(), &channel, &body).await {
                 Ok(response) => Ok(tonic::Response::new(response)),
                 Err(err) => Err(query_events_status(&err)),
             };
@@ -312,6 +345,7 @@ impl Handler {
         let Some(read_only) = self.runtime.is_read_only(method) else {
             return Err(Status::unimplemented(format!("OE0010: {method} is not implemented yet")));
         };
+        let chaincode = headers::chaincode(request.metadata());
         let call = Call {
             msp_id,
             channel,
@@ -319,7 +353,7 @@ impl Handler {
             request: request.into_inner(),
             mode: if read_only { TxMode::ReadOnly } else { TxMode::ReadWrite },
         };
-        let outcome = self.executor.run(call).await;
+        let outcome = self.backend.run(call, chaincode.as_deref()).await;
         log.attempts = outcome.attempts;
         log.fuel = outcome.fuel_consumed;
         self.metrics.logic_call(method, outcome.attempts, outcome.result.is_ok(), outcome.fuel_consumed);

@@ -9,6 +9,8 @@
 //! - [`codec`]: the raw-bytes gRPC codec;
 //! - [`grpc`]: the router of the 13 services and the per-call handler;
 //! - [`postgres`]: pool, migrations, state backend, transaction executor with retries;
+//! - [`distributed`]: distributed mode: calls forwarded through a Fabric peer's Gateway, the
+//!   ledger's events copied into the event store;
 //! - [`events`]: after commit: per-channel event positions, the RabbitMQ relay,
 //!   SubscribeToEvents;
 //! - [`transport`]: accepting connections, TLS, the per-connection policy (handshake and idle
@@ -20,6 +22,7 @@
 pub mod channels;
 pub mod codec;
 pub mod config;
+pub mod distributed;
 pub mod events;
 pub mod grpc;
 pub mod headers;

@@ -14,11 +14,15 @@ use tonic_health::server::HealthReporter;
 
 use crate::channels::{self, ChannelConfig};
 use crate::config::Config;
+use crate::config::Mode;
+use crate::distributed::FabricBackend;
+use crate::distributed::listener::Listener;
+use crate::distributed::wallet::Wallet;
 use crate::events::hub::HubTasks;
 use crate::events::relay::{Relay, RelayConfig, RelayStats};
 use crate::events::topology::Topology;
 use crate::events::{self, EventHub};
-use crate::grpc::{self, Handler};
+use crate::grpc::{self, CallBackend, Handler};
 use crate::metrics::Metrics;
 use crate::mspid::{self, ClientCas, MspVerifier};
 use crate::postgres::{self, Executor};
@@ -54,6 +58,9 @@ pub enum ServerError {
     /// Reflection service.
     #[error("reflection service: {0}")]
     Reflection(String),
+    /// Distributed mode: the Fabric settings or the peer.
+    #[error("distributed mode: {0}")]
+    Fabric(String),
     /// The listen socket.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -109,6 +116,7 @@ pub struct Server {
     hub: Arc<EventHub>,
     hub_tasks: HubTasks,
     relay: Option<Relay>,
+    listeners: Vec<Listener>,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
 }
@@ -194,11 +202,26 @@ impl Server {
             Some(budget.clone()),
         ));
         let declared = grpc::declared_methods(orchestrator_proto::FILE_DESCRIPTOR_SET)?;
+        let (backend, listeners) = match config.mode {
+            Mode::Standalone => (
+                CallBackend::Postgres(Executor::new(
+                    pool.clone(),
+                    runtime.clone(),
+                    config.tx_retry_budget,
+                    Arc::clone(&hub),
+                )),
+                Vec::new(),
+            ),
+            Mode::Distributed => {
+                let (fabric, listeners) = distributed_backend(config, &channels, &pool).await?;
+                (CallBackend::Fabric { fabric, pool: pool.clone() }, listeners)
+            }
+        };
         let handler = Arc::new(Handler::new(
             runtime.clone(),
             channels,
             verifier,
-            Executor::new(pool.clone(), runtime.clone(), config.tx_retry_budget, Arc::clone(&hub)),
+            backend,
             declared,
             config.grpc_max_message_bytes,
             Arc::clone(&hub),
@@ -226,6 +249,7 @@ impl Server {
             hub,
             hub_tasks,
             relay,
+            listeners,
             metrics,
             metrics_listener,
         })
@@ -264,10 +288,12 @@ impl Server {
             hub,
             hub_tasks,
             relay,
+            listeners,
             metrics,
             metrics_listener,
         } = self;
         let relay_task = relay.map(|relay| tokio::spawn(relay.run()));
+        let listener_tasks: Vec<_> = listeners.into_iter().map(|listener| tokio::spawn(listener.run())).collect();
         let metrics_task = metrics_listener.map(|listener| {
             tracing::info!(addr = ?listener.local_addr().ok(), "serving metrics on /metrics");
             tokio::spawn(crate::metrics::serve(listener, metrics))
@@ -323,6 +349,10 @@ impl Server {
             task.abort();
             let _ = task.await;
         }
+        // A block is stored in one transaction with its checkpoint: stopping anywhere is safe.
+        for task in listener_tasks {
+            task.abort();
+        }
         if let Some(task) = metrics_task {
             task.abort();
         }
@@ -331,6 +361,74 @@ impl Server {
         tracing::info!("stopped");
         served.map_err(ServerError::from)
     }
+}
+
+/// The Gateway client, the wallet and one ledger listener per channel of the configuration.
+async fn distributed_backend(
+    config: &Config,
+    channels: &ChannelConfig,
+    pool: &PgPool,
+) -> Result<(FabricBackend, Vec<Listener>), ServerError> {
+    use orchestrator_host_fabric::gateway::GatewayClient;
+    let fail = |what: &str| ServerError::Fabric(what.to_owned());
+    let address =
+        config.fabric_peer_address.as_deref().ok_or_else(|| fail("ORCHESTRATOR_FABRIC_PEER_ADDRESS is required"))?;
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).map_err(|err| ServerError::Fabric(format!("{what} {}: {err}", path.display())))
+    };
+    let tls_ca = match &config.fabric_tls_ca_cert {
+        Some(path) => Some(read(path, "ORCHESTRATOR_FABRIC_TLS_CA_CERT")?),
+        None => None,
+    };
+    let single = match (&config.fabric_cert, &config.fabric_key) {
+        (Some(cert), Some(key)) => {
+            Some((read(cert, "ORCHESTRATOR_FABRIC_CERT")?, read(key, "ORCHESTRATOR_FABRIC_KEY")?))
+        }
+        (None, None) => None,
+        _ => return Err(fail("ORCHESTRATOR_FABRIC_CERT and ORCHESTRATOR_FABRIC_KEY go together")),
+    };
+    if config.fabric_wallet.is_none() && single.is_none() {
+        return Err(fail(
+            "a signing identity is required: ORCHESTRATOR_FABRIC_WALLET, or ORCHESTRATOR_FABRIC_CERT and _KEY",
+        ));
+    }
+    let wallet = Arc::new(Wallet::new(config.fabric_wallet.clone(), single));
+    let reader = match &config.msp_id {
+        Some(msp_id) => msp_id.clone(),
+        None => match wallet.msp_ids().as_slice() {
+            [only] => only.clone(),
+            [] => return Err(fail("ORCHESTRATOR_MSPID is required: which MSP id reads the ledger's events")),
+            several => {
+                return Err(ServerError::Fabric(format!(
+                    "ORCHESTRATOR_MSPID is required: the wallet holds {several:?}; which one reads the ledger's events?"
+                )));
+            }
+        },
+    };
+    let identity = wallet.identity(&reader).map_err(|err| ServerError::Fabric(err.to_string()))?;
+    let gateway = GatewayClient::connect(address, tls_ca.as_deref(), config.fabric_tls_server_name.as_deref())
+        .await
+        .map_err(|err| ServerError::Fabric(format!("peer {address}: {err}")))?;
+    tracing::info!(peer = address, reader = %reader, chaincode = %config.fabric_chaincode, "distributed mode: calls go through the peer's Gateway");
+    let listeners = channels
+        .channels()
+        .into_iter()
+        .map(|channel| Listener {
+            gateway: gateway.clone(),
+            identity: Arc::clone(&identity),
+            channel: channel.to_owned(),
+            chaincode: config.fabric_chaincode.clone(),
+            pool: pool.clone(),
+        })
+        .collect();
+    let fabric = FabricBackend::new(
+        gateway,
+        wallet,
+        config.fabric_chaincode.clone(),
+        config.fabric_gateway_timeout,
+        config.tx_retry_budget,
+    );
+    Ok((fabric, listeners))
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).
