@@ -144,6 +144,20 @@ struct ConnectionState {
 }
 
 impl ConnectionState {
+    fn new(policy: Arc<ConnectionPolicy>) -> Self {
+        Self {
+            policy,
+            handshaken: false,
+            open_streams: HashSet::new(),
+            last_client_stream: 0,
+            idle_since: Instant::now(),
+            last_ping: None,
+            ping_strikes: 0,
+            reset_ping_strikes: false,
+            ending: None,
+        }
+    }
+
     fn client_frame(&mut self, frame: FrameHeader) {
         self.handshaken = true;
         match frame.kind {
@@ -252,17 +266,7 @@ impl<T> GuardedIo<T> {
         let handshake_deadline = accepted + policy.handshake_timeout;
         Self {
             inner,
-            state: ConnectionState {
-                policy,
-                handshaken: false,
-                open_streams: HashSet::new(),
-                last_client_stream: 0,
-                idle_since: Instant::now(),
-                last_ping: None,
-                ping_strikes: 0,
-                reset_ping_strikes: false,
-                ending: None,
-            },
+            state: ConnectionState::new(policy),
             from_client: FrameScanner::new(PREFACE_LEN),
             to_client: FrameScanner::new(0),
             handshake_deadline,
@@ -467,22 +471,14 @@ mod tests {
     }
 
     fn state(ping_without_stream: bool) -> ConnectionState {
-        ConnectionState {
-            policy: Arc::new(ConnectionPolicy {
-                handshake_timeout: Duration::from_secs(1),
-                idle_timeout: None,
-                ping_min_time: Duration::from_secs(30),
-                ping_without_stream,
-            }),
-            handshaken: true,
-            open_streams: HashSet::new(),
-            last_client_stream: 0,
-            idle_since: Instant::now(),
-            last_ping: None,
-            ping_strikes: 0,
-            reset_ping_strikes: false,
-            ending: None,
-        }
+        let mut state = ConnectionState::new(Arc::new(ConnectionPolicy {
+            handshake_timeout: Duration::from_secs(1),
+            idle_timeout: None,
+            ping_min_time: Duration::from_secs(30),
+            ping_without_stream,
+        }));
+        state.handshaken = true;
+        state
     }
 
     #[tokio::test]
