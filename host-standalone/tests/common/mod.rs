@@ -214,8 +214,23 @@ pub struct Orchestrator {
 impl Orchestrator {
     /// Starts the binary and waits until it serves.
     pub async fn spawn(db_url: &str, extra_env: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("port").port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Self::spawn_with(db_url, None, extra_env, None).await
+    }
+
+    /// [`Orchestrator::spawn`] on `addr` (None: a free port; e.g. the address of a process
+    /// killed before, to restart it where its clients reconnect), its log (standard error)
+    /// appended to `log` when given.
+    pub async fn spawn_with(
+        db_url: &str,
+        addr: Option<SocketAddr>,
+        extra_env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Self {
+        let addr = addr.unwrap_or_else(|| {
+            let port =
+                std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("port").port();
+            SocketAddr::from(([127, 0, 0, 1], port))
+        });
         let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"));
         command
@@ -225,12 +240,19 @@ impl Orchestrator {
             .env("ORCHESTRATOR_COMPONENT_CACHE", cache)
             .env("LOG_LEVEL", "warn")
             .stdout(std::process::Stdio::null());
+        if let Some(path) = log {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file");
+            command.stderr(file);
+        }
         for (name, value) in extra_env {
             command.env(name, value);
         }
-        let child = command.spawn().expect("spawn orchestrator");
+        let mut child = command.spawn().expect("spawn orchestrator");
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("orchestrator exited before serving: {status}");
+            }
             if let Ok(channel) = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await {
                 let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
                 if health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.is_ok() {
@@ -248,6 +270,16 @@ impl Orchestrator {
         let channel =
             Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("connect");
         InterceptedService::new(channel, Headers::new(&[("mspid", "MyOrg1MSP"), ("channel", "mychannel")]))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running (it may exit on a fatal error).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// SIGKILL, no shutdown.
