@@ -35,19 +35,6 @@ const QUERY_EVENTS: &str = "/orchestrator.EventService/QueryEvents";
 /// How long the ledger may take to show a committed call's events (block time is 0.5 s).
 const LEDGER_PATIENCE: Duration = Duration::from_secs(60);
 
-/// The `chaincode` binary next to this test's directory (`target/<profile>/chaincode`).
-fn chaincode_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
-    let binary = profile_dir.join("chaincode");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build -p orchestrator-host-fabric --bin chaincode` (cargo test --workspace builds it)",
-        binary.display()
-    );
-    binary
-}
-
 /// A facade of organization `org` (1 or 2): its own peer, the whole wallet, its MSP id reading
 /// the ledger.
 async fn facade(network: &Network, org: u8) -> TestServer {
@@ -115,7 +102,7 @@ async fn the_same_api_over_a_real_fabric_network() {
         println!("skipped: FABRIC_BIN_DIR not set");
         return;
     };
-    let chaincode = chaincode_binary();
+    let chaincode = common::chaincode_binary();
     let network = Network::up(&bin_dir, &chaincode.to_string_lossy());
     let org1 = facade(&network, 1).await;
     let org2 = facade(&network, 2).await;

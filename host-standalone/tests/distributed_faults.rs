@@ -75,19 +75,6 @@ const LEDGER_PATIENCE: Duration = Duration::from_secs(60);
 const CALL_TIMEOUT: Duration = Duration::from_secs(90);
 const REGISTER_DATA_SAMPLES: &str = "orchestrator.DataSampleService/RegisterDataSamples";
 
-/// The `chaincode` binary next to this test's directory (`target/<profile>/chaincode`).
-fn chaincode_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
-    let binary = profile_dir.join("chaincode");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build -p orchestrator-host-fabric --bin chaincode`",
-        binary.display()
-    );
-    binary
-}
-
 /// A database name of this test run; dropped with [`Databases`].
 fn new_database_url() -> String {
     format!("{}/orch_test_{}", common::PG_SERVER, uuid::Uuid::new_v4().simple())
@@ -384,7 +371,7 @@ async fn killed_and_restarted_mid_workload() {
     };
     let _turn = ONE_NETWORK_AT_A_TIME.lock().await;
     let started = Instant::now();
-    let network = Network::up(&bin_dir, &chaincode_binary().to_string_lossy());
+    let network = Network::up(&bin_dir, &common::chaincode_binary().to_string_lossy());
     let chaincode = network.var("ORCHESTRATOR_FABRIC_CHAINCODE").to_owned();
     let mut databases = Databases(Vec::new());
     let db_url = new_database_url();
@@ -726,7 +713,7 @@ async fn ledger_conflicts_are_run_again() {
     };
     let _turn = ONE_NETWORK_AT_A_TIME.lock().await;
     let started = Instant::now();
-    let network = Network::up(&bin_dir, &chaincode_binary().to_string_lossy());
+    let network = Network::up(&bin_dir, &common::chaincode_binary().to_string_lossy());
     let patient = in_process_facade(&network, Duration::from_secs(30)).await;
     let hasty = in_process_facade(&network, Duration::ZERO).await;
     two_fan_ins(&patient).await;

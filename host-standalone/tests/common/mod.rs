@@ -362,3 +362,17 @@ pub async fn register_org_and_data_manager(client: Client) {
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
+
+/// The `chaincode` binary next to the running test's directory (`target/<profile>/chaincode`),
+/// for the tests on a real Fabric network (`cargo test --workspace` builds it).
+pub fn chaincode_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+    let binary = profile_dir.join("chaincode");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p orchestrator-host-fabric --bin chaincode` (cargo test --workspace builds it)",
+        binary.display()
+    );
+    binary
+}
