@@ -23,6 +23,19 @@
 #                               else target/debug/chaincode of this repository); build it with
 #                               `cargo build -p orchestrator-host-fabric --bin chaincode`
 #   FABRIC_CHAINCODE_NAME       chaincode name (default orchestrator)
+#   FABRIC_CHAINCODE_NAMES      several chaincode names (space-separated, default just
+#                               FABRIC_CHAINCODE_NAME): the same installed package is defined
+#                               under each name on both channels, each name a state namespace of
+#                               its own (isolated ledgers for tests); the first is the one `env`
+#                               prints as ORCHESTRATOR_FABRIC_CHAINCODE. Definitions are approved
+#                               and committed FABRIC_NET_JOBS at a time: 28 names take about 15 s
+#                               on 2 cores (one name: under 2 s)
+#   FABRIC_NET_EXTRA_ORGS       organizations without a peer (space-separated MSP ids
+#                               MyOrg<N>MSP, N >= 3; default none): members of both channels
+#                               whose User1 is in the wallet, so they can sign proposals that the
+#                               peers of MyOrg1MSP and MyOrg2MSP endorse
+#   FABRIC_NET_JOBS             peer CLI calls run at once while defining the chaincode
+#                               (default 16)
 #   FABRIC_NET_BASE_PORT        first port (default 27050); the network uses base..base+30
 #   FABRIC_NET_TIMEOUT          seconds each readiness wait may take (default 60)
 #   RUST_LOG, ORCHESTRATOR_COMPONENT, ORCHESTRATOR_CACHE_DIR, FABRIC_LOGGING_SPEC
@@ -51,6 +64,12 @@
 # channels/*.block, chaincode/ (package), data/ (ledgers), logs/*.log, pids/*.pid, bin/
 # (symlinks, so every process's command line contains DIR), wallet/<MSP id>/{cert.pem,key.pem}
 # (User1 of each organization; key in PKCS#8 PEM), env, org1.env, org2.env.
+#
+# With FABRIC_NET_EXTRA_ORGS, the organizations without a peer cannot endorse nor approve: the
+# channels' LifecycleEndorsement and Endorsement policies then require the peers of MyOrg1MSP
+# and MyOrg2MSP (what MAJORITY of the two peer organizations means without them), and `env`
+# also prints FABRIC_NET_EXTRA_ORGS. With several chaincode names, it prints
+# FABRIC_CHAINCODE_NAMES.
 set -euo pipefail
 
 PROG=fabric-net
@@ -213,6 +232,32 @@ retry_cli() {
     done
 }
 
+# A bounded pool of background steps: pool_spawn FUNCTION ARGS... runs at most JOBS at once,
+# pool_join WHAT waits for all (fails when any step failed).
+POOL=()
+POOL_FAILED=0
+pool_wait_one() {
+    local finished='' pid keep=()
+    wait -n -p finished "${POOL[@]}" || POOL_FAILED=1
+    if [[ -z ${finished:-} ]]; then
+        # No step reported (none left to wait for): settle each one.
+        for pid in "${POOL[@]}"; do wait "$pid" || POOL_FAILED=1; done
+        POOL=()
+        return 0
+    fi
+    for pid in "${POOL[@]}"; do [[ $pid == "$finished" ]] || keep+=("$pid"); done
+    POOL=("${keep[@]}")
+}
+pool_spawn() {
+    while ((${#POOL[@]} >= JOBS)); do pool_wait_one; done
+    "$@" &
+    POOL+=($!)
+}
+pool_join() {
+    while ((${#POOL[@]})); do pool_wait_one; done
+    ((POOL_FAILED == 0)) || die "$1 failed (see above)"
+}
+
 # Background steps: spawn FUNCTION ARGS..., then join (fails when any step failed).
 BG=()
 spawn() {
@@ -304,6 +349,18 @@ PeerOrgs:
     Users:
       Count: 1
 EOF
+    local n
+    for n in "${EXTRA_ORGS[@]}"; do
+        cat >>"$DIR/crypto-config.yaml" <<EOF
+  - Name: MyOrg$n
+    Domain: org$n.example.com
+    EnableNodeOUs: true
+    Template:
+      Count: 0
+    Users:
+      Count: 1
+EOF
+    done
 }
 
 write_configtx() {
@@ -341,6 +398,25 @@ EOF
         Port: ${PEER_PORT[$org]}
 EOF
         done
+        for org in "${EXTRA_ORGS[@]}"; do
+            cat <<EOF
+  - &Org$org
+    Name: MyOrg${org}MSP
+    ID: MyOrg${org}MSP
+    MSPDir: $DIR/crypto/peerOrganizations/org$org.example.com/msp
+    Policies:
+      Readers: {Type: Signature, Rule: "OR('MyOrg${org}MSP.admin','MyOrg${org}MSP.peer','MyOrg${org}MSP.client')"}
+      Writers: {Type: Signature, Rule: "OR('MyOrg${org}MSP.admin','MyOrg${org}MSP.client')"}
+      Admins: {Type: Signature, Rule: "OR('MyOrg${org}MSP.admin')"}
+      Endorsement: {Type: Signature, Rule: "OR('MyOrg${org}MSP.peer')"}
+EOF
+        done
+        local endorsement='{Type: ImplicitMeta, Rule: "MAJORITY Endorsement"}'
+        if ((${#EXTRA_ORGS[@]})); then
+            # Organizations without a peer can neither approve nor endorse: a majority of all
+            # organizations could be out of reach.
+            endorsement="{Type: Signature, Rule: \"AND('MyOrg1MSP.peer','MyOrg2MSP.peer')\"}"
+        fi
         cat <<EOF
 Capabilities:
   Channel: &ChannelCapabilities {V2_0: true}
@@ -349,8 +425,8 @@ Capabilities:
 Application: &ApplicationDefaults
   Organizations:
   Policies:
-    LifecycleEndorsement: {Type: ImplicitMeta, Rule: "MAJORITY Endorsement"}
-    Endorsement: {Type: ImplicitMeta, Rule: "MAJORITY Endorsement"}
+    LifecycleEndorsement: $endorsement
+    Endorsement: $endorsement
     Readers: {Type: ImplicitMeta, Rule: "ANY Readers"}
     Writers: {Type: ImplicitMeta, Rule: "ANY Writers"}
     Admins: {Type: ImplicitMeta, Rule: "MAJORITY Admins"}
@@ -401,6 +477,7 @@ Profiles:
         - *Org1
         - *Org2
 EOF
+        for org in "${EXTRA_ORGS[@]}"; do echo "        - *Org$org"; done
     } >"$DIR/configtx/configtx.yaml"
 }
 
@@ -460,6 +537,12 @@ write_env_files() {
         printf 'export FABRIC_CHAINCODE_PID_FILE=%q\n' "$DIR/pids/chaincode.pid"
         printf 'export FABRIC_ORG1_ENV=%q\n' "$DIR/org1.env"
         printf 'export FABRIC_ORG2_ENV=%q\n' "$DIR/org2.env"
+        ((${#CC_NAMES[@]} == 1)) || printf 'export FABRIC_CHAINCODE_NAMES=%q\n' "${CC_NAMES[*]}"
+        if ((${#EXTRA_ORGS[@]})); then
+            local extra=() n
+            for n in "${EXTRA_ORGS[@]}"; do extra+=("MyOrg${n}MSP"); done
+            printf 'export FABRIC_NET_EXTRA_ORGS=%q\n' "${extra[*]}"
+        fi
     } >"$DIR/env"
 }
 
@@ -568,30 +651,36 @@ install() {
     [[ $id == "$PACKAGE_ID" ]] || die "peer of MyOrg${org}MSP installed the package as '$id', expected $PACKAGE_ID"
 }
 
+# The CLI log name of a step for chaincode NAME: the first name keeps the plain names.
+step_name() {
+    local step=$1 name=$2
+    [[ $name == "$CC_NAME" ]] && echo "$step" || echo "$step-$name"
+}
+
 ORDERER_ARGS=()
 approve() {
-    local org=$1 ch=$2
-    retry_cli "$org" "approve-org$org-$ch" lifecycle chaincode approveformyorg "${ORDERER_ARGS[@]}" \
-        --channelID "$ch" --name "$CC_NAME" --version "$CC_VERSION" --sequence "$CC_SEQUENCE" \
+    local org=$1 ch=$2 name=${3:-$CC_NAME}
+    retry_cli "$org" "$(step_name "approve-org$org-$ch" "$name")" lifecycle chaincode approveformyorg "${ORDERER_ARGS[@]}" \
+        --channelID "$ch" --name "$name" --version "$CC_VERSION" --sequence "$CC_SEQUENCE" \
         --package-id "$PACKAGE_ID" --signature-policy "$CC_POLICY" --waitForEvent
 }
 
 commit() {
-    local ch=$1 org peers=()
+    local ch=$1 name=${2:-$CC_NAME} org peers=()
     for org in "${ORGS[@]}"; do
         org_paths "$org"
         peers+=(--peerAddresses "127.0.0.1:${PEER_PORT[$org]}" --tlsRootCertFiles "$TLS_CA")
     done
-    cli 1 "commit-$ch" lifecycle chaincode commit "${ORDERER_ARGS[@]}" \
-        --channelID "$ch" --name "$CC_NAME" --version "$CC_VERSION" --sequence "$CC_SEQUENCE" \
+    cli 1 "$(step_name "commit-$ch" "$name")" lifecycle chaincode commit "${ORDERER_ARGS[@]}" \
+        --channelID "$ch" --name "$name" --version "$CC_VERSION" --sequence "$CC_SEQUENCE" \
         --signature-policy "$CC_POLICY" "${peers[@]}" --waitForEvent
 }
 
 # A read through the chaincode on one peer and channel: the peer has the definition and
 # reaches the chaincode server (it dials it on the first transaction).
 probe() {
-    local org=$1 ch=$2
-    retry_cli "$org" "probe-org$org-$ch" chaincode query -C "$ch" -n "$CC_NAME" \
+    local org=$1 ch=$2 name=${3:-$CC_NAME}
+    retry_cli "$org" "$(step_name "probe-org$org-$ch" "$name")" chaincode query -C "$ch" -n "$name" \
         -c '{"Args":["orchestrator.InfoService/QueryVersion"]}'
 }
 
@@ -614,9 +703,32 @@ cmd_up() {
     check_binaries
     CC_NAME=${FABRIC_CHAINCODE_NAME:-orchestrator}
     [[ $CC_NAME =~ ^[A-Za-z0-9][A-Za-z0-9_.+-]*$ ]] || die "FABRIC_CHAINCODE_NAME=$CC_NAME is not a valid chaincode name"
+    read -r -a CC_NAMES <<<"${FABRIC_CHAINCODE_NAMES:-$CC_NAME}"
+    ((${#CC_NAMES[@]})) || die "FABRIC_CHAINCODE_NAMES is empty"
+    if [[ -n ${FABRIC_CHAINCODE_NAME:-} && ${CC_NAMES[0]} != "$CC_NAME" ]]; then
+        die "FABRIC_CHAINCODE_NAMES must start with FABRIC_CHAINCODE_NAME=$CC_NAME (the name env prints)"
+    fi
+    CC_NAME=${CC_NAMES[0]}
+    local name seen=' '
+    for name in "${CC_NAMES[@]}"; do
+        # Fabric's rule for chaincode names.
+        [[ $name =~ ^[a-zA-Z0-9]+([-_][a-zA-Z0-9]+)*$ ]] || die "FABRIC_CHAINCODE_NAMES: '$name' is not a valid chaincode name"
+        [[ $seen != *" $name "* ]] || die "FABRIC_CHAINCODE_NAMES: '$name' is given twice"
+        seen+="$name "
+    done
     CC_LABEL=${CC_NAME}_$CC_VERSION
+    EXTRA_ORGS=()
+    local msp
+    for msp in ${FABRIC_NET_EXTRA_ORGS:-}; do
+        [[ $msp =~ ^MyOrg([0-9]+)MSP$ ]] && ((BASH_REMATCH[1] >= 3)) ||
+            die "FABRIC_NET_EXTRA_ORGS: '$msp' is not MyOrg<N>MSP with N >= 3"
+        [[ " ${EXTRA_ORGS[*]} " != *" ${BASH_REMATCH[1]} "* ]] || die "FABRIC_NET_EXTRA_ORGS: '$msp' is given twice"
+        EXTRA_ORGS+=("${BASH_REMATCH[1]}")
+    done
     TIMEOUT=${FABRIC_NET_TIMEOUT:-60}
     [[ $TIMEOUT =~ ^[0-9]+$ ]] || die "FABRIC_NET_TIMEOUT=$TIMEOUT: want seconds"
+    JOBS=${FABRIC_NET_JOBS:-16}
+    [[ $JOBS =~ ^[0-9]+$ ]] && ((JOBS >= 1)) || die "FABRIC_NET_JOBS=$JOBS: want a number >= 1"
     if [[ -e $DIR ]]; then
         [[ -d $DIR ]] || die "$DIR exists and is not a directory"
         [[ ! -e $DIR/.fabric-net ]] || die "$DIR already holds a network: run '$0 down $DIR' first"
@@ -673,24 +785,37 @@ cmd_up() {
     # The orderer accepts transactions once the lone consenter leads each channel.
     for ch in "${CHANNELS[@]}"; do wait_log orderer "Raft leader changed: 0 -> 1" "channel=$ch"; done
 
-    log "approving $CC_NAME for both organizations on ${CHANNELS[*]}"
-    for ch in "${CHANNELS[@]}"; do
-        for org in "${ORGS[@]}"; do spawn approve "$org" "$ch"; done
+    local defining=$SECONDS
+    log "approving ${CC_NAMES[*]} for both organizations on ${CHANNELS[*]}"
+    # Definitions of different names touch different keys: their transactions share blocks.
+    for name in "${CC_NAMES[@]}"; do
+        for ch in "${CHANNELS[@]}"; do
+            for org in "${ORGS[@]}"; do pool_spawn approve "$org" "$ch" "$name"; done
+        done
     done
-    join "approving the chaincode definition"
+    pool_join "approving the chaincode definition"
     # Once the definition is committed, each peer dials the chaincode server at once (and
     # again on the first transaction if that failed): have it listening by then.
     wait_port chaincode "$CC_PORT"
-    log "committing $CC_NAME on ${CHANNELS[*]}"
-    for ch in "${CHANNELS[@]}"; do spawn commit "$ch"; done
-    join "committing the chaincode definition"
-
-    for org in "${ORGS[@]}"; do
-        for ch in "${CHANNELS[@]}"; do spawn probe "$org" "$ch"; done
+    log "committing ${CC_NAMES[*]} on ${CHANNELS[*]}"
+    for name in "${CC_NAMES[@]}"; do
+        for ch in "${CHANNELS[@]}"; do pool_spawn commit "$ch" "$name"; done
     done
-    join "calling the chaincode (QueryVersion)"
+    pool_join "committing the chaincode definition"
 
     for org in "${ORGS[@]}"; do
+        for ch in "${CHANNELS[@]}"; do pool_spawn probe "$org" "$ch"; done
+    done
+    # Every other name once, on a peer and channel in turn: its definition is in place.
+    local i
+    for ((i = 1; i < ${#CC_NAMES[@]}; i++)); do
+        pool_spawn probe "${ORGS[i % ${#ORGS[@]}]}" "${CHANNELS[(i / ${#ORGS[@]}) % ${#CHANNELS[@]}]}" "${CC_NAMES[i]}"
+    done
+    pool_join "calling the chaincode (QueryVersion)"
+    ((${#CC_NAMES[@]} == 1)) ||
+        log "${#CC_NAMES[@]} chaincode definitions on ${#CHANNELS[@]} channels in $((SECONDS - defining))s"
+
+    for org in "${ORGS[@]}" "${EXTRA_ORGS[@]}"; do
         org_paths "$org"
         local user=$DIR/crypto/peerOrganizations/$ORG_DOMAIN/users/User1@$ORG_DOMAIN/msp
         mkdir -p "$DIR/wallet/$ORG_MSP"
