@@ -378,13 +378,135 @@ async fn a_failing_call_is_rolled_back_alone_in_its_group() {
         [2_000u64, 3_000, 5_000, 6_000].iter().flat_map(|f| (*f..f + 3).map(common::uuid)).collect();
     assert_eq!(events.iter().cloned().collect::<BTreeSet<_>>(), expected);
     assert_eq!(events.len(), expected.len());
-    // One transaction committed them all (`inserted_at` is the transaction's start time).
-    let transactions: i64 = sqlx::query_scalar("SELECT count(DISTINCT inserted_at) FROM events WHERE asset_kind = $1")
+    assert_gap_free_positions(&server).await;
+    server.stop().await;
+}
+
+/// Holds the channel's lock in a transaction of another session, as a second orchestrator
+/// process would; returns once `server`'s writer gave it up.
+async fn hold_channel_lock(server: &TestServer) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut blocker = server.pool.begin().await.expect("blocker");
+    sqlx::query("SET LOCAL lock_timeout = '20s'").execute(&mut *blocker).await.expect("lock timeout");
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(orchestrator_host_standalone::postgres::channel_lock_key(CHANNEL))
+        .execute(&mut *blocker)
+        .await
+        .expect("the writer lets another session take the channel's lock");
+    blocker
+}
+
+/// Events of data samples by the transaction that stored them (`inserted_at` is the start time
+/// of the transaction).
+async fn sample_event_transactions(server: &TestServer) -> i64 {
+    sqlx::query_scalar("SELECT count(DISTINCT inserted_at) FROM events WHERE asset_kind = $1")
         .bind(orchestrator_proto::AssetKind::AssetDataSample as i32)
         .fetch_one(&server.pool)
         .await
-        .expect("transactions");
-    assert_eq!(transactions, 1, "the queued calls ran as one group");
+        .expect("transactions")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_calls_are_stored_in_one_flush() {
+    use orchestrator_proto::data_sample_service_client::DataSampleServiceClient;
+    let server = TestServer::start().await;
+    let client = server.client(ORG1, CHANNEL).await;
+    common::register_org_and_data_manager(client.clone()).await;
+    let blocker = hold_channel_lock(&server).await;
+    let calls: Vec<_> = (1..=6u64)
+        .map(|n| {
+            let mut samples = DataSampleServiceClient::new(client.clone());
+            tokio::spawn(async move { samples.register_data_samples(common::new_samples(n * 1_000, 3)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    blocker.rollback().await.expect("release");
+    for call in calls {
+        call.await.expect("call").expect("registered");
+    }
+    assert_eq!(sample_event_transactions(&server).await, 1, "the queued calls were stored in one flush");
+    assert_gap_free_positions(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_of_another_session_is_seen_once_the_lock_changed_hands() {
+    use orchestrator_proto::data_sample_service_client::DataSampleServiceClient;
+    use orchestrator_proto::organization_service_client::OrganizationServiceClient;
+    let server = TestServer::start().await;
+    let mine = server.client(ORG1, CHANNEL).await;
+    OrganizationServiceClient::new(mine.clone())
+        .register_organization(RegisterOrganizationParam { address: String::new() })
+        .await
+        .expect("organization");
+    // The data manager does not exist yet: the writer has now read its key as absent.
+    let refused = DataSampleServiceClient::new(mine.clone())
+        .register_data_samples(common::new_samples(1, 1))
+        .await
+        .expect_err("no data manager yet");
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+    // Another session writes the data manager's rows into the channel (taken from a
+    // registration on another channel, so no key layout is assumed here).
+    common::register_org_and_data_manager(server.client(ORG1, "yourchannel").await).await;
+    let mut blocker = hold_channel_lock(&server).await;
+    let copied = sqlx::query(
+        "INSERT INTO state (channel, key, value) SELECT $1, key, value FROM state WHERE channel = 'yourchannel' \
+         ON CONFLICT (channel, key) DO NOTHING",
+    )
+    .bind(CHANNEL)
+    .execute(&mut *blocker)
+    .await
+    .expect("copy the data manager");
+    assert!(copied.rows_affected() >= 1);
+    blocker.commit().await.expect("commit");
+    DataSampleServiceClient::new(mine)
+        .register_data_samples(common::new_samples(1, 1))
+        .await
+        .expect("the writer sees the other session's data manager");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiting_session_gets_the_lock_while_calls_keep_coming() {
+    use orchestrator_proto::data_sample_service_client::DataSampleServiceClient;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let server = TestServer::start().await;
+    let client = server.client(ORG1, CHANNEL).await;
+    common::register_org_and_data_manager(client.clone()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    // Four clients calling back to back, so that the writer's queue never runs dry.
+    let load: Vec<_> = (0..4u64)
+        .map(|c| {
+            let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
+            let mut samples = DataSampleServiceClient::new(client.clone());
+            tokio::spawn(async move {
+                let mut n = 10_000 + c * 100_000;
+                while !stop.load(Ordering::Relaxed) {
+                    samples.register_data_samples(common::new_samples(n, 1)).await.expect("registered");
+                    done.fetch_add(1, Ordering::Relaxed);
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    while done.load(Ordering::Relaxed) < 20 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Fails after its 20 s lock timeout if the writer kept the lock to itself.
+    let blocker = hold_channel_lock(&server).await;
+    // While the other session holds it, the channel's calls wait.
+    let before = done.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(done.load(Ordering::Relaxed) <= before + 4, "a call ran while another session held the lock");
+    blocker.rollback().await.expect("release");
+    let resumed = done.load(Ordering::Relaxed);
+    while done.load(Ordering::Relaxed) < resumed + 20 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in load {
+        client.await.expect("load");
+    }
     assert_gap_free_positions(&server).await;
     server.stop().await;
 }

@@ -395,6 +395,51 @@ async fn a_lost_connection_past_the_budget_is_unavailable_and_safe_to_retry() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_cut_off_by_a_lost_connection_is_settled_then_run_again() {
+    let server = TestServer::start_with(|config| config.tx_retry_budget = std::time::Duration::from_secs(30)).await;
+    // The first flush of events stalls inside PostgreSQL until the test lets it go.
+    sqlx::raw_sql(
+        "CREATE TABLE stall (armed boolean NOT NULL); INSERT INTO stall VALUES (true); \
+         CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF (SELECT armed FROM stall) THEN PERFORM pg_sleep(60); END IF; RETURN NULL; END $$; \
+         CREATE TRIGGER stall BEFORE INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION stall()",
+    )
+    .execute(&server.pool)
+    .await
+    .expect("stall trigger");
+    let mut mine = OrganizationServiceClient::new(server.client("MyOrg1MSP", "mychannel").await);
+    let call = tokio::spawn(async move {
+        mine.register_organization(RegisterOrganizationParam { address: String::new() })
+            .await
+            .map(tonic::Response::into_inner)
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let flushing: i32 = loop {
+        let stalled: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'",
+        )
+        .fetch_optional(&server.pool)
+        .await
+        .expect("pg_stat_activity");
+        if let Some(pid) = stalled {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "the flush never started");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    sqlx::query("UPDATE stall SET armed = false").execute(&server.pool).await.expect("disarm");
+    // The writer's connection dies in the middle of the flush: nothing of it was stored, and
+    // the writer must learn that before answering, then store the call once.
+    sqlx::query("SELECT pg_terminate_backend($1)").bind(flushing).execute(&server.pool).await.expect("terminate");
+    let organization = call.await.expect("call task").expect("registered after the lost flush");
+    assert_eq!(organization.id, "MyOrg1MSP");
+    let events = server.events().await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(server.state_rows().await, 1);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn events_of_one_call_keep_emission_order() {
     use orchestrator_proto::data_manager_service_client::DataManagerServiceClient;

@@ -38,6 +38,19 @@ pub(crate) fn is_connection_error(err: &sqlx::Error) -> bool {
     )
 }
 
+/// The session itself is gone (its connection, or the server ended it): with it any lock or
+/// transaction it held. SQLSTATE class 08 is a connection exception, class 57 an operator
+/// intervention (57P01: terminated by an administrator).
+pub(crate) fn is_connection_lost(err: &sqlx::Error) -> bool {
+    let code = err.as_database_error().and_then(|e| e.code());
+    is_connection_error(err) || code.is_some_and(|code| code.starts_with("08") || code.starts_with("57"))
+}
+
+/// A lock wait ran out of `lock_timeout` (55P03).
+pub(crate) fn is_lock_timeout(err: &sqlx::Error) -> bool {
+    err.as_database_error().and_then(|e| e.code()).as_deref() == Some("55P03")
+}
+
 /// The first database failure seen during a call (later ones are usually
 /// "current transaction is aborted" and say nothing).
 #[derive(Debug, Clone)]

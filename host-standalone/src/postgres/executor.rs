@@ -3,18 +3,18 @@
 //! - Read-only methods (per the component's method table) run at once, side by side, each in
 //!   its own `REPEATABLE READ READ ONLY` snapshot.
 //! - Write methods go to their channel's writer ([`super::writer`]): the write calls of a
-//!   channel run one after another, several to a database transaction, so they never conflict
-//!   and the outcome is that of the serial order, as on a ledger.
+//!   channel run one after another, several to a flush, so they never conflict and the outcome
+//!   is that of the serial order, as on a ledger.
 //!
-//! Transient database failures (a lost connection before commit, a deadlock) re-run the call
-//! in a new transaction, with a new transaction id and time, while the retry budget lasts.
+//! Transient database failures (a lost connection before commit, a deadlock) re-run the call,
+//! with a new transaction id and time, while the retry budget lasts.
 //! Nothing partial is ever committed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use orchestrator_runtime::{Context, Invocation, LogicError, Runtime, RuntimeError};
+use orchestrator_runtime::{Context, Invocation, LogicError, Runtime, RuntimeError, StateBackend};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Mutex;
 
@@ -129,29 +129,44 @@ fn now_micros() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
-pub(super) async fn rollback(tx: Transaction<'static, Postgres>) {
+async fn rollback(tx: Transaction<'static, Postgres>) {
     // A failed rollback leaves nothing behind either: the connection is reset by the pool.
     if let Err(err) = tx.rollback().await {
         tracing::debug!(error = %err, "rollback failed");
     }
 }
 
-/// Runs the logic for `call` over `tx` (a new transaction id and time for this run). The
-/// transaction comes back with the result unless it was lost.
-pub(super) async fn invoke_in(
+/// Runs the logic for `call` over `backend`, with a new transaction id and time for this run.
+pub(super) async fn invoke_with(
     runtime: &Runtime,
-    tx: Transaction<'static, Postgres>,
     call: &Call,
-) -> (Option<Transaction<'static, Postgres>>, Result<Invocation, AttemptError>) {
-    let slot = Arc::new(Mutex::new(TxSlot { tx: Some(tx), failure: None }));
+    backend: Box<dyn StateBackend>,
+) -> Result<Invocation, AttemptError> {
     let ctx = Context {
         msp_id: call.msp_id.clone(),
         channel: call.channel.clone(),
         tx_id: uuid::Uuid::new_v4().to_string(),
         tx_time_micros: now_micros(),
     };
+    runtime.invoke(&ctx, &call.method, &call.request, backend).await.map_err(|err| match err {
+        RuntimeError::Backend(be) if be.retryable => AttemptError::Retryable(CallError::Database(be.message)),
+        RuntimeError::Backend(be) => AttemptError::Final(CallError::Database(be.message)),
+        RuntimeError::Trap(message) => AttemptError::Final(CallError::Trap(message)),
+        RuntimeError::Component(message) => AttemptError::Final(CallError::Component(message)),
+        RuntimeError::Cache(err) => AttemptError::Final(CallError::Component(err.to_string())),
+    })
+}
+
+/// Runs the logic for `call` over `tx`. The transaction comes back with the result unless it
+/// was lost.
+async fn invoke_in(
+    runtime: &Runtime,
+    tx: Transaction<'static, Postgres>,
+    call: &Call,
+) -> (Option<Transaction<'static, Postgres>>, Result<Invocation, AttemptError>) {
+    let slot = Arc::new(Mutex::new(TxSlot { tx: Some(tx), failure: None }));
     let backend = PgBackend::new(Arc::clone(&slot), call.channel.clone());
-    let invoked = runtime.invoke(&ctx, &call.method, &call.request, Box::new(backend)).await;
+    let invoked = invoke_with(runtime, call, Box::new(backend)).await;
     let (tx, failure) = {
         let mut slot = slot.lock().await;
         (slot.tx.take(), slot.failure.take())
@@ -164,20 +179,13 @@ pub(super) async fn invoke_in(
     if let Some(failure) = failure {
         return (tx, Err(from_failure(failure)));
     }
-    let result = invoked.map_err(|err| match err {
-        RuntimeError::Backend(be) if be.retryable => AttemptError::Retryable(CallError::Database(be.message)),
-        RuntimeError::Backend(be) => AttemptError::Final(CallError::Database(be.message)),
-        RuntimeError::Trap(message) => AttemptError::Final(CallError::Trap(message)),
-        RuntimeError::Component(message) => AttemptError::Final(CallError::Component(message)),
-        RuntimeError::Cache(err) => AttemptError::Final(CallError::Component(err.to_string())),
-    });
-    (tx, result)
+    (tx, invoked)
 }
 
 impl Executor {
     /// An executor over `pool`; writers announce new event heads to `hub` as soon as they commit.
     pub fn new(pool: PgPool, runtime: Runtime, retry_budget: Duration, hub: Arc<EventHub>) -> Self {
-        let writers = Arc::new(Writers::new(pool.clone(), runtime.clone(), retry_budget, hub));
+        let writers = Arc::new(Writers::new(&pool, runtime.clone(), retry_budget, hub));
         Self { pool, runtime, retry_budget, writers }
     }
 

@@ -6,8 +6,8 @@
 
 use sqlx::PgPool;
 
-use super::executor::{AttemptError, CallError};
-use super::writer::{channel_lock_key, flush};
+use super::flush::{Batch, flush};
+use super::writer::channel_lock_key;
 
 /// Why a block could not be appended.
 #[derive(Debug, thiserror::Error)]
@@ -44,12 +44,9 @@ pub async fn append_block(pool: &PgPool, channel: &str, block: u64, events: Vec<
     if stored.is_some_and(|stored| stored >= block) {
         return Ok(false);
     }
-    flush(&mut tx, channel, Vec::new(), events).await.map_err(|err| match err {
-        AttemptError::Retryable(err) | AttemptError::Final(err) => match err {
-            CallError::Database(message) => AppendError::Events(format!("database: {message}")),
-            other => AppendError::Events(other.to_string()),
-        },
-    })?;
+    let batch =
+        Batch::of_events(events).map_err(|err| AppendError::Events(format!("OE0007: an invalid event: {err}")))?;
+    flush(&mut tx, channel, &batch).await.map_err(|err| AppendError::Events(format!("database: {err}")))?;
     sqlx::query(
         "INSERT INTO ledger_checkpoints (channel, block) VALUES ($1, $2) \
          ON CONFLICT (channel) DO UPDATE SET block = EXCLUDED.block, updated_at = now()",

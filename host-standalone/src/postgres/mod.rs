@@ -15,11 +15,11 @@ macro_rules! generic_plans {
     };
 }
 pub(crate) use generic_plans;
-pub(crate) const GENERIC_PLANS: &str = generic_plans!();
 
 mod backend;
 mod events;
 mod executor;
+mod flush;
 pub mod ledger;
 pub mod nodelay;
 mod writer;
