@@ -1,4 +1,4 @@
-//! Client identities of the peer simulator (fabric-protocol.md §3.1, §3.3): per MSP id, an
+//! Client identities of the peer simulator (docs/fabric-encoding.md §4.1, §4.3): per MSP id, an
 //! ECDSA P-256 key pair and a self-signed X.509 certificate (PEM, Subject `CN=user, OU=client,
 //! O=<MSP id>`), and Fabric's signature rules: ECDSA P-256 over SHA-256 of the exact bytes,
 //! DER `SEQUENCE{r, s}`, **low-S** (s ≤ n/2) enforced on both sides.
@@ -241,7 +241,8 @@ fn encode_signature(r: &[u8; 32], s: &[u8; 32]) -> Vec<u8> {
     der::tlv(0x30, &[der::unsigned_integer(r), der::unsigned_integer(s)].concat())
 }
 
-/// Identities loaded from an MSP folder's files (fabric-protocol.md §3.1), for a Gateway client.
+/// Identities loaded from an MSP folder's files (docs/fabric-encoding.md §4.1), for a Gateway
+/// client.
 impl Identity {
     /// The identity of `msp_id` from its X.509 certificate PEM (`signcerts/*.pem`, kept byte for
     /// byte as the creator's `id_bytes`, as the peer compares it) and its unencrypted P-256

@@ -1,4 +1,4 @@
-//! The call context from a transaction's `SignedProposal` (fabric-protocol.md §2.8). The peer
+//! The call context from a transaction's `SignedProposal` (docs/fabric-encoding.md §3.8). The peer
 //! has already verified the signature: nothing here is cryptographic.
 
 use orchestrator_runtime::Context;

@@ -1,11 +1,11 @@
-//! A Fabric 2.5 peer simulator for tests (fabric-protocol.md §4): it dials a chaincode like a
+//! A Fabric 2.5 peer simulator for tests (docs/fabric-encoding.md §5): it dials a chaincode like a
 //! CCaaS peer, endorses proposals against a snapshot of an in-memory versioned store (read
 //! sets with versions, range queries in batches of 100 with one look-ahead, **no**
 //! read-your-writes), validates blocks (duplicate txid, MVCC, phantoms), commits them in order
 //! and delivers the chaincode events of valid transactions only.
 //!
-//! Proposals are signed (ECDSA P-256, low-S, by the [`Identity`] of the creator's MSP) and
-//! checked before the chaincode runs (§4.1 step 1, [`Peer::check_proposal`]).
+//! Proposals are signed (ECDSA P-256, low-S, by the [`Identity`] of the creator's MSP) and checked
+//! before the chaincode runs (docs/fabric-encoding.md §5.1 step 1, [`Peer::check_proposal`]).
 //!
 //! Simplifications: no ACLs beyond channel membership, no endorsement policy beyond
 //! "status < 400", no endorser signature on the response, no envelopes/orderer (a block is
@@ -157,7 +157,7 @@ pub enum SimError {
     /// The proposal targets another channel.
     #[error("channel {0} is not served by this peer")]
     WrongChannel(String),
-    /// The proposal failed the peer's checks (fabric-protocol.md §4.1 step 1): malformed
+    /// The proposal failed the peer's checks (docs/fabric-encoding.md §5.1 step 1): malformed
     /// header, bad txid, bad or high-S signature, unknown creator or MSP not a member. The
     /// chaincode was not called.
     #[error("proposal refused: {0}")]
@@ -177,7 +177,7 @@ pub async fn spawn_chaincode(runtime: Runtime, package_id: &str) -> Result<(Stri
     Ok((format!("http://{address}"), handle))
 }
 
-/// A signed proposal and the parts the peer needs (fabric-protocol.md §3.2).
+/// A signed proposal and the parts the peer needs (docs/fabric-encoding.md §4.2).
 #[derive(Clone, Debug)]
 pub struct SimProposal {
     /// lowercase hex SHA-256(nonce ‖ creator).
@@ -768,11 +768,11 @@ impl Peer {
         self
     }
 
-    /// The peer's proposal checks (fabric-protocol.md §4.1 step 1), on the signed bytes: header
-    /// type ENDORSER_TRANSACTION, epoch 0, this channel, non-empty nonce and creator, txid =
+    /// The peer's proposal checks (docs/fabric-encoding.md §5.1 step 1), on the signed bytes:
+    /// header type ENDORSER_TRANSACTION, epoch 0, this channel, non-empty nonce and creator, txid =
     /// hex SHA-256(nonce ‖ creator), the creator's certificate issued for its MSP, a low-S
-    /// signature of `proposal_bytes` by that certificate's key, the MSP a member of the
-    /// channel, and the txid not in the ledger.
+    /// signature of `proposal_bytes` by that certificate's key, the MSP a member of the channel,
+    /// and the txid not in the ledger.
     pub fn check_proposal(&self, proposal: &SimProposal) -> Result<(), SimError> {
         let refuse = |reason: String| SimError::BadProposal(reason);
         let signed = &proposal.signed;
@@ -987,7 +987,7 @@ impl Peer {
     }
 }
 
-/// MVCC then phantom checks of one transaction (fabric-protocol.md §4.4).
+/// MVCC then phantom checks of one transaction (docs/fabric-encoding.md §5.4).
 fn validate(rwset: &KvrwSet, state: &State, written: &HashSet<String>) -> ValidationCode {
     let height = |version: &Option<Version>| version.as_ref().map(|v| (v.block_num, v.tx_num));
     for read in &rwset.reads {

@@ -1,4 +1,5 @@
-//! Channel configuration (api-contract §6): which organizations may call on which channel.
+//! Channel configuration (docs/api-contract.md §6.3): which organizations may call on which
+//! channel.
 //!
 //! The YAML maps each channel to its allowed MSP ids; it is inverted at load time into
 //! organization → channels, and every call's (mspid, channel) pair is checked against it.

@@ -1,4 +1,4 @@
-//! Request metadata (api-contract §6): `mspid`, `channel`, `reqid`, and the channel
+//! Request metadata (docs/api-contract.md §6.1, §6.2): `mspid`, `channel`, `reqid`, and the channel
 //! configuration check, with the reference's status codes and messages.
 
 use tonic::metadata::MetadataMap;

@@ -42,7 +42,7 @@ impl Drop for GrpcDriver {
     }
 }
 
-/// The gRPC code the host must use for each kind (api-contract §7.1).
+/// The gRPC code the host must use for each kind (docs/api-contract.md §7.1).
 fn expected_code(kind: ErrorKind) -> Code {
     match kind {
         ErrorKind::NotFound => Code::NotFound,

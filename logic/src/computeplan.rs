@@ -1,4 +1,4 @@
-//! Compute plans (business-rules §7): registration, renaming, cancellation, failure and the
+//! Compute plans (docs/business-rules.md §7): registration, renaming, cancellation, failure and the
 //! derived "running" state.
 //!
 //! Layout: the plan under `computeplan/<key>`; `idx/computeplan/created/<time>/<key>` (default
@@ -122,7 +122,8 @@ pub fn update(tx: &mut Tx<'_>, req: UpdateComputePlanParam) -> Result<UpdateComp
     Ok(UpdateComputePlanResponse {})
 }
 
-/// Cancellation only stamps `cancelation_date`: the tasks are not touched (§7.1).
+/// Cancellation only stamps `cancelation_date`: the tasks are not touched
+/// (docs/business-rules.md §7.1).
 pub fn apply_action(tx: &mut Tx<'_>, req: ApplyPlanActionParam) -> Result<ApplyPlanActionResponse> {
     let mut plan = load(tx, &req.key)?;
     if plan.owner != tx.requester() {
@@ -180,7 +181,7 @@ fn running_by_tasks(tx: &mut Tx<'_>, plan: &str) -> Result<bool> {
 }
 
 /// A task of the plan failed: stamp `failure_date` unless the plan is already terminated (then
-/// nothing happens, silently). No event (§13.2).
+/// nothing happens, silently). No event (docs/business-rules.md §13.2).
 pub fn fail_plan(tx: &mut Tx<'_>, plan_key: &str) -> Result<()> {
     let mut plan = load(tx, plan_key)?;
     if is_terminated(&plan) {

@@ -1,4 +1,4 @@
-//! Data managers (business-rules §3).
+//! Data managers (docs/business-rules.md §3).
 
 use std::collections::BTreeMap;
 

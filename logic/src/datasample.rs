@@ -1,4 +1,4 @@
-//! Data samples (business-rules §4). Batches are processed in request order with the
+//! Data samples (docs/business-rules.md §4). Batches are processed in request order with the
 //! reference's error precedence, but every lookup is one batched state call.
 
 use std::collections::{BTreeMap, BTreeSet};

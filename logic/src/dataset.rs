@@ -1,4 +1,5 @@
-//! Datasets (business-rules §5): a data manager and the keys of its samples, derived on read.
+//! Datasets (docs/business-rules.md §5): a data manager and the keys of its samples, derived on
+//! read.
 
 use orchestrator_proto::{Dataset, GetDatasetParam};
 

@@ -1,4 +1,5 @@
-//! Orchestration errors: the reference's `OE` codes and message templates (api-contract §7).
+//! Orchestration errors: the reference's `OE` codes and message templates
+//! (docs/api-contract.md §7).
 
 use core::fmt;
 

@@ -1,5 +1,5 @@
-//! Failure reports (business-rules §11): registering the report is the failure itself: the task
-//! (from EXECUTING) or the function (from BUILDING) goes to FAILED, then the report is stored.
+//! Failure reports (docs/business-rules.md §11): registering the report is the failure itself: the
+//! task (from EXECUTING) or the function (from BUILDING) goes to FAILED, then the report is stored.
 //!
 //! State: `failurereport/<asset key>`, one report per failed asset.
 

@@ -1,4 +1,4 @@
-//! Functions (business-rules §6): registration, updates and the build state machine.
+//! Functions (docs/business-rules.md §6): registration, updates and the build state machine.
 
 use std::collections::BTreeMap;
 
@@ -213,8 +213,9 @@ pub fn apply_action(tx: &mut Tx<'_>, req: ApplyFunctionActionParam) -> Result<Ap
     Ok(ApplyFunctionActionResponse {})
 }
 
-/// The function state machine (§6.3): store the new status and emit FUNCTION/UPDATED with the
-/// reason. Effects on the function's tasks (§8.5 T1-T3, T7, T8) come with compute tasks.
+/// The function state machine (docs/business-rules.md §6.3): store the new status and emit
+/// FUNCTION/UPDATED with the reason. Effects on the function's tasks (docs/business-rules.md §8.5
+/// T1-T3, T7, T8) come with compute tasks.
 pub fn transition(tx: &mut Tx<'_>, mut function: Function, to: FunctionStatus, reason: &str) -> Result<Function> {
     let from = FunctionStatus::try_from(function.status).unwrap_or(FunctionStatus::Unknown);
     let allowed = matches!(

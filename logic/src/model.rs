@@ -1,5 +1,5 @@
-//! Models (business-rules §9): registered by a task's worker on the task's MODEL outputs while
-//! it executes, disabled through DisableOutput.
+//! Models (docs/business-rules.md §9): registered by a task's worker on the task's MODEL outputs
+//! while it executes, disabled through DisableOutput.
 //!
 //! State: `model/<key>` holds the `Model`. Which models a task produced, per output and in
 //! registration order, is kept in the task's record (`TaskRecord::output_assets`), so

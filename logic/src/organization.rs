@@ -1,4 +1,4 @@
-//! Organizations (business-rules §2): one per MSP id and channel, never updated.
+//! Organizations (docs/business-rules.md §2): one per MSP id and channel, never updated.
 
 use std::collections::BTreeMap;
 

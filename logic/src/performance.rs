@@ -1,5 +1,5 @@
-//! Performances (business-rules §10): one value per (task, output), registered by the task's
-//! worker while it executes.
+//! Performances (docs/business-rules.md §10): one value per (task, output), registered by the
+//! task's worker while it executes.
 //!
 //! State: `performance/<task>|<identifier>` holds the `Performance`. QueryPerformances is ordered
 //! by creation date, then task key descending, and reads one of these indexes (value = the

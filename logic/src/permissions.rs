@@ -1,4 +1,5 @@
-//! Permissions (business-rules §1): built from `NewPermissions`, checked for process rights.
+//! Permissions (docs/business-rules.md §1): built from `NewPermissions`, checked for process
+//! rights.
 
 use orchestrator_proto::{NewPermissions, Permission, Permissions};
 
@@ -6,8 +7,8 @@ use crate::error::{OrcError, Result};
 use crate::organization;
 use crate::tx::Tx;
 
-/// §1.2: a private list may only name registered organizations; the owner is always appended
-/// (also when public), order and duplicates of the input kept.
+/// docs/business-rules.md §1.2: a private list may only name registered organizations; the owner is
+/// always appended (also when public), order and duplicates of the input kept.
 pub fn new_permission(tx: &mut Tx<'_>, owner: &str, input: &NewPermissions) -> Result<Permission> {
     check_size(input)?;
     if !input.public && !organization::all_registered(tx, &input.authorized_ids)? {
@@ -50,7 +51,8 @@ pub fn allows(permission: &Permission, requester: &str) -> bool {
     permission.public || permission.authorized_ids.iter().any(|id| id == requester)
 }
 
-/// §1.3 union. The reference's order is random (hash map); sorted here, for determinism.
+/// docs/business-rules.md §1.3 union. The reference's order is random (hash map); sorted here, for
+/// determinism.
 pub fn union(a: &Permission, b: &Permission) -> Permission {
     if a.public || b.public {
         return Permission { public: true, authorized_ids: Vec::new() };

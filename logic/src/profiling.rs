@@ -1,5 +1,5 @@
-//! Profiling steps (business-rules §12): timings reported by workers. Nothing is stored; the
-//! step only travels as a PROFILING_STEP/CREATED event.
+//! Profiling steps (docs/business-rules.md §12): timings reported by workers. Nothing is stored;
+//! the step only travels as a PROFILING_STEP/CREATED event.
 
 use std::collections::BTreeMap;
 

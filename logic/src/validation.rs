@@ -1,4 +1,4 @@
-//! Validation primitives of business-rules §0.3, shared by every request validator.
+//! Validation primitives of docs/business-rules.md §0.3, shared by every request validator.
 //!
 //! The reference validates requests with ozzo-validation v4.3.0, whose `is.URL` and
 //! `is.RequestURL` rules come from govalidator (2020-01-08). Clients see the resulting texts inside
@@ -850,7 +850,7 @@ mod tests {
     /// Expected answers are govalidator's (checked against Go 1.19's regexp and net/url running
     /// the same pattern and `IsURL` logic).
     const URLS: &[(&str, bool)] = &[
-        // The spec's examples.
+        // Examples, some of them in docs/business-rules.md §0.3.
         ("http://backend.org-1:8000/api/function/x/file/", true),
         ("https://s3.example.com/b/k", true),
         ("localhost:8000/a", true),

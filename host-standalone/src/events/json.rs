@@ -1,6 +1,6 @@
 //! The broker message body: one `orchestrator.Event` in protobuf JSON as the reference wrote it
-//! (modes.md B.3): proto field names (snake_case), enums as strings, every field present,
-//! timestamps in RFC 3339, 64-bit integers as strings.
+//! (docs/api-contract.md §9.3): proto field names (snake_case), enums as strings, every field
+//! present, timestamps in RFC 3339, 64-bit integers as strings.
 
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
 

@@ -1,5 +1,5 @@
-//! Compute tasks (business-rules §8): registration of task graphs, the task state machine, the
-//! effects of function builds on tasks, and the queries.
+//! Compute tasks (docs/business-rules.md §8): registration of task graphs, the task state machine,
+//! the effects of function builds on tasks, and the queries.
 //!
 //! # State layout
 //!
@@ -129,7 +129,8 @@ pub fn parent_keys(task_inputs: &[orchestrator_proto::ComputeTaskInput]) -> Vec<
     keys
 }
 
-/// The snapshot carried by events of tasks changed by a cascade (§13.2): no inputs, no outputs.
+/// The snapshot carried by events of tasks changed by a cascade (docs/business-rules.md §13.2): no
+/// inputs, no outputs.
 pub fn without_io(task: &ComputeTask) -> ComputeTask {
     ComputeTask { inputs: Vec::new(), outputs: Default::default(), ..task.clone() }
 }

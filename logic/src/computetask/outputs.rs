@@ -1,5 +1,5 @@
 //! What tasks consume and produce: the assets registered on outputs, GetTaskInputAssets
-//! (business-rules §8.8) and DisableOutput (§8.9).
+//! (docs/business-rules.md §8.8) and DisableOutput (§8.9).
 
 use std::collections::BTreeMap;
 

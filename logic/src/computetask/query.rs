@@ -1,4 +1,4 @@
-//! QueryTasks (business-rules §8.7): creation order then key, filters ANDed.
+//! QueryTasks (docs/business-rules.md §8.7): creation order then key, filters ANDed.
 //!
 //! The scan runs over the most selective index for the filter fields given (an exact prefix on
 //! up to two of them); the remaining fields are checked on the index entry's value, so tasks

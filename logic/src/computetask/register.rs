@@ -1,4 +1,4 @@
-//! RegisterTasks (business-rules §8.1–8.4).
+//! RegisterTasks (docs/business-rules.md §8.1–8.4).
 //!
 //! The reference walks the batch task by task, fetching what each check needs. Here every
 //! asset the batch refers to is fetched first, in a fixed number of batched state calls (tasks,
@@ -110,7 +110,8 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterTasksParam) -> Result<RegisterTask
 }
 
 // ---------------------------------------------------------------------------------------------
-// Validation (§8.1 step 2), in the ozzo format of the reference's `NewComputeTask.Validate`.
+// Validation (docs/business-rules.md §8.1 step 2), in the ozzo format of the reference's
+// `NewComputeTask.Validate`.
 
 fn validate(task: &NewComputeTask) -> Option<String> {
     let mut errs = FieldErrors::new();
@@ -220,7 +221,7 @@ fn same_content(new: &NewComputeTask, stored: &ComputeTask, owner: &str) -> bool
 }
 
 // ---------------------------------------------------------------------------------------------
-// Topological sort (§8.1 step 4).
+// Topological sort (docs/business-rules.md §8.1 step 4).
 
 /// Kahn's algorithm as the reference runs it: the initial queue holds the tasks without
 /// unsatisfied parent in request order; each dequeued task releases its children in request
@@ -398,7 +399,7 @@ impl World {
 }
 
 // ---------------------------------------------------------------------------------------------
-// createTask (§8.1 step 5), check by check in the reference's order.
+// createTask (docs/business-rules.md §8.1 step 5), check by check in the reference's order.
 
 /// A parent: created earlier in this batch or stored.
 fn find_parent<'a>(world: &'a World, batch: &'a BTreeMap<String, ComputeTask>, key: &str) -> Option<&'a ComputeTask> {
@@ -507,7 +508,8 @@ fn can_process_opt(permissions: Option<&Permissions>, who: &str) -> bool {
     permissions.is_some_and(|p| can_process(p, who))
 }
 
-/// §1.2 on prefetched organizations: a private list may only name registered organizations.
+/// docs/business-rules.md §1.2 on prefetched organizations: a private list may only name registered
+/// organizations.
 fn new_permission(world: &World, owner: &str, input: &NewPermissions) -> Result<Permission> {
     crate::permissions::check_size(input)?;
     if !input.public && !input.authorized_ids.iter().all(|id| world.organizations.contains(id)) {
@@ -524,7 +526,7 @@ fn permission_with_owner(owner: &str, input: &NewPermissions) -> Permission {
     Permission { public: input.public, authorized_ids }
 }
 
-/// §8.2.
+/// docs/business-rules.md §8.2.
 fn initial_status(parents: &[&ComputeTask], function: &Function) -> ComputeTaskStatus {
     use ComputeTaskStatus as S;
     if parents.iter().any(|p| matches!(status_of(p), S::StatusFailed | S::StatusCanceled)) {
@@ -580,7 +582,8 @@ fn opener<'w>(world: &'w World, input: &ComputeTaskInput) -> Result<&'w DataMana
     world.data_manager(key)
 }
 
-/// §8.3: the owner of the first data manager input, else the explicit worker.
+/// docs/business-rules.md §8.3: the owner of the first data manager input, else the explicit
+/// worker.
 fn task_worker(world: &World, new: &NewComputeTask, function: &Function) -> Result<String> {
     for input in &new.inputs {
         if !is_kind(declared(function, input)?, AssetKind::AssetDataManager) {
@@ -602,8 +605,8 @@ fn task_worker(world: &World, new: &NewComputeTask, function: &Function) -> Resu
     Ok(new.worker.clone())
 }
 
-/// §1.4: the data manager's logs permission, else the owner's private permission united with
-/// every parent's.
+/// docs/business-rules.md §1.4: the data manager's logs permission, else the owner's private
+/// permission united with every parent's.
 fn logs_permission(
     world: &World,
     owner: &str,
@@ -628,7 +631,7 @@ fn kind_name(kind: i32) -> String {
     AssetKind::try_from(kind).map_or_else(|_| kind.to_string(), |k| k.as_str_name().to_owned())
 }
 
-/// §8.4, inputs: in order, then the mandatory inputs never given.
+/// docs/business-rules.md §8.4, inputs: in order, then the mandatory inputs never given.
 fn validate_inputs(
     world: &World,
     batch: &BTreeMap<String, ComputeTask>,
@@ -788,7 +791,7 @@ fn validate_input_ref(
     }
 }
 
-/// §8.4, outputs: the task's output identifiers are exactly the function's.
+/// docs/business-rules.md §8.4, outputs: the task's output identifiers are exactly the function's.
 fn validate_outputs(task: &ComputeTask, function: &Function) -> Result<()> {
     let tk = &task.key;
     for (identifier, output) in &task.outputs {

@@ -1,4 +1,4 @@
-//! The task state machine (business-rules §8.5, §8.6) and the effects of function builds on
+//! The task state machine (docs/business-rules.md §8.5, §8.6) and the effects of function builds on
 //! tasks (T1–T3, T7, T8 for tasks of the function).
 
 use std::collections::BTreeMap;
@@ -90,7 +90,7 @@ impl Transition {
 pub enum Snapshot {
     /// The complete task (the task acted upon directly).
     Full,
-    /// The task without inputs and outputs (tasks changed by a cascade, §13.2).
+    /// The task without inputs and outputs (tasks changed by a cascade, docs/business-rules.md §13.2).
     WithoutIo,
 }
 
@@ -104,7 +104,7 @@ pub fn apply_action(tx: &mut Tx<'_>, req: ApplyTaskActionParam) -> Result<ApplyT
     let requester = tx.requester();
     let is_owner = record.task.owner == requester;
     let is_worker = record.task.worker == requester;
-    // Who may act depends on the action only, never on the status (§8.6).
+    // Who may act depends on the action only, never on the status (docs/business-rules.md §8.6).
     let permitted = match ComputeTaskAction::try_from(req.action) {
         Ok(ComputeTaskAction::TaskActionExecuting) if is_worker => Some(Transition::Executing),
         Ok(ComputeTaskAction::TaskActionDone) if is_worker => Some(Transition::Done),

@@ -1,5 +1,5 @@
-//! Compute plans (business-rules §7): registration, queries, renaming, cancellation, failure
-//! through a task, and IsPlanRunning.
+//! Compute plans (docs/business-rules.md §7): registration, queries, renaming, cancellation,
+//! failure through a task, and IsPlanRunning.
 
 use std::collections::BTreeMap;
 

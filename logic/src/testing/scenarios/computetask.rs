@@ -1,4 +1,4 @@
-//! Compute tasks (business-rules §8): registration of task graphs (checks, order, worker,
+//! Compute tasks (docs/business-rules.md §8): registration of task graphs (checks, order, worker,
 //! permissions, idempotent re-sends), the task state machine, the effects of function builds,
 //! and QueryTasks.
 
@@ -295,7 +295,7 @@ pub fn task_registration(d: &mut dyn Driver) {
     let functions = query_functions(d, CHANNEL, "", 0, Some(&plan2.key)).expect("QueryFunctions");
     assert_eq!(functions.functions.len(), 1);
 
-    // --- Initial statuses (§8.2) -----------------------------------------------------------
+    // --- Initial statuses (docs/business-rules.md §8.2) ------------------------------------------
     // Functions in every status: READY (32), BUILDING (33), FAILED (34), CANCELED (35).
     for n in 32..=35 {
         register_function(d, ORG1, CHANNEL, &new_function(n)).expect("function");
@@ -496,7 +496,7 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
     t.outputs.insert("model".to_owned(), task_output(private_permissions(&[UNREGISTERED]), false));
     refuse(d, &[t], ErrorKind::BadRequest, "OE0003: invalid permission input values");
 
-    // --- 5.10 Inputs (§8.4) ----------------------------------------------------------------
+    // --- 5.10 Inputs (docs/business-rules.md §8.4) -----------------------------------------------
     let invalid_asset = |m: &str| format!("OE0101: {m}");
     refuse(
         d,

@@ -1,4 +1,4 @@
-//! Data managers (business-rules §3, permissions §1.2).
+//! Data managers (docs/business-rules.md §3, permissions §1.2).
 
 use orchestrator_proto::{Addressable, AssetKind, EventKind, NewPermissions, Permission, event};
 

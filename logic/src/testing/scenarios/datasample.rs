@@ -1,4 +1,4 @@
-//! Data samples (business-rules §4).
+//! Data samples (docs/business-rules.md §4).
 
 use orchestrator_proto::{AssetKind, DataSample, EventKind, event};
 

@@ -1,4 +1,4 @@
-//! Datasets (business-rules §5): a data manager and its sample keys, derived on read.
+//! Datasets (docs/business-rules.md §5): a data manager and its sample keys, derived on read.
 
 use super::{
     CHANNEL, ORG1, ORG2, OTHER_CHANNEL, expect_err, get_data_manager, get_data_sample, get_dataset, key,

@@ -1,4 +1,4 @@
-//! Functions (business-rules §6): registration, updates and the build state machine.
+//! Functions (docs/business-rules.md §6): registration, updates and the build state machine.
 
 use std::collections::BTreeMap;
 
@@ -112,7 +112,7 @@ pub fn functions(d: &mut dyn Driver) {
     );
     assert_no_event_since(d, before);
 
-    // --- Validation (§6.1), nothing stored -------------------------------------------------
+    // --- Validation (docs/business-rules.md §6.1), nothing stored --------------------------------
     let before = d.events().len();
     let n = 100;
     // Plain fields, all listed at once.
@@ -191,7 +191,7 @@ pub fn functions(d: &mut dyn Driver) {
     ok.inputs.insert("i".repeat(100), input(MODEL, false, true));
     register_function(d, ORG1, CHANNEL, &ok).expect("multiple model output, 100-byte identifier");
 
-    // --- UpdateFunction (§6.2) --------------------------------------------------------------
+    // --- UpdateFunction (docs/business-rules.md §6.2) --------------------------------------------
     let before = d.events().len();
     let image = addressable("function/image", 1);
     expect_err(
@@ -368,7 +368,7 @@ pub fn function_actions(d: &mut dyn Driver) {
     apply_ok(d, 4, FAILED, S::Failed);
     refuse_all_but(d, 4, &[]);
 
-    // The exact texts of two refusals (business-rules §0.4).
+    // The exact texts of two refusals (docs/business-rules.md §0.4).
     expect_err(
         apply_function_action(d, ORG1, CHANNEL, &key(5), FAILED),
         ErrorKind::Unknown,

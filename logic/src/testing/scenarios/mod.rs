@@ -151,7 +151,7 @@ pub fn output(kind: AssetKind, multiple: bool) -> FunctionOutput {
     FunctionOutput { kind: kind as i32, multiple }
 }
 
-/// A valid NewFunction numbered `n`, of the train shape (business-rules §8.4):
+/// A valid NewFunction numbered `n`, of the train shape (docs/business-rules.md §8.4):
 /// `{opener: DATA_MANAGER, datasamples: DATA_SAMPLE multiple, model: MODEL multiple optional}
 /// → {model: MODEL}`.
 pub fn new_function(n: u64) -> NewFunction {

@@ -1,4 +1,4 @@
-//! Organizations (business-rules §2).
+//! Organizations (docs/business-rules.md §2).
 
 use orchestrator_proto::{AssetKind, EventKind, event};
 
@@ -61,7 +61,8 @@ pub fn organizations(d: &mut dyn Driver) {
     expect_err(register_organization(d, ORG1, OTHER_CHANNEL, ""), ErrorKind::Conflict, "already exists");
 
     // Address validation: a request URL with a scheme. The reference answers UNKNOWN; this
-    // implementation answers INVALID_ARGUMENT naming the field (documented deviation, §15).
+    // implementation answers INVALID_ARGUMENT naming the field (documented deviation,
+    // docs/business-rules.md §15).
     let before = d.events().len();
     for bad in ["/relative/path", "org-2.example", "not a url", "8000:host"] {
         let err = expect_err(register_organization(d, ORG2, OTHER_CHANNEL, bad), ErrorKind::InvalidAsset, "address");
@@ -75,7 +76,7 @@ pub fn organizations(d: &mut dyn Driver) {
     assert_eq!(organization_ids(d, OTHER_CHANNEL), vec![ORG1.to_owned(), ORG2.to_owned()]);
 
     // Go's url.ParseRequestURI (the reference) reads `host:8000` as scheme `host` with an opaque
-    // part, so it is accepted, as the reference does (business-rules §0.3's example is wrong).
+    // part, so it is accepted, as the reference does (docs/business-rules.md §0.3).
     let org = register_organization(d, UNREGISTERED, CHANNEL, "host:8000").expect("accepted as the reference does");
     assert_eq!(org.address, "host:8000");
 }

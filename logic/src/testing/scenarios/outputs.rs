@@ -1,4 +1,4 @@
-//! What tasks produce and consume (business-rules §8.8, §8.9, §9-12): models, performances,
+//! What tasks produce and consume (docs/business-rules.md §8.8, §8.9, §9-12): models, performances,
 //! failure reports, profiling steps, GetTaskInputAssets, DisableOutput, and a two-organization
 //! composite → aggregate → composite plan driven to the end.
 

@@ -1,4 +1,4 @@
-//! Pagination (api-contract §8) over QueryDataManagers, plus the key-list pages of
+//! Pagination (docs/api-contract.md §8) over QueryDataManagers, plus the key-list pages of
 //! QueryDataSamples.
 
 use orchestrator_proto::DataManager;
