@@ -4,7 +4,7 @@ CARGO ?= cargo
 # share one CARGO_TARGET_DIR, see logic-component/build.rs).
 export ORCHESTRATOR_SOURCE_DIR := $(CURDIR)
 
-.PHONY: build run run-distributed test component bench fuzz lint fmt clean wasm-target
+.PHONY: build run run-distributed test component reproducible bench fuzz lint fmt clean wasm-target
 
 ## The pinned toolchain's wasm32 target. rustup installs it with a missing toolchain, but not
 ## into a toolchain that is already there without it.
@@ -32,10 +32,16 @@ test: wasm-target
 	else echo "FABRIC_BIN_DIR is unset: the tests on a real Fabric network will say they skipped"; fi
 	$(CARGO) test --workspace
 
-## The logic component alone (target/component-build/wasm32-unknown-unknown/component/).
+## The logic component alone, built as the binaries embed it (logic-component/build.rs):
+## target/component-build/orchestrator_logic.wasm; prints its sha256.
 component: wasm-target
-	$(CARGO) build -p orchestrator-logic --lib --target wasm32-unknown-unknown --profile component \
-		--target-dir $${CARGO_TARGET_DIR:-target}/component-build
+	@CARGO="$(CARGO)" scripts/build-component.sh
+
+## The component is reproducible: two copies of the tree in two temporary directories, built
+## with different target directories, HOME and CARGO_HOME, give the same bytes, which hold none
+## of those paths (scripts/reproducible-component.sh; REPRO_SOURCE=head builds clones of HEAD).
+reproducible: wasm-target
+	scripts/reproducible-component.sh
 
 ## Benchmarks (release); see BENCHMARKS.md.
 bench: wasm-target

@@ -3,6 +3,13 @@
 //!
 //! The nested cargo uses its own target directory (`<target>/component-build`): the outer
 //! build holds the lock on the main one.
+//!
+//! This is the one definition of how the component is built: `make component` runs it too
+//! (scripts/build-component.sh), so the sha256 it prints is the one every binary embeds. The
+//! bytes depend on the sources, Cargo.lock and the toolchain only: every directory of the
+//! build machine that rustc would write into panic locations (the clone, the target directory
+//! where generated code lives, CARGO_HOME's registry, the user's home) is remapped to a fixed
+//! name ([`remap_flags`]); scripts/reproducible-component.sh checks it.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -52,14 +59,19 @@ fn build_component(workspace: &Path, out_dir: &Path, dest: &Path) {
         std::process::exit(0);
     }
 
-    let target_dir = component_target_dir(workspace, out_dir);
+    // The nested cargo runs in the workspace: a relative target directory is relative to it.
+    let target_dir = workspace.join(component_target_dir(workspace, out_dir));
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
         .args(["build", "--package", "orchestrator-logic", "--lib"])
         .args(["--target", "wasm32-unknown-unknown", "--profile", "component"])
         .arg("--target-dir")
-        .arg(&target_dir);
+        .arg(&target_dir)
+        // Merged with .cargo/config.toml's rustflags for the target (arrays are joined), which
+        // RUSTFLAGS or CARGO_ENCODED_RUSTFLAGS would replace.
+        .arg("--config")
+        .arg(format!("target.wasm32-unknown-unknown.rustflags = {}", toml_array(&remap_flags(workspace, &target_dir))));
     // Flags meant for the outer (native) build must not leak into the wasm build.
     for var in [
         "RUSTFLAGS",
@@ -83,6 +95,57 @@ fn build_component(workspace: &Path, out_dir: &Path, dest: &Path) {
 
     let built = target_dir.join("wasm32-unknown-unknown/component/orchestrator_logic.wasm");
     std::fs::copy(&built, dest).unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
+}
+
+/// The directories of this machine that could end up in the component (as the file names of
+/// panic locations: registry crates and generated code are compiled from absolute paths) and
+/// the fixed name each is replaced with, as `--remap-path-prefix` flags.
+///
+/// rustc applies the last flag that matches a path, so the flags go from the shortest prefix
+/// to the longest: a target directory inside the clone, or a CARGO_HOME inside the home, gets
+/// its own name rather than its parent's. Nested directories are matched whole components at
+/// a time (`/a/b` does not match `/a/bc`).
+fn remap_flags(workspace: &Path, target_dir: &Path) -> Vec<String> {
+    let home = env::var_os("HOME").or_else(|| env::var_os("USERPROFILE")).map(PathBuf::from);
+    // Cargo tells build scripts neither CARGO_HOME nor its default; this is cargo's rule.
+    let cargo_home = env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| home.as_ref().map(|h| h.join(".cargo")));
+    let mut mappings: Vec<(PathBuf, &str)> = Vec::new();
+    let mut add = |from: Option<PathBuf>, to: &'static str| {
+        // A root home (`HOME=/`) would rename every path.
+        let Some(from) = from.filter(|p| p.is_absolute() && p.parent().is_some()) else { return };
+        // Cargo hands rustc the paths as configured; a symlinked one may also be seen resolved.
+        let resolved = from.canonicalize().ok().filter(|resolved| *resolved != from);
+        for from in [Some(from), resolved].into_iter().flatten() {
+            // One flag per directory: a later, more specific name replaces an earlier one.
+            mappings.retain(|(known, _)| *known != from);
+            mappings.push((from, to));
+        }
+    };
+    add(home, "/home");
+    add(cargo_home, "/cargo-home");
+    add(Some(workspace.to_path_buf()), "/source");
+    // Created before the nested build so that its resolved form is known.
+    let _ = std::fs::create_dir_all(target_dir);
+    add(Some(target_dir.to_path_buf()), "/target");
+    mappings.sort_by_key(|(from, _)| from.components().count());
+    mappings
+        .into_iter()
+        .filter_map(|(from, to)| match from.to_str() {
+            Some(from) => Some(format!("--remap-path-prefix={from}={to}")),
+            None => {
+                // rustc could not be told about it either; the reproducibility check would say so.
+                println!("cargo::warning=not remapped (not UTF-8): {}", from.display());
+                None
+            }
+        })
+        .collect()
+}
+
+/// `items` as a TOML array of basic strings (for `cargo --config`).
+fn toml_array(items: &[String]) -> String {
+    let quoted: Vec<String> =
+        items.iter().map(|item| format!("\"{}\"", item.replace('\\', "\\\\").replace('"', "\\\""))).collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 /// Whether the toolchain's sysroot holds the wasm32 standard library (rustup adds it only on

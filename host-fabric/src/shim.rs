@@ -1,4 +1,4 @@
-//! The chaincode side of `protos.Chaincode/Connect` (fabric-protocol.md §2).
+//! The chaincode side of `protos.Chaincode/Connect` (docs/fabric-encoding.md §3).
 //!
 //! Each stream: REGISTER → REGISTERED → READY, then one task per TRANSACTION/INIT. A task runs
 //! the component over a [`PeerBackend`] whose reads become GET_STATE / GET_STATE_BY_RANGE /
@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use orchestrator_runtime::{BackendError, BoxFuture, Runtime, RuntimeError, StateBackend, StateEntry};
+use orchestrator_runtime::{BackendError, BoxFuture, Runtime, RuntimeError, StateBackend, StateEntry, identity};
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -405,10 +405,12 @@ async fn execute(runtime: &Runtime, message: &ChaincodeMessage, link: &Arc<PeerL
         }
         Err(error) => return Err(error.to_string()),
     };
-    let response = match invocation.result {
+    let mut response = match invocation.result {
         Ok(response) => response,
         Err(error) => return Ok(Completion::failed(encoding::status_for(error.kind), error.message)),
     };
+    // QueryVersion names the component this chaincode ran; the facade passes it on.
+    identity::stamp_logic_sha256(method, &mut response, &invocation.logic.sha256);
     if read_only && !(invocation.writes.is_empty() && invocation.events.is_empty()) {
         return Err(format!("read-only method {method} wrote state or emitted events"));
     }

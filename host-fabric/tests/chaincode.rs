@@ -13,10 +13,12 @@ use orchestrator_host_fabric::simulator::{
 use orchestrator_proto::{
     Addressable, DataManager, Event, GetAllOrganizationsParam, GetAllOrganizationsResponse, GetDataManagerParam,
     NewDataManager, NewDataSample, NewPermissions, Organization, QueryDataSamplesParam, QueryDataSamplesResponse,
-    RegisterDataSamplesParam, RegisterDataSamplesResponse, RegisterOrganizationParam,
+    QueryVersionParam, QueryVersionResponse, RegisterDataSamplesParam, RegisterDataSamplesResponse,
+    RegisterOrganizationParam,
 };
 use orchestrator_runtime::{Runtime, RuntimeConfig};
 use prost::Message;
+use sha2::Digest as _;
 
 const CHANNEL: &str = "mychannel";
 const CHAINCODE: &str = "orchestrator";
@@ -31,6 +33,7 @@ const REGISTER_DATA_MANAGER: &str = "orchestrator.DataManagerService/RegisterDat
 const GET_DATA_MANAGER: &str = "orchestrator.DataManagerService/GetDataManager";
 const REGISTER_DATA_SAMPLES: &str = "orchestrator.DataSampleService/RegisterDataSamples";
 const QUERY_DATA_SAMPLES: &str = "orchestrator.DataSampleService/QueryDataSamples";
+const QUERY_VERSION: &str = "orchestrator.InfoService/QueryVersion";
 
 /// One compiled component for the whole test binary.
 fn runtime() -> Runtime {
@@ -86,6 +89,22 @@ async fn register_org(peer: &Peer, cc: &ChaincodeConnection, msp_id: &str) {
 async fn handshake_registers_the_package_id() {
     let cc = chaincode().await;
     assert_eq!(cc.package_id(), PACKAGE_ID);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn query_version_names_the_component_the_chaincode_runs() {
+    let cc = chaincode().await;
+    let peer = Peer::new(CHANNEL, CHAINCODE);
+    let org1 = Identity::new(ORG1).expect("identity");
+    let proposal = peer.proposal(&org1, QUERY_VERSION, &QueryVersionParam {}.encode_to_vec());
+    let endorsement = peer.endorse(&cc, &proposal).await.expect("endorse");
+    assert_eq!(endorsement.response.status, 200, "{}", endorsement.response.message);
+    let version = QueryVersionResponse::decode(endorsement.response.payload.as_slice()).expect("response");
+    assert_eq!(version.orchestrator, env!("CARGO_PKG_VERSION"));
+    // Hashed here from the embedded bytes, not taken from the runtime.
+    let sha256 = hex::encode(sha2::Sha256::digest(orchestrator_logic_component::COMPONENT));
+    assert_eq!(version.logic_sha256, sha256);
+    assert!(endorsement.rwset.writes.is_empty() && endorsement.event.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]

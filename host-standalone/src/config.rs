@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use orchestrator_runtime::settings::{parse_go_bool, parse_go_duration};
 
 /// Default PostgreSQL URL: the local server, trust authentication, database `orchestrator`
@@ -48,11 +48,52 @@ pub enum LogFormat {
     Text,
 }
 
+/// What to do instead of serving.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// The logic component, without starting a server.
+    Logic {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: LogicCommand,
+    },
+}
+
+/// `orchestrator logic ...`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum LogicCommand {
+    /// Loads and verifies a component, then prints its sha256, logic version, WIT world and
+    /// method table (each method read-only or read-write). Opens no socket, database or cache.
+    Inspect {
+        /// The component (.wasm). Unset: the one embedded in this binary.
+        file: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: InspectFormat,
+    },
+}
+
+/// Output of `orchestrator logic inspect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InspectFormat {
+    /// Aligned lines, one per method.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
 /// The standalone orchestrator: gRPC server, business logic in a WebAssembly component,
 /// state and events in PostgreSQL.
+///
+/// Without a subcommand, serves (every flag below applies); `orchestrator logic inspect [FILE]`
+/// describes a logic component instead.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "orchestrator", version, about)]
 pub struct Config {
+    /// Instead of serving: see `orchestrator help logic`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Where the logic runs: here on PostgreSQL, or on Fabric through a peer's Gateway.
     #[arg(long, env = "ORCHESTRATOR_MODE", value_enum, default_value = "standalone", ignore_case = true)]
     pub mode: Mode,
@@ -306,5 +347,28 @@ mod tests {
         assert_eq!(config.tx_retry_budget, Duration::from_millis(500));
         assert_eq!(config.grpc_addr.port(), 0);
         assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.command, None, "no subcommand: serve");
+    }
+
+    #[test]
+    fn logic_inspect_parses() {
+        let parse = |args: &[&str]| match Config::try_parse_from(args) {
+            Ok(config) => config.command,
+            Err(err) => panic!("{args:?}: {err}"),
+        };
+        let inspect = |file: Option<&str>, format| {
+            Some(Command::Logic { command: LogicCommand::Inspect { file: file.map(PathBuf::from), format } })
+        };
+        assert_eq!(parse(&["orchestrator", "logic", "inspect"]), inspect(None, InspectFormat::Text));
+        assert_eq!(
+            parse(&["orchestrator", "logic", "inspect", "x.wasm", "--format", "json"]),
+            inspect(Some("x.wasm"), InspectFormat::Json)
+        );
+        // Server flags still go before the subcommand, as without one.
+        assert_eq!(
+            parse(&["orchestrator", "--log-format", "text", "logic", "inspect"]),
+            inspect(None, InspectFormat::Text)
+        );
+        assert!(Config::try_parse_from(["orchestrator", "logic"]).is_err(), "logic needs a subcommand");
     }
 }

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use orchestrator_runtime::{ErrorKind, Runtime};
+use orchestrator_runtime::{ErrorKind, Runtime, identity};
 use prost::Message as _;
 use sqlx::PgPool;
 use tonic::body::Body;
@@ -93,7 +93,7 @@ pub fn declared_methods(file_descriptor_set: &[u8]) -> Result<BTreeMap<String, M
     Ok(methods)
 }
 
-/// The gRPC status code of a logic error kind (api-contract §7.1).
+/// The gRPC status code of a logic error kind (docs/api-contract.md §7.1).
 pub fn logic_code(kind: ErrorKind) -> Code {
     match kind {
         ErrorKind::NotFound => Code::NotFound,
@@ -358,7 +358,14 @@ impl Handler {
         log.fuel = outcome.fuel_consumed;
         self.metrics.logic_call(method, outcome.attempts, outcome.result.is_ok(), outcome.fuel_consumed);
         match outcome.result {
-            Ok(response) => Ok(tonic::Response::new(response)),
+            Ok(mut response) => {
+                if let CallBackend::Postgres(_) = self.backend {
+                    // QueryVersion names the component that answered: this process's (it never
+                    // swaps versions). In distributed mode the chaincode named its own, passed on.
+                    identity::stamp_logic_sha256(method, &mut response, &self.runtime.info().sha256);
+                }
+                Ok(tonic::Response::new(response))
+            }
             Err(err) => Err(call_status(&err)),
         }
     }

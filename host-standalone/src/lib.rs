@@ -17,7 +17,8 @@
 //!   timeouts, keepalive enforcement) and the budget of request bytes in flight;
 //! - [`server`]: assembly, health, reflection, graceful shutdown;
 //! - [`logging`]: the log subscriber;
-//! - [`metrics`]: Prometheus metrics on `/metrics` when `METRICS_ENABLED`.
+//! - [`metrics`]: Prometheus metrics on `/metrics` when `METRICS_ENABLED`;
+//! - [`inspect`]: `orchestrator logic inspect`, a component's identity and method table.
 
 pub mod channels;
 pub mod codec;
@@ -26,6 +27,7 @@ pub mod distributed;
 pub mod events;
 pub mod grpc;
 pub mod headers;
+pub mod inspect;
 pub mod logging;
 pub mod metrics;
 pub mod mspid;

@@ -1,6 +1,6 @@
 //! Prometheus metrics on `/metrics` (text exposition format 0.0.4), when `METRICS_ENABLED`.
 //!
-//! The reference's names where they apply (../shared/spec/modes.md A.8: go-grpc-prometheus'
+//! The reference's names where they apply (docs/modes.md §2.7: go-grpc-prometheus'
 //! `grpc_server_*`, `orc_db_transaction_total`, `orc_event_sent_total`), plus what only this
 //! implementation has: the logic's fuel, the relay's state, open event streams and the
 //! component's identity. Counters are kept in-process and rendered on each scrape; the
@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use orchestrator_runtime::LogicInfo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -63,27 +64,24 @@ struct Counters {
 pub struct Metrics {
     counters: Mutex<Counters>,
     open_streams: AtomicI64,
-    component_sha256: String,
-    component_version: String,
+    component: LogicInfo,
     relay: Option<(Arc<RelayStats>, Arc<EventHub>)>,
     request_budget: Option<RequestBudget>,
 }
 
 impl Metrics {
-    /// Metrics of a process running the component of `sha256` and `version`, with the
-    /// counters of its event relay when it has one (with the hub, for the channels' heads),
-    /// and its request budget.
+    /// Metrics of a process running `component`, with the counters of its event relay when it
+    /// has one (with the hub, for the channels' heads), and its request budget.
     pub fn new(
-        component_sha256: &str,
-        component_version: &str,
+        component: &LogicInfo,
         relay: Option<(Arc<RelayStats>, Arc<EventHub>)>,
         request_budget: Option<RequestBudget>,
     ) -> Self {
         Self {
             counters: Mutex::default(),
             open_streams: AtomicI64::new(0),
-            component_sha256: component_sha256.to_owned(),
-            component_version: component_version.to_owned(),
+            // The method table is not a label.
+            component: LogicInfo { methods: Vec::new(), ..component.clone() },
             relay,
             request_budget,
         }
@@ -201,12 +199,18 @@ impl Metrics {
             header(&mut out, "orc_grpc_request_bytes_budget", "gauge", "The budget of request bytes in flight.");
             let _ = writeln!(out, "orc_grpc_request_bytes_budget {}", budget.total());
         }
-        header(&mut out, "orc_logic_component_info", "gauge", "The logic component this process runs.");
+        header(
+            &mut out,
+            "orc_logic_component_info",
+            "gauge",
+            "The logic component this process runs: sha256 of its bytes, logic version, WIT world.",
+        );
         let _ = writeln!(
             out,
-            "orc_logic_component_info{{sha256=\"{}\",version=\"{}\"}} 1",
-            escape(&self.component_sha256),
-            escape(&self.component_version)
+            "orc_logic_component_info{{sha256=\"{}\",version=\"{}\",world=\"{}\"}} 1",
+            escape(&self.component.sha256),
+            escape(&self.component.version),
+            escape(&self.component.world)
         );
         out
     }
@@ -330,7 +334,13 @@ mod tests {
 
     #[test]
     fn renders_counters_with_reference_labels() {
-        let metrics = Metrics::new("abc", "1.0", None, None);
+        let component = LogicInfo {
+            sha256: "abc".to_owned(),
+            version: "1.0".to_owned(),
+            world: "substra:orchestrator@0.1.0".to_owned(),
+            methods: Vec::new(),
+        };
+        let metrics = Metrics::new(&component, None, None);
         let method = "orchestrator.OrganizationService/RegisterOrganization";
         metrics.started(GrpcType::Unary, method);
         metrics.handled(GrpcType::Unary, method, tonic::Code::InvalidArgument, Duration::from_millis(20));
@@ -342,7 +352,12 @@ mod tests {
         assert!(text.contains("le=\"0.01\"} 0\n"), "{text}");
         assert!(text.contains("le=\"0.025\"} 1\n"), "{text}");
         assert!(text.contains("outcome=\"commit\"} 1\n") && text.contains("outcome=\"rollback\"} 2\n"), "{text}");
-        assert!(text.contains("orc_logic_component_info{sha256=\"abc\",version=\"1.0\"} 1"), "{text}");
+        assert!(
+            text.contains(
+                "orc_logic_component_info{sha256=\"abc\",version=\"1.0\",world=\"substra:orchestrator@0.1.0\"} 1"
+            ),
+            "{text}"
+        );
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

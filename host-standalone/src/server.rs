@@ -148,7 +148,9 @@ impl Server {
         tracing::info!(
             sha256 = %info.sha256,
             version = %info.version,
+            world = %info.world,
             methods = info.methods.len(),
+            source = %config.logic.as_ref().map_or_else(|| "embedded".to_owned(), |path| path.display().to_string()),
             "logic component loaded"
         );
 
@@ -196,8 +198,7 @@ impl Server {
             ping_without_stream: config.grpc_keepalive_policy_permit_without_stream,
         });
         let metrics = Arc::new(Metrics::new(
-            &info.sha256,
-            &info.version,
+            &info,
             relay.as_ref().map(|relay| (relay.stats(), Arc::clone(&hub))),
             Some(budget.clone()),
         ));
@@ -330,7 +331,12 @@ impl Server {
             reporter.set_service_status("", ServingStatus::NotServing).await;
             signal_hub.close();
         };
-        tracing::info!(addr = %addr, tls = tls.is_some(), "serving gRPC");
+        tracing::info!(
+            addr = %addr,
+            tls = tls.is_some(),
+            logic_sha256 = %handler.runtime().info().sha256,
+            "serving gRPC"
+        );
         let served = match tls {
             Some(acceptor) => {
                 let incoming = transport::incoming(listener, policy, move |tcp| {

@@ -9,6 +9,7 @@ use orchestrator_proto::info_service_client::InfoServiceClient;
 use orchestrator_proto::organization_service_client::OrganizationServiceClient;
 use orchestrator_proto::{Event, GetAllOrganizationsParam, QueryVersionParam, RegisterOrganizationParam};
 use prost::Message as _;
+use sha2::Digest as _;
 use tonic::Code;
 
 const REGISTER_ORG: &str = "/orchestrator.OrganizationService/RegisterOrganization";
@@ -143,6 +144,10 @@ async fn query_version() {
     let mut info = InfoServiceClient::new(server.client("MyOrg2MSP", "mychannel").await);
     let version = info.query_version(QueryVersionParam {}).await.expect("QueryVersion").into_inner();
     assert!(!version.orchestrator.is_empty());
+    // The extension field: the sha256 of the component that answered, hashed here from the
+    // embedded bytes.
+    let sha256 = hex::encode(sha2::Sha256::digest(orchestrator_logic_component::COMPONENT));
+    assert_eq!(version.logic_sha256, sha256);
     server.stop().await;
 }
 
@@ -591,8 +596,12 @@ async fn metrics_count_calls_by_method_and_code() {
         .and_then(|n| n.parse::<u64>().ok())
         .expect("fuel of RegisterOrganization");
     assert!(fuel > 0);
-    let sha256 = orchestrator_logic_component::SHA256.trim();
-    assert!(body.contains(&format!("orc_logic_component_info{{sha256=\"{sha256}\"")), "component info in\n{body}");
+    let sha256 = hex::encode(sha2::Sha256::digest(orchestrator_logic_component::COMPONENT));
+    let info = format!(
+        "orc_logic_component_info{{sha256=\"{sha256}\",version=\"{}\",world=\"substra:orchestrator@0.1.0\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(body.lines().any(|l| l == info), "missing {info:?} in\n{body}");
     assert_eq!(http_get(addr, "/other").await.0, "HTTP/1.1 404 Not Found");
     server.stop().await;
 }

@@ -1,6 +1,6 @@
-//! The compiled descriptor must match `api-contract.md` exactly: files, imports, services, RPCs,
-//! messages (every field: name, number, type, label, oneof, declaration order), reserved
-//! numbers and names, and enums (every value).
+//! The compiled descriptor must match `docs/api-contract.md` (§1-§5) exactly: files, imports,
+//! services, RPCs, messages (every field: name, number, type, label, oneof, declaration
+//! order), reserved numbers and names, and enums (every value).
 
 use std::collections::BTreeSet;
 
@@ -538,7 +538,8 @@ const MESSAGES: &[(&str, &[&str])] = &[
     ("ApplyFunctionActionResponse", &[]),
     // info.proto
     ("QueryVersionParam", &[]),
-    ("QueryVersionResponse", &["orchestrator 1 string"]),
+    // `logic_sha256` is this implementation's extension (number 2 stays unused).
+    ("QueryVersionResponse", &["orchestrator 1 string", "logic_sha256 3 string"]),
     // model.proto
     (
         "Model",
@@ -917,6 +918,7 @@ fn tricky_numbers() {
     assert_eq!(number("Performance", "compute_task_output_identifier"), 6);
     assert_eq!(number("NewPerformance", "compute_task_output_identifier"), 3);
     assert_eq!(number("QueryVersionResponse", "orchestrator"), 1);
+    assert_eq!(number("QueryVersionResponse", "logic_sha256"), 3);
     assert_eq!(number("Event", "metadata"), 18);
     assert_eq!(number("QueryFunctionsResponse", "Functions"), 1);
     assert_eq!(number("QueryPerformancesResponse", "Performances"), 1);

@@ -3,7 +3,8 @@
 //! Every host (standalone PostgreSQL, Fabric chaincode, tests, benches) embeds the same
 //! WebAssembly component through this crate. The runtime:
 //!
-//! - loads a component, identifies it by the sha256 of its bytes, compiles it once per process
+//! - loads a component, identifies it by the sha256 of its bytes (computed once, when loaded:
+//!   [`LogicInfo`], which hosts report, see [`identity`]), compiles it once per process
 //!   (and once per machine with a disk cache of precompiled `.cwasm` files), and verifies it by
 //!   calling its `version` and `methods` exports;
 //! - runs every call on a fresh instance (no heap or globals carried over), with a fuel budget
@@ -16,6 +17,7 @@
 
 mod cache;
 mod host;
+pub mod identity;
 mod memory;
 mod overlay;
 mod runtime;
@@ -24,6 +26,7 @@ pub mod settings;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 
 pub use memory::MemoryBackend;
 pub use overlay::{DEFAULT_SCAN_LIMIT, MAX_KEY_BYTES, MAX_VALUE_BYTES};
@@ -164,6 +167,8 @@ pub struct Invocation {
     pub events: Vec<Vec<u8>>,
     /// Fuel the call consumed (instantiation included), for logs and benchmarks.
     pub fuel_consumed: u64,
+    /// The version that ran the call (a swap may have happened since).
+    pub logic: Arc<LogicInfo>,
 }
 
 /// Failure of a call or of a load, outside the logic's own business errors.
@@ -219,6 +224,9 @@ pub struct LogicInfo {
     pub sha256: String,
     /// What the component's `version` export returned.
     pub version: String,
+    /// The WIT package and version of the world the component was built against, e.g.
+    /// `substra:orchestrator@0.1.0` (from the name of its `api` export).
+    pub world: String,
     /// What the component's `methods` export returned, in its order.
     pub methods: Vec<MethodInfo>,
 }

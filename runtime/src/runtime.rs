@@ -7,8 +7,8 @@ use std::sync::{Arc, RwLock};
 use std::task::{Poll, Wake, Waker};
 use std::time::Instant;
 
-use wasmtime::Store;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, Store};
 
 use crate::cache::{self, EngineEntry};
 use crate::host::bindings::{Orchestrator, OrchestratorPre};
@@ -176,10 +176,16 @@ impl Runtime {
             );
         }
         match outcome {
-            Ok(Ok(response)) => Ok(Invocation { result: Ok(response), writes, events, fuel_consumed }),
-            Ok(Err(error)) => {
-                Ok(Invocation { result: Err(error.into()), writes: Vec::new(), events: Vec::new(), fuel_consumed })
+            Ok(Ok(response)) => {
+                Ok(Invocation { result: Ok(response), writes, events, fuel_consumed, logic: loaded.info.clone() })
             }
+            Ok(Err(error)) => Ok(Invocation {
+                result: Err(error.into()),
+                writes: Vec::new(),
+                events: Vec::new(),
+                fuel_consumed,
+                logic: loaded.info.clone(),
+            }),
             Err(trap) => {
                 let message = describe_trap(&trap);
                 tracing::warn!(
@@ -266,6 +272,8 @@ fn load(
         .map_err(|e| RuntimeError::Component(format!("linking {sha256} against the orchestrator world: {e:#}")))?;
     let pre = OrchestratorPre::new(instance_pre)
         .map_err(|e| RuntimeError::Component(format!("{sha256} does not export the orchestrator world: {e:#}")))?;
+    let world = world_of(&engine.engine, &component)
+        .ok_or_else(|| RuntimeError::Component(format!("{sha256} exports no `api` interface of a WIT package")))?;
     let fuel = config.fuel_per_call.max(MIN_VERIFY_FUEL);
     let (version, methods) = {
         // The pool's verification slot (never shared with calls).
@@ -287,12 +295,30 @@ fn load(
     tracing::info!(
         %sha256,
         %version,
+        %world,
         methods = methods.len(),
         source = ?source,
         elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
         "loaded the logic component"
     );
-    Ok(Loaded { info: Arc::new(LogicInfo { sha256, version, methods }), read_only, pre })
+    Ok(Loaded { info: Arc::new(LogicInfo { sha256, version, world, methods }), read_only, pre })
+}
+
+/// The WIT package of the component's `api` export, e.g. `substra:orchestrator@0.1.0` from the
+/// export name `substra:orchestrator/api@0.1.0`: the world version the component was built
+/// against (the runtime's bindings link only compatible ones).
+fn world_of(engine: &Engine, component: &Component) -> Option<String> {
+    component.component_type().exports(engine).find_map(|(name, _)| {
+        let (package, rest) = name.split_once('/')?;
+        let (interface, version) = match rest.split_once('@') {
+            Some((interface, version)) => (interface, Some(version)),
+            None => (rest, None),
+        };
+        (interface == "api").then(|| match version {
+            Some(version) => format!("{package}@{version}"),
+            None => package.to_owned(),
+        })
+    })
 }
 
 /// Calls `version` and `methods` on a fresh instance.

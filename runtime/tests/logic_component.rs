@@ -3,8 +3,9 @@
 
 use orchestrator_logic_component::{COMPONENT, SHA256};
 use orchestrator_proto::{QueryVersionResponse, RegisterOrganizationParam};
-use orchestrator_runtime::{Context, ErrorKind, MemoryBackend, Runtime, RuntimeConfig, RuntimeError};
+use orchestrator_runtime::{Context, ErrorKind, MemoryBackend, Runtime, RuntimeConfig, RuntimeError, identity};
 use prost::Message;
+use sha2::Digest as _;
 
 const QUERY_VERSION: &str = "orchestrator.InfoService/QueryVersion";
 const REGISTER_ORGANIZATION: &str = "orchestrator.OrganizationService/RegisterOrganization";
@@ -27,7 +28,11 @@ fn loads_the_logic_component() {
     let rt = runtime();
     let info = rt.info();
     assert_eq!(info.sha256, SHA256.trim());
+    // Computed here too: the identity is the hash of exactly the bytes loaded.
+    assert_eq!(info.sha256, hex::encode(sha2::Sha256::digest(COMPONENT)));
     assert!(!info.version.is_empty());
+    // The package of wit/orchestrator.wit.
+    assert_eq!(info.world, "substra:orchestrator@0.1.0");
     let method = |name: &str| info.methods.iter().find(|m| m.name == name).cloned();
     assert_eq!(method(QUERY_VERSION).map(|m| m.read_only), Some(true));
     assert_eq!(method(REGISTER_ORGANIZATION).map(|m| m.read_only), Some(false));
@@ -45,6 +50,16 @@ async fn query_version() {
     assert!(invocation.writes.is_empty());
     assert!(invocation.events.is_empty());
     assert!(invocation.fuel_consumed > 0);
+    // The logic leaves its identity to the host, and the invocation says which version ran.
+    assert_eq!(response.logic_sha256, "");
+    assert_eq!(invocation.logic.sha256, SHA256.trim());
+
+    assert_eq!(identity::QUERY_VERSION, QUERY_VERSION);
+    let mut answered = response.encode_to_vec();
+    identity::stamp_logic_sha256(QUERY_VERSION, &mut answered, &invocation.logic.sha256);
+    let stamped = QueryVersionResponse::decode(answered.as_slice()).unwrap();
+    assert_eq!(stamped.orchestrator, response.orchestrator);
+    assert_eq!(stamped.logic_sha256, hex::encode(sha2::Sha256::digest(COMPONENT)));
 }
 
 #[tokio::test]

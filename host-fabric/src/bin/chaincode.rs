@@ -40,7 +40,13 @@ async fn run() -> Result<(), StartError> {
     })
     .await??;
     let info = runtime.info();
-    tracing::info!(sha256 = %info.sha256, version = %info.version, package_id = %config.package_id, "logic loaded");
+    tracing::info!(
+        sha256 = %info.sha256,
+        version = %info.version,
+        world = %info.world,
+        package_id = %config.package_id,
+        "logic loaded"
+    );
 
     let mut builder = Server::builder();
     if let Some(tls) = &config.tls {
