@@ -367,197 +367,55 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
     register_plan(d, ORG2, &new_plan(41)).expect("ORG2's plan");
     register_tasks(d, ORG1, &[train_task(101, DM1, &[20], &[])]).expect("a stored task");
     let before = d.events().len();
-    let ok = || train_task(150, DM1, &[20, 21], &[101]);
 
-    // --- 1. Empty batch --------------------------------------------------------------------
-    refuse(d, &[], ErrorKind::BadRequest, "OE0003: no task to register");
-
-    // --- 2. Validation, any task of the batch ----------------------------------------------
-    let invalid = |detail: &str| format!("OE0101: computetask is not valid: {detail}");
-    let mut t = ok();
-    t.key = key(0xabc).to_uppercase();
-    refuse(d, &[ok(), t], ErrorKind::InvalidAsset, &invalid("key: must be a valid UUID."));
-    let mut t = ok();
-    t.key.clear();
-    t.function_key = "x".to_owned();
-    t.compute_plan_key.clear();
-    refuse(
-        d,
-        &[t],
-        ErrorKind::InvalidAsset,
-        &invalid("compute_plan_key: cannot be blank; function_key: must be a valid UUID; key: cannot be blank."),
-    );
-    let with_input = |i: ComputeTaskInput| {
-        let mut t = ok();
-        t.inputs.push(i);
-        t
-    };
-    let cases = [
-        (
-            ComputeTaskInput { identifier: String::new(), r#ref: Some(Ref::AssetKey(key(20))) },
-            "inputs: (identifier: cannot be blank.).",
-        ),
-        (ComputeTaskInput { identifier: "datasamples".to_owned(), r#ref: None }, "inputs: (Ref: cannot be blank.)."),
-        (ComputeTaskInput::default(), "inputs: (Ref: cannot be blank; identifier: cannot be blank.)."),
-        (asset_input("datasamples", "abc".to_owned()), "inputs: (AssetKey: must be a valid UUID.)."),
-        (asset_input("datasamples", String::new()), "inputs: (AssetKey: cannot be blank.)."),
-        (
-            ComputeTaskInput {
-                identifier: "model".to_owned(),
-                r#ref: Some(Ref::ParentTaskOutput(ParentTaskOutputRef::default())),
-            },
-            "inputs: (output_identifier: cannot be blank; parent_task_key: cannot be blank.).",
-        ),
-    ];
-    for (bad_input, detail) in cases {
-        refuse(d, &[with_input(bad_input)], ErrorKind::InvalidAsset, &invalid(detail));
+    for Refusal { what, batch, kind, message } in registration_refusals() {
+        let err = register_tasks(d, ORG1, &batch).expect_err(what);
+        assert_eq!((err.kind, err.message.as_str()), (kind, message.as_str()), "{what}");
+        if let Some(code) = kind.code() {
+            assert!(message.starts_with(&format!("{code}: ")), "{what}: the message should start with {code}");
+        }
     }
-    let mut t = ok();
-    t.outputs.insert(String::new(), task_output(public_permissions(), false));
-    refuse(d, &[t], ErrorKind::InvalidAsset, &invalid("outputs: cannot be blank."));
-    let mut t = ok();
-    t.outputs.insert("model".to_owned(), NewComputeTaskOutput { permissions: None, transient: false });
-    refuse(d, &[t], ErrorKind::InvalidAsset, &invalid("outputs: (permissions: cannot be blank.)."));
-    let mut t = ok();
-    t.metadata.insert("k".to_owned(), "v".repeat(101));
-    refuse(d, &[t], ErrorKind::InvalidAsset, &invalid("metadata: OE0101: metadata value for key \"k\" is too long."));
 
-    // --- 3. Existence: stored keys first, then keys repeated in the batch ------------------
-    let exists = |n: u64| format!("OE0006: computetask with key \"{}\" already exists", key(n));
-    refuse(d, &[ok(), train_task(101, DM1, &[20], &[])], ErrorKind::Conflict, &exists(101));
-    refuse(d, &[ok(), ok()], ErrorKind::Conflict, &exists(150));
+    // Nothing of all that was stored or emitted; the valid task still registers.
+    assert_no_event_since(d, before);
+    expect_err(get_task(d, &key(161)), ErrorKind::NotFound, "computetask");
+    let registered = register_tasks(d, ORG1, &[valid_task(), metric_task(161, 101)]).expect("valid batch");
+    assert_eq!(registered.len(), 2);
+    assert_eq!(registered[1].worker, ORG1);
+}
 
-    // --- 4. Topological sort ---------------------------------------------------------------
-    let cyclic = |n: usize| {
-        format!("OE0101: cyclic dependency in compute plan graph or unknown task parent, unsorted_tasks_count: {n}")
-    };
-    let batch =
-        [train_task(152, DM1, &[20], &[153]), train_task(153, DM1, &[20], &[152]), train_task(154, DM1, &[20], &[])];
-    refuse(d, &batch, ErrorKind::InvalidAsset, &cyclic(2));
-    refuse(d, &[ok(), train_task(155, DM1, &[20], &[999])], ErrorKind::InvalidAsset, &cyclic(1));
-    let batch = [train_task(156, DM1, &[20], &[156]), train_task(157, DM1, &[20], &[156])];
-    refuse(d, &batch, ErrorKind::InvalidAsset, &cyclic(2));
+/// A batch ORG1 must see refused, and the error it gets, exactly.
+struct Refusal {
+    /// What the case checks; a failure names it.
+    what: &'static str,
+    batch: Vec<NewComputeTask>,
+    kind: ErrorKind,
+    message: String,
+}
 
-    // --- 5.1 Plan, 5.3 function: in the sorted order ---------------------------------------
-    let mut no_plan = ok();
-    no_plan.compute_plan_key = key(49);
-    let not_found = |asset: &str, n: u64| format!("OE0002: {asset} with key \"{}\" not found", key(n));
-    refuse(d, &[no_plan.clone()], ErrorKind::NotFound, &not_found("computeplan", 49));
-    let mut foreign_plan = ok();
-    foreign_plan.compute_plan_key = key(41);
-    refuse(
-        d,
-        &[foreign_plan],
-        ErrorKind::PermissionDenied,
-        "OE0102: Cannot register tasks to a compute plan you don't own",
-    );
-    let mut no_function = ok();
-    no_function.function_key = key(39);
-    refuse(d, &[no_function.clone()], ErrorKind::NotFound, &not_found("function", 39));
-    let mut both = no_plan.clone();
-    both.function_key = key(39);
-    refuse(d, &[both], ErrorKind::NotFound, &not_found("computeplan", 49));
-    // The child (bad function) comes first in the request, its parent (bad plan) first in the
-    // sorted order: the parent's error wins.
-    let mut child = train_task(158, DM1, &[20], &[150]);
-    child.function_key = key(39);
-    refuse(d, &[child, no_plan], ErrorKind::NotFound, &not_found("computeplan", 49));
-    let mut t = ok();
-    t.function_key = key(36);
-    refuse(
-        d,
-        &[t],
-        ErrorKind::PermissionDenied,
-        &format!("OE0102: not authorized to process function \"{}\"", key(36)),
-    );
+fn refusal(what: &'static str, batch: Vec<NewComputeTask>, kind: ErrorKind, message: impl Into<String>) -> Refusal {
+    Refusal { what, batch, kind, message: message.into() }
+}
 
-    // --- 5.6 Output permissions, 5.7 worker ------------------------------------------------
-    let mut t = ok();
-    t.worker = ORG2.to_owned();
-    refuse(
-        d,
-        &[t],
-        ErrorKind::BadRequest,
-        &format!("OE0003: Specified worker \"{ORG2}\" does not match data manager owner: \"{ORG1}\""),
-    );
-    refuse(
-        d,
-        &[aggregate_task(159, "", &[101])],
-        ErrorKind::BadRequest,
-        "OE0003: Worker cannot be inferred and must be explicitly set",
-    );
-    refuse(
-        d,
-        &[aggregate_task(159, UNREGISTERED, &[101])],
-        ErrorKind::NotFound,
-        &format!("OE0002: organization with key \"{UNREGISTERED}\" not found"),
-    );
-    let mut t = aggregate_task(159, "", &[101]);
-    t.outputs.insert("model".to_owned(), task_output(private_permissions(&[UNREGISTERED]), false));
-    refuse(d, &[t], ErrorKind::BadRequest, "OE0003: invalid permission input values");
+/// The task most refusals alter: TRAIN on DM1 with samples 20 and 21, child of the stored 101.
+fn valid_task() -> NewComputeTask {
+    train_task(150, DM1, &[20, 21], &[101])
+}
 
-    // --- 5.10 Inputs (docs/business-rules.md §8.4) -----------------------------------------------
-    let invalid_asset = |m: &str| format!("OE0101: {m}");
-    refuse(
-        d,
-        &[with_input(asset_input("foo", key(20)))],
-        ErrorKind::InvalidAsset,
-        &invalid_asset("unknown task input: this identifier was not declared in the Function: \"foo\""),
-    );
-    refuse(
-        d,
-        &[with_input(asset_input("opener", key(DM1)))],
-        ErrorKind::InvalidAsset,
-        &invalid_asset(
-            "duplicate task input: this identifier is present multiple times in the task inputs, but it was not declared as \"Multiple\" in the Function: \"opener\"",
-        ),
-    );
-    refuse(
-        d,
-        &[train_task(150, DM1, &[], &[101])],
-        ErrorKind::InvalidAsset,
-        &invalid_asset("missing task input: this identifier is required by the Function: \"datasamples\""),
-    );
-    let mut t = ok();
-    t.inputs[0] = parent_input("opener", 101, "model");
-    refuse(
-        d,
-        &[t],
-        ErrorKind::InvalidAsset,
-        &invalid_asset("invalid task input \"opener\": openers must be referenced using an asset key"),
-    );
-    refuse(
-        d,
-        &[with_input(parent_input("datasamples", 101, "model"))],
-        ErrorKind::InvalidAsset,
-        &invalid_asset("invalid task input \"datasamples\": data samples must be referenced using an asset key"),
-    );
-    refuse(d, &[train_task(150, 19, &[20], &[])], ErrorKind::NotFound, &not_found("datamanager", 19));
-    refuse(
-        d,
-        &[train_task(150, 12, &[24], &[])],
-        ErrorKind::PermissionDenied,
-        &format!("OE0102: not authorized to process datamanager \"{}\"", key(12)),
-    );
-    refuse(d, &[train_task(150, DM1, &[20, 29], &[])], ErrorKind::NotFound, &not_found("datasample", 29));
-    refuse(
-        d,
-        &[train_task(150, DM1, &[20, 22], &[])],
-        ErrorKind::InvalidAsset,
-        "OE0101: datasamples do not share a common manager",
-    );
-    refuse(d, &[with_input(asset_input("model", key(28)))], ErrorKind::NotFound, &not_found("model", 28));
-    refuse(
-        d,
-        &[with_input(parent_input("model", 101, "nope"))],
-        ErrorKind::InvalidAsset,
-        &invalid_asset(&format!(
-            "invalid task input \"model\": parent task {}: function output not found: \"nope\"",
-            key(101)
-        )),
-    );
-    // Parents created earlier in the same batch are visible to later tasks.
-    let metric = |n: u64, parent: u64| NewComputeTask {
+/// `task` after `change`.
+fn altered(mut task: NewComputeTask, change: impl FnOnce(&mut NewComputeTask)) -> NewComputeTask {
+    change(&mut task);
+    task
+}
+
+/// [`valid_task`] with one more input.
+fn with_input(input: ComputeTaskInput) -> NewComputeTask {
+    altered(valid_task(), |t| t.inputs.push(input))
+}
+
+/// A task of the metric function (37) on DM1 and sample 21, scoring the `model` output of `parent`.
+fn metric_task(n: u64, parent: u64) -> NewComputeTask {
+    NewComputeTask {
         key: key(n),
         function_key: key(37),
         compute_plan_key: key(PLAN),
@@ -569,86 +427,321 @@ pub fn task_registration_errors(d: &mut dyn Driver) {
             parent_input("predictions", parent, "model"),
         ],
         outputs: BTreeMap::from([("performance".to_owned(), task_output(public_permissions(), false))]),
+    }
+}
+
+/// The cases of [`task_registration_errors`], in the order of RegisterTasks' checks
+/// (docs/business-rules.md §8.1), each run on the world that function builds.
+fn registration_refusals() -> Vec<Refusal> {
+    use ErrorKind::{BadRequest, Conflict, InvalidAsset, NotFound, PermissionDenied};
+    let invalid = |detail: &str| format!("OE0101: computetask is not valid: {detail}");
+    let exists = |n: u64| format!("OE0006: computetask with key \"{}\" already exists", key(n));
+    let cyclic = |n: usize| {
+        format!("OE0101: cyclic dependency in compute plan graph or unknown task parent, unsorted_tasks_count: {n}")
     };
-    let mut consumer = train_task(162, DM1, &[20], &[]);
-    consumer.inputs.push(parent_input("model", 161, "performance"));
-    refuse(
-        d,
-        &[consumer, metric(161, 101)],
-        ErrorKind::InvalidAsset,
-        &invalid_asset(
-            "invalid task input \"performance\": mismatching task input asset kinds: expecting ASSET_MODEL but parent task output has kind ASSET_PERFORMANCE",
-        ),
-    );
-    let mut many = aggregate_task(163, ORG1, &[101]);
-    many.function_key = key(38);
-    refuse(
-        d,
-        &[many, metric(164, 163)],
-        ErrorKind::InvalidAsset,
-        &invalid_asset("invalid task input \"predictions\": multiple task output used as single task input"),
-    );
-    let mut private_parent = train_task(165, DM1, &[20], &[]);
-    private_parent.outputs.insert("model".to_owned(), task_output(private_permissions(&[]), false));
-    refuse(
-        d,
-        &[private_parent, train_task(166, DM2, &[22], &[165])],
-        ErrorKind::PermissionDenied,
-        &format!(
-            "OE0102: invalid task input \"model\": worker \"{ORG2}\" doesn't have permission to process output \"{}\" of task model",
-            key(165)
-        ),
-    );
-
-    // --- 5.10 Outputs ----------------------------------------------------------------------
-    let mut t = ok();
-    t.outputs.insert("extra".to_owned(), task_output(public_permissions(), false));
+    let not_found = |asset: &str, n: u64| format!("OE0002: {asset} with key \"{}\" not found", key(n));
+    let invalid_asset = |m: &str| format!("OE0101: {m}");
+    let no_plan = || altered(valid_task(), |t| t.compute_plan_key = key(49));
     let tk = key(150);
-    refuse(
-        d,
-        &[t],
-        ErrorKind::InvalidAsset,
-        &invalid_asset(&format!(
-            "invalid task {tk}, unknown task output: this identifier was not declared in the Function: \"extra\""
-        )),
-    );
-    let mut t = ok();
-    t.outputs.clear();
-    refuse(
-        d,
-        &[t],
-        ErrorKind::InvalidAsset,
-        &invalid_asset(&format!(
-            "invalid task {tk}, missing task output: this identifier is required by the Function: \"model\""
-        )),
-    );
-    let mut t = metric(150, 101);
-    t.outputs.insert("performance".to_owned(), task_output(private_permissions(&[ORG2]), false));
-    refuse(
-        d,
-        &[t],
-        ErrorKind::InvalidAsset,
-        &invalid_asset(&format!(
-            "invalid task {tk}, invalid task output \"performance\": a PERFORMANCE output should be public"
-        )),
-    );
-    let mut t = metric(150, 101);
-    t.outputs.insert("performance".to_owned(), task_output(public_permissions(), true));
-    refuse(
-        d,
-        &[t],
-        ErrorKind::InvalidAsset,
-        &invalid_asset(&format!(
-            "invalid task {tk}, invalid task output \"performance\": a PERFORMANCE output cannot be transient"
-        )),
-    );
-
-    // Nothing of all that was stored or emitted; the valid task still registers.
-    assert_no_event_since(d, before);
-    expect_err(get_task(d, &key(161)), ErrorKind::NotFound, "computetask");
-    let registered = register_tasks(d, ORG1, &[ok(), metric(161, 101)]).expect("valid batch");
-    assert_eq!(registered.len(), 2);
-    assert_eq!(registered[1].worker, ORG1);
+    vec![
+        // --- 1. Empty batch ----------------------------------------------------------------
+        refusal("empty batch", vec![], BadRequest, "OE0003: no task to register"),
+        // --- 2. Validation, any task of the batch ------------------------------------------
+        refusal(
+            "uppercase key in the second task",
+            vec![valid_task(), altered(valid_task(), |t| t.key = key(0xabc).to_uppercase())],
+            InvalidAsset,
+            invalid("key: must be a valid UUID."),
+        ),
+        refusal(
+            "blank and malformed keys",
+            vec![altered(valid_task(), |t| {
+                t.key.clear();
+                t.function_key = "x".to_owned();
+                t.compute_plan_key.clear();
+            })],
+            InvalidAsset,
+            invalid("compute_plan_key: cannot be blank; function_key: must be a valid UUID; key: cannot be blank."),
+        ),
+        refusal(
+            "input without identifier",
+            vec![with_input(ComputeTaskInput { identifier: String::new(), r#ref: Some(Ref::AssetKey(key(20))) })],
+            InvalidAsset,
+            invalid("inputs: (identifier: cannot be blank.)."),
+        ),
+        refusal(
+            "input without reference",
+            vec![with_input(ComputeTaskInput { identifier: "datasamples".to_owned(), r#ref: None })],
+            InvalidAsset,
+            invalid("inputs: (Ref: cannot be blank.)."),
+        ),
+        refusal(
+            "empty input",
+            vec![with_input(ComputeTaskInput::default())],
+            InvalidAsset,
+            invalid("inputs: (Ref: cannot be blank; identifier: cannot be blank.)."),
+        ),
+        refusal(
+            "input asset key not a UUID",
+            vec![with_input(asset_input("datasamples", "abc".to_owned()))],
+            InvalidAsset,
+            invalid("inputs: (AssetKey: must be a valid UUID.)."),
+        ),
+        refusal(
+            "blank input asset key",
+            vec![with_input(asset_input("datasamples", String::new()))],
+            InvalidAsset,
+            invalid("inputs: (AssetKey: cannot be blank.)."),
+        ),
+        refusal(
+            "blank parent output reference",
+            vec![with_input(ComputeTaskInput {
+                identifier: "model".to_owned(),
+                r#ref: Some(Ref::ParentTaskOutput(ParentTaskOutputRef::default())),
+            })],
+            InvalidAsset,
+            invalid("inputs: (output_identifier: cannot be blank; parent_task_key: cannot be blank.)."),
+        ),
+        refusal(
+            "output without identifier",
+            vec![altered(valid_task(), |t| {
+                t.outputs.insert(String::new(), task_output(public_permissions(), false));
+            })],
+            InvalidAsset,
+            invalid("outputs: cannot be blank."),
+        ),
+        refusal(
+            "output without permissions",
+            vec![altered(valid_task(), |t| {
+                t.outputs.insert("model".to_owned(), NewComputeTaskOutput { permissions: None, transient: false });
+            })],
+            InvalidAsset,
+            invalid("outputs: (permissions: cannot be blank.)."),
+        ),
+        refusal(
+            "metadata value too long",
+            vec![altered(valid_task(), |t| {
+                t.metadata.insert("k".to_owned(), "v".repeat(101));
+            })],
+            InvalidAsset,
+            invalid("metadata: OE0101: metadata value for key \"k\" is too long."),
+        ),
+        // --- 3. Existence: stored keys first, then keys repeated in the batch --------------
+        refusal("stored key", vec![valid_task(), train_task(101, DM1, &[20], &[])], Conflict, exists(101)),
+        refusal("key twice in the batch", vec![valid_task(), valid_task()], Conflict, exists(150)),
+        // --- 4. Topological sort -----------------------------------------------------------
+        refusal(
+            "cycle",
+            vec![
+                train_task(152, DM1, &[20], &[153]),
+                train_task(153, DM1, &[20], &[152]),
+                train_task(154, DM1, &[20], &[]),
+            ],
+            InvalidAsset,
+            cyclic(2),
+        ),
+        refusal("unknown parent", vec![valid_task(), train_task(155, DM1, &[20], &[999])], InvalidAsset, cyclic(1)),
+        refusal(
+            "own parent",
+            vec![train_task(156, DM1, &[20], &[156]), train_task(157, DM1, &[20], &[156])],
+            InvalidAsset,
+            cyclic(2),
+        ),
+        // --- 5.1 Plan, 5.3 function: in the sorted order -----------------------------------
+        refusal("unknown plan", vec![no_plan()], NotFound, not_found("computeplan", 49)),
+        refusal(
+            "plan of another organization",
+            vec![altered(valid_task(), |t| t.compute_plan_key = key(41))],
+            PermissionDenied,
+            "OE0102: Cannot register tasks to a compute plan you don't own",
+        ),
+        refusal(
+            "unknown function",
+            vec![altered(valid_task(), |t| t.function_key = key(39))],
+            NotFound,
+            not_found("function", 39),
+        ),
+        refusal(
+            "unknown plan and function",
+            vec![altered(no_plan(), |t| t.function_key = key(39))],
+            NotFound,
+            not_found("computeplan", 49),
+        ),
+        // The child (bad function) comes first in the request, its parent (bad plan) first in the
+        // sorted order: the parent's error wins.
+        refusal(
+            "errors in sorted order",
+            vec![altered(train_task(158, DM1, &[20], &[150]), |t| t.function_key = key(39)), no_plan()],
+            NotFound,
+            not_found("computeplan", 49),
+        ),
+        refusal(
+            "private function of another organization",
+            vec![altered(valid_task(), |t| t.function_key = key(36))],
+            PermissionDenied,
+            format!("OE0102: not authorized to process function \"{}\"", key(36)),
+        ),
+        // --- 5.6 Output permissions, 5.7 worker --------------------------------------------
+        refusal(
+            "worker not the data manager's owner",
+            vec![altered(valid_task(), |t| t.worker = ORG2.to_owned())],
+            BadRequest,
+            format!("OE0003: Specified worker \"{ORG2}\" does not match data manager owner: \"{ORG1}\""),
+        ),
+        refusal(
+            "no worker to infer",
+            vec![aggregate_task(159, "", &[101])],
+            BadRequest,
+            "OE0003: Worker cannot be inferred and must be explicitly set",
+        ),
+        refusal(
+            "unregistered worker",
+            vec![aggregate_task(159, UNREGISTERED, &[101])],
+            NotFound,
+            format!("OE0002: organization with key \"{UNREGISTERED}\" not found"),
+        ),
+        refusal(
+            "output permission for an unregistered organization",
+            vec![altered(aggregate_task(159, "", &[101]), |t| {
+                t.outputs.insert("model".to_owned(), task_output(private_permissions(&[UNREGISTERED]), false));
+            })],
+            BadRequest,
+            "OE0003: invalid permission input values",
+        ),
+        // --- 5.10 Inputs (docs/business-rules.md §8.4) -------------------------------------------
+        refusal(
+            "undeclared input",
+            vec![with_input(asset_input("foo", key(20)))],
+            InvalidAsset,
+            invalid_asset("unknown task input: this identifier was not declared in the Function: \"foo\""),
+        ),
+        refusal(
+            "single input given twice",
+            vec![with_input(asset_input("opener", key(DM1)))],
+            InvalidAsset,
+            invalid_asset(
+                "duplicate task input: this identifier is present multiple times in the task inputs, but it was not declared as \"Multiple\" in the Function: \"opener\"",
+            ),
+        ),
+        refusal(
+            "mandatory input missing",
+            vec![train_task(150, DM1, &[], &[101])],
+            InvalidAsset,
+            invalid_asset("missing task input: this identifier is required by the Function: \"datasamples\""),
+        ),
+        refusal(
+            "opener from a parent",
+            vec![altered(valid_task(), |t| t.inputs[0] = parent_input("opener", 101, "model"))],
+            InvalidAsset,
+            invalid_asset("invalid task input \"opener\": openers must be referenced using an asset key"),
+        ),
+        refusal(
+            "data samples from a parent",
+            vec![with_input(parent_input("datasamples", 101, "model"))],
+            InvalidAsset,
+            invalid_asset("invalid task input \"datasamples\": data samples must be referenced using an asset key"),
+        ),
+        refusal("unknown data manager", vec![train_task(150, 19, &[20], &[])], NotFound, not_found("datamanager", 19)),
+        refusal(
+            "private data manager of another organization",
+            vec![train_task(150, 12, &[24], &[])],
+            PermissionDenied,
+            format!("OE0102: not authorized to process datamanager \"{}\"", key(12)),
+        ),
+        refusal(
+            "unknown data sample",
+            vec![train_task(150, DM1, &[20, 29], &[])],
+            NotFound,
+            not_found("datasample", 29),
+        ),
+        refusal(
+            "data sample of another data manager",
+            vec![train_task(150, DM1, &[20, 22], &[])],
+            InvalidAsset,
+            "OE0101: datasamples do not share a common manager",
+        ),
+        refusal("unknown model", vec![with_input(asset_input("model", key(28)))], NotFound, not_found("model", 28)),
+        refusal(
+            "undeclared parent output",
+            vec![with_input(parent_input("model", 101, "nope"))],
+            InvalidAsset,
+            invalid_asset(&format!(
+                "invalid task input \"model\": parent task {}: function output not found: \"nope\"",
+                key(101)
+            )),
+        ),
+        // Parents created earlier in the same batch are visible to later tasks.
+        refusal(
+            "parent output of another kind",
+            vec![
+                altered(train_task(162, DM1, &[20], &[]), |t| t.inputs.push(parent_input("model", 161, "performance"))),
+                metric_task(161, 101),
+            ],
+            InvalidAsset,
+            invalid_asset(
+                "invalid task input \"performance\": mismatching task input asset kinds: expecting ASSET_MODEL but parent task output has kind ASSET_PERFORMANCE",
+            ),
+        ),
+        refusal(
+            "multiple output as a single input",
+            vec![altered(aggregate_task(163, ORG1, &[101]), |t| t.function_key = key(38)), metric_task(164, 163)],
+            InvalidAsset,
+            invalid_asset("invalid task input \"predictions\": multiple task output used as single task input"),
+        ),
+        refusal(
+            "parent output the worker may not process",
+            vec![
+                altered(train_task(165, DM1, &[20], &[]), |t| {
+                    t.outputs.insert("model".to_owned(), task_output(private_permissions(&[]), false));
+                }),
+                train_task(166, DM2, &[22], &[165]),
+            ],
+            PermissionDenied,
+            format!(
+                "OE0102: invalid task input \"model\": worker \"{ORG2}\" doesn't have permission to process output \"{}\" of task model",
+                key(165)
+            ),
+        ),
+        // --- 5.10 Outputs ------------------------------------------------------------------
+        refusal(
+            "undeclared output",
+            vec![altered(valid_task(), |t| {
+                t.outputs.insert("extra".to_owned(), task_output(public_permissions(), false));
+            })],
+            InvalidAsset,
+            invalid_asset(&format!(
+                "invalid task {tk}, unknown task output: this identifier was not declared in the Function: \"extra\""
+            )),
+        ),
+        refusal(
+            "declared output missing",
+            vec![altered(valid_task(), |t| t.outputs.clear())],
+            InvalidAsset,
+            invalid_asset(&format!(
+                "invalid task {tk}, missing task output: this identifier is required by the Function: \"model\""
+            )),
+        ),
+        refusal(
+            "private performance output",
+            vec![altered(metric_task(150, 101), |t| {
+                t.outputs.insert("performance".to_owned(), task_output(private_permissions(&[ORG2]), false));
+            })],
+            InvalidAsset,
+            invalid_asset(&format!(
+                "invalid task {tk}, invalid task output \"performance\": a PERFORMANCE output should be public"
+            )),
+        ),
+        refusal(
+            "transient performance output",
+            vec![altered(metric_task(150, 101), |t| {
+                t.outputs.insert("performance".to_owned(), task_output(public_permissions(), true));
+            })],
+            InvalidAsset,
+            invalid_asset(&format!(
+                "invalid task {tk}, invalid task output \"performance\": a PERFORMANCE output cannot be transient"
+            )),
+        ),
+    ]
 }
 
 pub fn task_resend(d: &mut dyn Driver) {
