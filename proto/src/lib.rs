@@ -20,6 +20,8 @@ mod generated {
 
 pub use generated::*;
 
+pub mod event_query;
+
 /// Encoded `google.protobuf.FileDescriptorSet` of the 14 contract files plus their
 /// `google/protobuf` imports (no source info), for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/orchestrator_descriptor.bin"));
