@@ -311,18 +311,25 @@ async fn call_behind_channel_lock(
             .await
             .expect("blocker insert");
     }
-    let mut mine = OrganizationServiceClient::new(server.client("MyOrg1MSP", "mychannel").await);
-    let call = tokio::spawn(async move {
-        mine.register_organization(RegisterOrganizationParam { address: String::new() })
-            .await
-            .map(tonic::Response::into_inner)
-    });
+    let call = register_org1_in_background(server).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while waiting_on_channel_lock(server).await.is_empty() {
         assert!(std::time::Instant::now() < deadline, "the call never waited on the channel lock");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     (blocker, call)
+}
+
+/// Starts a RegisterOrganization of MyOrg1MSP on mychannel.
+async fn register_org1_in_background(
+    server: &TestServer,
+) -> tokio::task::JoinHandle<Result<orchestrator_proto::Organization, tonic::Status>> {
+    let mut mine = OrganizationServiceClient::new(server.client("MyOrg1MSP", "mychannel").await);
+    tokio::spawn(async move {
+        mine.register_organization(RegisterOrganizationParam { address: String::new() })
+            .await
+            .map(tonic::Response::into_inner)
+    })
 }
 
 /// Backends of the test database waiting for an advisory lock.
@@ -413,12 +420,7 @@ async fn a_flush_cut_off_by_a_lost_connection_is_settled_then_run_again() {
     .execute(&server.pool)
     .await
     .expect("stall trigger");
-    let mut mine = OrganizationServiceClient::new(server.client("MyOrg1MSP", "mychannel").await);
-    let call = tokio::spawn(async move {
-        mine.register_organization(RegisterOrganizationParam { address: String::new() })
-            .await
-            .map(tonic::Response::into_inner)
-    });
+    let call = register_org1_in_background(&server).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let flushing: i32 = loop {
         let stalled: Option<i32> = sqlx::query_scalar(

@@ -20,6 +20,10 @@ use orchestrator_runtime::DEFAULT_SCAN_LIMIT;
 pub const GET_MANY: &str = "SELECT k.key, s.value FROM UNNEST($2::text[]) AS k(key) \
      CROSS JOIN LATERAL (SELECT value FROM state WHERE channel = $1 AND key = k.key LIMIT 1) AS s";
 
+/// A page of a channel's keys in [$2, $3), at most $4 of them, in key order.
+pub(crate) const SCAN: &str =
+    "SELECT key, value FROM state WHERE channel = $1 AND key >= $2 AND key < $3 ORDER BY key LIMIT $4";
+
 /// SQLSTATEs after which the whole call may be retried in a new transaction.
 pub(crate) fn is_retryable_code(code: Option<&str>) -> bool {
     matches!(code, Some("40001" | "40P01"))
@@ -151,18 +155,14 @@ impl StateBackend for PgBackend {
             let mut slot = self.slot.lock().await;
             let TxSlot { tx, failure } = &mut *slot;
             let tx = tx.as_mut().ok_or_else(closed)?;
-            let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-                "SELECT key, value FROM state \
-                 WHERE channel = $1 AND key >= $2 AND key < $3 \
-                 ORDER BY key LIMIT $4",
-            )
-            .bind(&self.channel)
-            .bind(start)
-            .bind(end)
-            .bind(i64::from(limit))
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(|err| record(failure, &err))?;
+            let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(SCAN)
+                .bind(&self.channel)
+                .bind(start)
+                .bind(end)
+                .bind(i64::from(limit))
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(|err| record(failure, &err))?;
             Ok(rows)
         })
     }

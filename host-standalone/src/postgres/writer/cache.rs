@@ -15,7 +15,7 @@ use orchestrator_runtime::{BackendError, BoxFuture, DEFAULT_SCAN_LIMIT, StateBac
 use tokio::sync::Mutex;
 
 use super::lease::Lease;
-use crate::postgres::backend::{GET_MANY, is_connection_lost};
+use crate::postgres::backend::{GET_MANY, SCAN, is_connection_lost};
 
 /// Most bytes of state a channel's cache keeps; past it the cache starts over (it is only a
 /// shortcut: everything in it is also in the database).
@@ -181,18 +181,14 @@ impl StateBackend for LeaseBackend {
             // Each pending delete may hide one stored row: read that many more, so that the
             // first `limit` entries of the merge are exact.
             let hidden = pending.range::<str, _>(range).filter(|(_, value)| value.is_none()).count();
-            let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-                "SELECT key, value FROM state \
-                 WHERE channel = $1 AND key >= $2 AND key < $3 \
-                 ORDER BY key LIMIT $4",
-            )
-            .bind(&self.channel)
-            .bind(start)
-            .bind(end)
-            .bind(i64::try_from(limit + hidden).unwrap_or(i64::MAX))
-            .fetch_all(&mut lease.conn)
-            .await
-            .map_err(|err| record(failure, &err))?;
+            let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(SCAN)
+                .bind(&self.channel)
+                .bind(start)
+                .bind(end)
+                .bind(i64::try_from(limit + hidden).unwrap_or(i64::MAX))
+                .fetch_all(&mut lease.conn)
+                .await
+                .map_err(|err| record(failure, &err))?;
             let mut merged: BTreeMap<String, Vec<u8>> = BTreeMap::new();
             for (key, value) in rows {
                 lease.cache.insert(key.clone(), Some(value.clone()));
