@@ -1,13 +1,15 @@
-//! A Fabric Gateway client (fabric-protocol.md §3): the `gateway.Gateway` service of a Fabric
+//! A Fabric Gateway client (docs/fabric-encoding.md §4): the `gateway.Gateway` service of a Fabric
 //! 2.5 peer, called with proposals built and signed here, for a facade that forwards the
 //! orchestrator's calls to a real network.
 //!
-//! - [`SigningIdentity`]: an MSP id, its certificate and private key (PEM files, §3.1);
+//! - [`SigningIdentity`]: an MSP id, its certificate and private key (PEM files,
+//!   docs/fabric-encoding.md §4.1);
 //! - [`GatewayClient`]: one gRPC channel to one peer, shared by any number of tasks (`Clone`,
 //!   `&self` methods): [`evaluate`](GatewayClient::evaluate) for queries,
 //!   [`submit`](GatewayClient::submit) (Endorse → Submit → CommitStatus) for updates,
 //!   [`commit_status`](GatewayClient::commit_status) and
-//!   [`chaincode_events`](GatewayClient::chaincode_events).
+//!   [`chaincode_events`](GatewayClient::chaincode_events);
+//! - [`RoundTrips`]: how many of those calls this process has made (benches).
 //!
 //! The chaincode's arguments are the crate's calling convention ([`crate::encoding::call_args`]).
 //!
@@ -41,6 +43,7 @@ use std::fmt;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -282,13 +285,14 @@ impl SigningIdentity {
         &self.creator
     }
 
-    /// ECDSA P-256 / SHA-256 of `message`, DER, low-S (§3.3).
+    /// ECDSA P-256 / SHA-256 of `message`, DER, low-S (docs/fabric-encoding.md §4.3).
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, GatewayError> {
         self.identity.sign(message).map_err(sign_error)
     }
 }
 
-/// lowercase hex(SHA-256(nonce ‖ creator)): the transaction id the peer recomputes (§3.2).
+/// lowercase hex(SHA-256(nonce ‖ creator)): the transaction id the peer recomputes
+/// (docs/fabric-encoding.md §4.2).
 pub fn transaction_id(nonce: &[u8], creator: &[u8]) -> String {
     hex::encode(Sha256::new().chain_update(nonce).chain_update(creator).finalize())
 }
@@ -302,9 +306,9 @@ pub struct SignedTransaction {
     pub signed: SignedProposal,
 }
 
-/// Builds and signs the proposal of calling `chaincode` with `args` on `channel` (§3.2): the
-/// chaincode name in both the header extension (read by the peer) and the invocation spec
-/// (read by the Gateway), epoch 0, no transient data.
+/// Builds and signs the proposal of calling `chaincode` with `args` on `channel`
+/// (docs/fabric-encoding.md §4.2): the chaincode name in both the header extension (read by the
+/// peer) and the invocation spec (read by the Gateway), epoch 0, no transient data.
 pub fn build_proposal(
     id: &SigningIdentity,
     channel: &str,
@@ -361,8 +365,8 @@ fn now() -> prost_types::Timestamp {
     }
 }
 
-/// The chaincode's `Response` inside an endorsed transaction's `Payload` bytes (§3.5 step 2),
-/// after checking that the envelope is the one of `txid`.
+/// The chaincode's `Response` inside an endorsed transaction's `Payload` bytes
+/// (docs/fabric-encoding.md §4.5 step 2), after checking that the envelope is the one of `txid`.
 pub fn endorsed_response(envelope_payload: &[u8], txid: &str) -> Result<Response, GatewayError> {
     let payload: Payload = decode(envelope_payload, "Payload")?;
     let header = payload.header.ok_or_else(|| GatewayError::Decode("Payload without header".to_owned()))?;
@@ -450,6 +454,81 @@ impl From<ChaincodeEventsResponse> for ChaincodeEvents {
     }
 }
 
+/// The Gateway calls made so far by every [`GatewayClient`] of this process, by RPC: each one
+/// is a round trip to a peer, counted when sent, whatever its outcome. Process-wide rather
+/// than per client, so that a bench reaches the client a server builds for itself; an
+/// uncontended atomic increment is nothing beside a network round trip.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundTrips {
+    /// Evaluate calls (read-only methods).
+    pub evaluate: u64,
+    /// Endorse calls (the first step of a submit).
+    pub endorse: u64,
+    /// Submit calls (the endorsed transaction sent to ordering).
+    pub submit: u64,
+    /// CommitStatus calls (waiting for a submitted transaction's commit, or settling one).
+    pub commit_status: u64,
+    /// ChaincodeEvents streams opened.
+    pub chaincode_events: u64,
+    /// Blocks' events received on those streams (one message each).
+    pub event_blocks: u64,
+}
+
+impl RoundTrips {
+    /// The counts now.
+    pub fn now() -> Self {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Self {
+            evaluate: load(&COUNTERS.evaluate),
+            endorse: load(&COUNTERS.endorse),
+            submit: load(&COUNTERS.submit),
+            commit_status: load(&COUNTERS.commit_status),
+            chaincode_events: load(&COUNTERS.chaincode_events),
+            event_blocks: load(&COUNTERS.event_blocks),
+        }
+    }
+
+    /// The unary calls (Evaluate, Endorse, Submit, CommitStatus): what calls cost, the event
+    /// streams aside.
+    pub fn calls(&self) -> u64 {
+        self.evaluate + self.endorse + self.submit + self.commit_status
+    }
+
+    /// The counts since `earlier` (a snapshot taken before).
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            evaluate: self.evaluate.saturating_sub(earlier.evaluate),
+            endorse: self.endorse.saturating_sub(earlier.endorse),
+            submit: self.submit.saturating_sub(earlier.submit),
+            commit_status: self.commit_status.saturating_sub(earlier.commit_status),
+            chaincode_events: self.chaincode_events.saturating_sub(earlier.chaincode_events),
+            event_blocks: self.event_blocks.saturating_sub(earlier.event_blocks),
+        }
+    }
+}
+
+struct Counters {
+    evaluate: AtomicU64,
+    endorse: AtomicU64,
+    submit: AtomicU64,
+    commit_status: AtomicU64,
+    chaincode_events: AtomicU64,
+    event_blocks: AtomicU64,
+}
+
+static COUNTERS: Counters = Counters {
+    evaluate: AtomicU64::new(0),
+    endorse: AtomicU64::new(0),
+    submit: AtomicU64::new(0),
+    commit_status: AtomicU64::new(0),
+    chaincode_events: AtomicU64::new(0),
+    event_blocks: AtomicU64::new(0),
+};
+
+fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     // Sent as `grpc-timeout` (the Gateway stops working on it) and enforced by the channel.
@@ -534,6 +613,7 @@ impl GatewayClient {
             proposed_transaction: Some(proposal.signed),
             target_organizations: Vec::new(),
         };
+        count(&COUNTERS.evaluate);
         let response = self
             .inner
             .clone()
@@ -569,6 +649,7 @@ impl GatewayClient {
             proposed_transaction: Some(proposal.signed),
             endorsing_organizations: Vec::new(),
         };
+        count(&COUNTERS.endorse);
         let endorsed =
             client.endorse(with_timeout(request, CALL_TIMEOUT)).await.map_err(GatewayError::from_status)?.into_inner();
         let mut envelope = endorsed
@@ -581,6 +662,7 @@ impl GatewayClient {
             channel_id: channel.to_owned(),
             prepared_transaction: Some(envelope),
         };
+        count(&COUNTERS.submit);
         // A Submit that timed out or lost its connection may have reached the orderer.
         match client.submit(with_timeout(request, CALL_TIMEOUT)).await {
             Ok(_) => {}
@@ -638,6 +720,7 @@ impl GatewayClient {
             Some(timeout) => with_timeout(signed, timeout),
             None => tonic::Request::new(signed),
         };
+        count(&COUNTERS.commit_status);
         let response = self.inner.clone().commit_status(request).await.map_err(GatewayError::from_status)?.into_inner();
         Ok(CommitStatus { code: response.result, block_number: response.block_number })
     }
@@ -659,10 +742,10 @@ impl GatewayClient {
         self.chaincode_events_after(id, channel, chaincode, start_block, None).await
     }
 
-    /// [`chaincode_events`](Self::chaincode_events) resuming after a checkpoint (§3.6): if
-    /// the ledger holds `after_txid` the replay starts at its block, and events are skipped up
-    /// to and including that transaction's. Pass the txid of an event actually received: a
-    /// txid without an event suppresses every event (2.5 behaviour).
+    /// [`chaincode_events`](Self::chaincode_events) resuming after a checkpoint
+    /// (docs/fabric-encoding.md §4.6): if the ledger holds `after_txid` the replay starts at its
+    /// block, and events are skipped up to and including that transaction's. Pass the txid of an
+    /// event actually received: a txid without an event suppresses every event (2.5 behaviour).
     pub async fn chaincode_events_after(
         &self,
         id: &SigningIdentity,
@@ -686,6 +769,7 @@ impl GatewayClient {
         let signature = id.sign(&request)?;
         let mut client = self.inner.clone();
         let call = async move {
+            count(&COUNTERS.chaincode_events);
             client.chaincode_events(SignedChaincodeEventsRequest { request, signature }).await.map(|r| r.into_inner())
         };
         Ok(EventStream { state: EventState::Calling(Box::pin(call)) })
@@ -725,7 +809,10 @@ impl Stream for EventStream {
                 EventState::Streaming(stream) => {
                     return match Pin::new(stream.as_mut()).poll_next(cx) {
                         Poll::Pending => Poll::Pending,
-                        Poll::Ready(Some(Ok(response))) => Poll::Ready(Some(Ok(response.into()))),
+                        Poll::Ready(Some(Ok(response))) => {
+                            count(&COUNTERS.event_blocks);
+                            Poll::Ready(Some(Ok(response.into())))
+                        }
                         Poll::Ready(Some(Err(status))) => {
                             this.state = EventState::Done;
                             Poll::Ready(Some(Err(GatewayError::from_status(status))))
@@ -1121,6 +1208,7 @@ mod tests {
         let address =
             fake::serve(fake::FakeGateway { public_key: id.public_key().to_vec(), commit_code: Some(0) }).await;
         let client = GatewayClient::connect(&address, None, None).await.expect("connect");
+        let before = RoundTrips::now();
 
         let payload = client.evaluate(&id, "ch", "cc", vec![b"m".to_vec(), b"out".to_vec()]).await.expect("evaluate");
         assert_eq!(payload, b"out");
@@ -1164,6 +1252,16 @@ mod tests {
         let other = SigningIdentity::from_identity(Identity::new("GatewayOtherMSP").expect("identity"));
         let error = client.evaluate(&other, "ch", "cc", vec![b"m".to_vec(), vec![]]).await.unwrap_err();
         assert!(matches!(&error, GatewayError::Gateway(s) if s.code() == tonic::Code::FailedPrecondition), "{error:?}");
+
+        // Every call above was counted (other tests of this process may add theirs).
+        let counted = RoundTrips::now().since(&before);
+        assert!(counted.evaluate >= 3, "{counted:?}");
+        assert!(counted.endorse >= 2, "{counted:?}");
+        assert!(counted.submit >= 1, "{counted:?}");
+        assert!(counted.commit_status >= 3, "{counted:?}");
+        assert!(counted.chaincode_events >= 2, "{counted:?}");
+        assert!(counted.event_blocks >= 1, "{counted:?}");
+        assert_eq!(counted.calls(), counted.evaluate + counted.endorse + counted.submit + counted.commit_status);
     }
 
     #[tokio::test]

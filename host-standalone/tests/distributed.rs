@@ -9,16 +9,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-#[path = "../../host-fabric/tests/support/network.rs"]
-mod network;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::TestServer;
-use network::Network;
-use orchestrator_host_standalone::config::Mode;
+use common::network::Network;
+use common::{TestServer, facade};
 use orchestrator_proto::event_service_client::EventServiceClient;
 use orchestrator_proto::{
     Event, GetAllOrganizationsParam, GetAllOrganizationsResponse, GetDataManagerParam, QueryEventsParam,
@@ -34,29 +30,6 @@ const QUERY_VERSION: &str = "/orchestrator.InfoService/QueryVersion";
 const QUERY_EVENTS: &str = "/orchestrator.EventService/QueryEvents";
 /// How long the ledger may take to show a committed call's events (block time is 0.5 s).
 const LEDGER_PATIENCE: Duration = Duration::from_secs(60);
-
-/// A facade of organization `org` (1 or 2): its own peer, the whole wallet, its MSP id reading
-/// the ledger.
-async fn facade(network: &Network, org: u8) -> TestServer {
-    let (address, ca, msp_id) = match org {
-        1 => ("ORCHESTRATOR_FABRIC_PEER_ADDRESS", "ORCHESTRATOR_FABRIC_TLS_CA_CERT", "MyOrg1MSP"),
-        _ => ("ORCHESTRATOR_FABRIC_PEER2_ADDRESS", "ORCHESTRATOR_FABRIC_PEER2_TLS_CA_CERT", "MyOrg2MSP"),
-    };
-    let address = network.var(address).to_owned();
-    let ca = PathBuf::from(network.var(ca));
-    let wallet = PathBuf::from(network.var("ORCHESTRATOR_FABRIC_WALLET"));
-    let chaincode = network.var("ORCHESTRATOR_FABRIC_CHAINCODE").to_owned();
-    TestServer::start_with(move |config| {
-        config.mode = Mode::Distributed;
-        config.fabric_peer_address = Some(address);
-        config.fabric_tls_ca_cert = Some(ca);
-        config.fabric_wallet = Some(wallet);
-        config.msp_id = Some(msp_id.to_owned());
-        config.fabric_chaincode = chaincode;
-        config.fabric_gateway_timeout = Duration::from_secs(30);
-    })
-    .await
-}
 
 async fn call(server: &TestServer, msp_id: &str, path: &str, body: Vec<u8>) -> Result<Bytes, Status> {
     server.raw_call(path, body, &[("mspid", msp_id), ("channel", "mychannel")]).await
@@ -98,14 +71,11 @@ async fn positions(server: &TestServer) -> Vec<(String, i64, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_api_over_a_real_fabric_network() {
-    let Ok(bin_dir) = std::env::var("FABRIC_BIN_DIR") else {
-        println!("skipped: FABRIC_BIN_DIR not set");
-        return;
-    };
+    let Some(bin_dir) = facade::fabric_bin_dir() else { return };
     let chaincode = common::chaincode_binary();
     let network = Network::up(&bin_dir, &chaincode.to_string_lossy());
-    let org1 = facade(&network, 1).await;
-    let org2 = facade(&network, 2).await;
+    let org1 = facade::start(&network, 1, |_| {}).await;
+    let org2 = facade::start(&network, 2, |_| {}).await;
     let standalone = TestServer::start().await;
 
     // The same calls on standalone and through each facade: same answers, same errors.

@@ -27,8 +27,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-#[path = "../../host-fabric/tests/support/network.rs"]
-mod network;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
@@ -37,11 +35,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Headers, Orchestrator, TestServer};
-use network::Network;
+use common::network::Network;
+use common::{Headers, Orchestrator, TestServer, facade};
 use orchestrator_host_fabric::encoding::{self, EVENT_NAME};
 use orchestrator_host_fabric::gateway::{GatewayClient, SigningIdentity};
-use orchestrator_host_standalone::config::Mode;
 use orchestrator_logic::testing::scenarios::computeplan::new_plan;
 use orchestrator_logic::testing::scenarios::computetask::{
     AGG, DM1, PLAN, TRAIN, aggregate_function, aggregate_task, train_task,
@@ -67,6 +64,32 @@ use tonic::transport::Channel;
 
 /// The tests take turns: one Fabric network at a time (ports and the machine's 2 cores).
 static ONE_NETWORK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A test's own network, up once the other test's is down.
+struct Turn {
+    // Dropped first (fields drop in order): the network is down before the next test's turn.
+    network: Network,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+    /// When the turn began (before the network came up).
+    started: Instant,
+}
+
+impl std::ops::Deref for Turn {
+    type Target = Network;
+
+    fn deref(&self) -> &Network {
+        &self.network
+    }
+}
+
+/// Waits for this test's turn and brings its network up; `None` (said) without `FABRIC_BIN_DIR`.
+async fn network_turn() -> Option<Turn> {
+    let bin_dir = facade::fabric_bin_dir()?;
+    let turn = ONE_NETWORK_AT_A_TIME.lock().await;
+    let started = Instant::now();
+    let network = Network::up(&bin_dir, &common::chaincode_binary().to_string_lossy());
+    Some(Turn { network, _turn: turn, started })
+}
 
 const OTHER_CHANNEL: &str = "yourchannel";
 /// How long the ledger (and a listener) may take to show what was committed.
@@ -99,23 +122,11 @@ impl Drop for Databases {
 
 /// The environment of a facade of MyOrg1MSP in distributed mode (its peer, the wallet).
 fn facade_env(network: &Network) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = [
-        ("ORCHESTRATOR_MODE", "distributed"),
-        ("ORCHESTRATOR_MSPID", ORG1),
-        ("ORCHESTRATOR_AMQP_ENABLED", "false"),
-        ("ORCHESTRATOR_FABRIC_GATEWAY_TIMEOUT", "30s"),
-        ("LOG_LEVEL", "info,orchestrator_host_standalone::distributed=debug"),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
-    for name in [
-        "ORCHESTRATOR_FABRIC_PEER_ADDRESS",
-        "ORCHESTRATOR_FABRIC_TLS_CA_CERT",
-        "ORCHESTRATOR_FABRIC_WALLET",
-        "ORCHESTRATOR_FABRIC_CHAINCODE",
-    ] {
-        env.push((name.to_owned(), network.var(name).to_owned()));
+    let mut env = facade::env(network, 1);
+    for (name, value) in
+        [("ORCHESTRATOR_AMQP_ENABLED", "false"), ("LOG_LEVEL", "info,orchestrator_host_standalone::distributed=debug")]
+    {
+        env.push((name.to_owned(), value.to_owned()));
     }
     env
 }
@@ -365,14 +376,9 @@ fn start_block(log: &Path, channel: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_and_restarted_mid_workload() {
-    let Ok(bin_dir) = std::env::var("FABRIC_BIN_DIR") else {
-        println!("skipped: FABRIC_BIN_DIR not set");
-        return;
-    };
-    let _turn = ONE_NETWORK_AT_A_TIME.lock().await;
-    let started = Instant::now();
-    let network = Network::up(&bin_dir, &common::chaincode_binary().to_string_lossy());
-    let chaincode = network.var("ORCHESTRATOR_FABRIC_CHAINCODE").to_owned();
+    let Some(network) = network_turn().await else { return };
+    let started = network.started;
+    let chaincode = network.chaincode().to_owned();
     let mut databases = Databases(Vec::new());
     let db_url = new_database_url();
     databases.0.push(db_url.clone());
@@ -561,18 +567,7 @@ const CHILD_B: u64 = 200;
 
 /// A facade of MyOrg1MSP in this process, with `retry_budget` and its metrics endpoint.
 async fn in_process_facade(network: &Network, retry_budget: Duration) -> TestServer {
-    let address = network.var("ORCHESTRATOR_FABRIC_PEER_ADDRESS").to_owned();
-    let ca = PathBuf::from(network.var("ORCHESTRATOR_FABRIC_TLS_CA_CERT"));
-    let wallet = PathBuf::from(network.var("ORCHESTRATOR_FABRIC_WALLET"));
-    let chaincode = network.var("ORCHESTRATOR_FABRIC_CHAINCODE").to_owned();
-    TestServer::start_with(move |config| {
-        config.mode = Mode::Distributed;
-        config.fabric_peer_address = Some(address);
-        config.fabric_tls_ca_cert = Some(ca);
-        config.fabric_wallet = Some(wallet);
-        config.msp_id = Some(ORG1.to_owned());
-        config.fabric_chaincode = chaincode;
-        config.fabric_gateway_timeout = Duration::from_secs(30);
+    facade::start(network, 1, |config| {
         config.tx_retry_budget = retry_budget;
         config.metrics_enabled = true;
         config.metrics_addr = "127.0.0.1:0".parse().expect("address");
@@ -707,13 +702,8 @@ async fn task_events(server: &TestServer, n: u64, status: ComputeTaskStatus, at_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ledger_conflicts_are_run_again() {
-    let Ok(bin_dir) = std::env::var("FABRIC_BIN_DIR") else {
-        println!("skipped: FABRIC_BIN_DIR not set");
-        return;
-    };
-    let _turn = ONE_NETWORK_AT_A_TIME.lock().await;
-    let started = Instant::now();
-    let network = Network::up(&bin_dir, &common::chaincode_binary().to_string_lossy());
+    let Some(network) = network_turn().await else { return };
+    let started = network.started;
     let patient = in_process_facade(&network, Duration::from_secs(30)).await;
     let hasty = in_process_facade(&network, Duration::ZERO).await;
     two_fan_ins(&patient).await;

@@ -37,8 +37,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-#[path = "../../host-fabric/tests/support/network.rs"]
-mod network;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -48,8 +46,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::TestServer;
-use network::Network;
-use orchestrator_host_standalone::config::Mode;
+use common::network::Network;
 use orchestrator_logic::testing::fuzz::Rng;
 use orchestrator_logic::testing::scenarios::computeplan::{APPLY_PLAN_ACTION, UPDATE_PLAN, new_plan};
 use orchestrator_logic::testing::scenarios::computetask::{APPLY_TASK_ACTION, aggregate_function, train_task};
@@ -94,10 +91,10 @@ fn scenarios() -> &'static [(&'static str, Scenario)] {
 
 static NETWORK: Mutex<Weak<Network>> = Mutex::new(Weak::new());
 
-/// The running network, or a new one; `None` without `FABRIC_BIN_DIR`. Each test holds it
-/// while it runs: the network goes down when the last holder drops it (also on a panic).
+/// The running network, or a new one; `None` (said) without `FABRIC_BIN_DIR`. Each test holds
+/// it while it runs: the network goes down when the last holder drops it (also on a panic).
 fn shared_network() -> Option<Arc<Network>> {
-    let bin_dir = std::env::var("FABRIC_BIN_DIR").ok()?;
+    let bin_dir = common::facade::fabric_bin_dir()?;
     let mut shared = NETWORK.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(network) = shared.upgrade() {
         return Some(network);
@@ -105,7 +102,7 @@ fn shared_network() -> Option<Arc<Network>> {
     let mut names = vec![HUB_CHAINCODE, PARITY_CHAINCODE];
     names.extend(scenarios().iter().map(|(name, _)| *name));
     let names = names.join(" ");
-    let chaincode = chaincode_binary();
+    let chaincode = common::chaincode_binary();
     let network = Arc::new(Network::up_with(
         &bin_dir,
         &chaincode.to_string_lossy(),
@@ -115,19 +112,6 @@ fn shared_network() -> Option<Arc<Network>> {
     Some(network)
 }
 
-/// The `chaincode` binary next to this test's directory (`target/<profile>/chaincode`).
-fn chaincode_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
-    let binary = profile_dir.join("chaincode");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build -p orchestrator-host-fabric --bin chaincode`",
-        binary.display()
-    );
-    binary
-}
-
 /// Every scenario organization on both channels.
 fn scenario_channels() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenario_channels.yaml"))
@@ -135,23 +119,10 @@ fn scenario_channels() -> PathBuf {
 
 /// A facade on the peer of organization `org` (1 or 2), reading the events of `chaincode`.
 async fn facade(network: &Network, org: u8, chaincode: &str) -> TestServer {
-    let (address, ca, msp_id) = match org {
-        1 => ("ORCHESTRATOR_FABRIC_PEER_ADDRESS", "ORCHESTRATOR_FABRIC_TLS_CA_CERT", ORG1),
-        _ => ("ORCHESTRATOR_FABRIC_PEER2_ADDRESS", "ORCHESTRATOR_FABRIC_PEER2_TLS_CA_CERT", ORG2),
-    };
-    let address = network.var(address).to_owned();
-    let ca = PathBuf::from(network.var(ca));
-    let wallet = PathBuf::from(network.var("ORCHESTRATOR_FABRIC_WALLET"));
-    let chaincode = chaincode.to_owned();
-    TestServer::start_with(move |config| {
-        config.mode = Mode::Distributed;
+    common::facade::start(network, org, |config| {
         config.channel_config = Some(scenario_channels());
         config.database_max_connections = 3;
-        config.fabric_peer_address = Some(address);
-        config.fabric_tls_ca_cert = Some(ca);
-        config.fabric_wallet = Some(wallet);
-        config.msp_id = Some(msp_id.to_owned());
-        config.fabric_chaincode = chaincode;
+        config.fabric_chaincode = chaincode.to_owned();
         config.fabric_gateway_timeout = Duration::from_secs(60);
     })
     .await
@@ -551,10 +522,7 @@ fn run_scenario(
 /// on the real network, against a standalone server and the native harness.
 #[test]
 fn every_scenario_through_the_facade() {
-    let Some(network) = shared_network() else {
-        println!("skipped: FABRIC_BIN_DIR not set");
-        return;
-    };
+    let Some(network) = shared_network() else { return };
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().expect("tokio");
     let rt = runtime.handle().clone();
@@ -949,10 +917,7 @@ async fn channel_events(server: &TestServer, channel: &str) -> Vec<Vec<u8>> {
 /// both facades' event stores identical.
 #[test]
 fn seeded_workload_in_both_modes() {
-    let Some(network) = shared_network() else {
-        println!("skipped: FABRIC_BIN_DIR not set");
-        return;
-    };
+    let Some(network) = shared_network() else { return };
     let seed = std::env::var("ORCHESTRATOR_PARITY_SEED")
         .ok()
         .map(|s| s.parse::<u64>().expect("ORCHESTRATOR_PARITY_SEED: a number"))

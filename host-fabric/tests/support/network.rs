@@ -10,6 +10,17 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// How a client reaches the Gateway of one organization's peer.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// `MyOrg1MSP` or `MyOrg2MSP`.
+    pub msp_id: String,
+    /// `host:port` of the peer (and its Gateway).
+    pub address: String,
+    /// The PEM file of the peer's TLS CA.
+    pub tls_ca_cert: PathBuf,
+}
+
 /// The network of one test run; `down` when dropped, also when the test panics.
 pub struct Network {
     script: PathBuf,
@@ -78,6 +89,64 @@ impl Network {
     /// The file a variable names.
     pub fn file(&self, name: &str) -> Vec<u8> {
         std::fs::read(self.var(name)).unwrap_or_else(|error| panic!("{name}: {error}"))
+    }
+
+    /// The network's directory (`fabric-net.sh up DIR`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The peer of organization `org` (1: MyOrg1MSP, 2: MyOrg2MSP), as `fabric-net.sh env`
+    /// prints it (`ORCHESTRATOR_FABRIC_PEER_ADDRESS` and `_TLS_CA_CERT`, or the `PEER2_` ones).
+    pub fn peer(&self, org: u8) -> Peer {
+        let (address, ca) = match org {
+            1 => ("ORCHESTRATOR_FABRIC_PEER_ADDRESS", "ORCHESTRATOR_FABRIC_TLS_CA_CERT"),
+            2 => ("ORCHESTRATOR_FABRIC_PEER2_ADDRESS", "ORCHESTRATOR_FABRIC_PEER2_TLS_CA_CERT"),
+            _ => panic!("the network has the peers of organizations 1 and 2, not {org}"),
+        };
+        Peer {
+            msp_id: format!("MyOrg{org}MSP"),
+            address: self.var(address).to_owned(),
+            tls_ca_cert: PathBuf::from(self.var(ca)),
+        }
+    }
+
+    /// `<wallet>/<MSP id>/{cert.pem,key.pem}`: a user of every organization.
+    pub fn wallet(&self) -> PathBuf {
+        PathBuf::from(self.var("ORCHESTRATOR_FABRIC_WALLET"))
+    }
+
+    /// The chaincode name `fabric-net.sh env` prints (the first of `FABRIC_CHAINCODE_NAMES`).
+    pub fn chaincode(&self) -> &str {
+        self.var("ORCHESTRATOR_FABRIC_CHAINCODE")
+    }
+
+    /// Runs the network's `peer` CLI with `args` as the admin of organization `org` against
+    /// its peer (the settings of `fabric-net.sh env DIR org<N>`), in the network's directory.
+    pub fn admin_cli(&self, org: u8, args: &[&str]) -> std::process::Output {
+        let output = Command::new(&self.script)
+            .arg("env")
+            .arg(&self.dir)
+            .arg(format!("org{org}"))
+            .output()
+            .expect("fabric-net.sh env DIR org<N>");
+        assert!(output.status.success(), "fabric-net.sh env org{org}: {}", String::from_utf8_lossy(&output.stderr));
+        let admin = parse_exports(&String::from_utf8(output.stdout).unwrap());
+        let mut command = Command::new(self.dir.join("bin/peer"));
+        // Only the organization's settings: a developer's own CORE_* must not leak in.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("CORE_") || name == "FABRIC_CFG_PATH" {
+                command.env_remove(name);
+            }
+        }
+        command
+            .args(args)
+            .current_dir(&self.dir)
+            .envs(&admin)
+            .env("FABRIC_LOGGING_SPEC", "info")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the peer CLI")
     }
 
     /// The pid of the chaincode server (`FABRIC_CHAINCODE_PID_FILE`), checked to be a live

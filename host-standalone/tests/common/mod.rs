@@ -19,6 +19,11 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
+pub mod facade;
+/// The local Fabric network of `scripts/fabric-net.sh` (shared with host-fabric's tests).
+#[path = "../../../host-fabric/tests/support/network.rs"]
+pub mod network;
+
 /// PostgreSQL server of the tests (trust authentication).
 pub const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
