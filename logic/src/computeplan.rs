@@ -6,14 +6,13 @@
 //! empty values. Whether a plan is running is answered from the tasks' plan+status index
 //! (`computetask::plan_has_status`), one range probe of one entry per status.
 
-use std::collections::BTreeMap;
-
 use orchestrator_proto::{
-    ApplyPlanActionParam, ApplyPlanActionResponse, AssetKind, ComputePlan, ComputePlanAction, ComputeTaskStatus,
-    EventKind, GetComputePlanParam, IsPlanRunningParam, IsPlanRunningResponse, NewComputePlan, QueryPlansParam,
-    QueryPlansResponse, UpdateComputePlanParam, UpdateComputePlanResponse, event,
+    ApplyPlanActionParam, ApplyPlanActionResponse, ComputePlan, ComputePlanAction, ComputeTaskStatus,
+    GetComputePlanParam, IsPlanRunningParam, IsPlanRunningResponse, NewComputePlan, QueryPlansParam,
+    QueryPlansResponse, UpdateComputePlanParam, UpdateComputePlanResponse,
 };
 
+use crate::asset::{self, load, load_owned, require_new, store, store_updated};
 use crate::computetask;
 use crate::error::{ErrorKind, OrcError, Result};
 use crate::keys;
@@ -51,10 +50,7 @@ pub fn register(tx: &mut Tx<'_>, req: NewComputePlan) -> Result<ComputePlan> {
     if let Some(details) = errs.into_message() {
         return Err(OrcError::invalid(ASSET, details));
     }
-    let record = keys::computeplan(&req.key);
-    if tx.exists(&record)? {
-        return Err(OrcError::already_exists(ASSET, &req.key));
-    }
+    require_new::<ComputePlan>(tx, &req.key)?;
     let owner = tx.requester().to_owned();
     require_registered(tx, &owner)?;
     let plan = ComputePlan {
@@ -68,26 +64,15 @@ pub fn register(tx: &mut Tx<'_>, req: NewComputePlan) -> Result<ComputePlan> {
         failure_date: None,
     };
     let now = tx.now_micros();
-    tx.store(&record, &plan)?;
+    store(tx, &plan)?;
     tx.put_raw(&keys::created_index(ASSET, now, &plan.key), Vec::new())?;
     tx.put_raw(&by_owner_index(&plan.owner, now, &plan.key), Vec::new())?;
-    tx.emit(
-        AssetKind::AssetComputePlan,
-        EventKind::EventAssetCreated,
-        &plan.key,
-        event::Asset::ComputePlan(plan.clone()),
-        BTreeMap::new(),
-    );
+    asset::emit_created(tx, plan.clone());
     Ok(plan)
 }
 
 pub fn get(tx: &mut Tx<'_>, req: GetComputePlanParam) -> Result<ComputePlan> {
     load(tx, &req.key)
-}
-
-/// The plan, or NOT_FOUND.
-pub fn load(tx: &mut Tx<'_>, key: &str) -> Result<ComputePlan> {
-    tx.load(&keys::computeplan(key))?.ok_or_else(|| OrcError::not_found(ASSET, key))
 }
 
 pub fn query(tx: &mut Tx<'_>, req: QueryPlansParam) -> Result<QueryPlansResponse> {
@@ -105,30 +90,16 @@ pub fn update(tx: &mut Tx<'_>, req: UpdateComputePlanParam) -> Result<UpdateComp
     if let Some(details) = errs.into_message() {
         return Err(OrcError::invalid(ASSET, details));
     }
-    let mut plan = load(tx, &req.key)?;
-    if plan.owner != tx.requester() {
-        return Err(OrcError::permission_denied("requester does not own the compute plan"));
-    }
+    let mut plan: ComputePlan = load_owned(tx, &req.key, "requester does not own the compute plan")?;
     plan.name = req.name;
-    tx.store(&keys::computeplan(&plan.key), &plan)?;
-    let key = plan.key.clone();
-    tx.emit(
-        AssetKind::AssetComputePlan,
-        EventKind::EventAssetUpdated,
-        &key,
-        event::Asset::ComputePlan(plan),
-        BTreeMap::new(),
-    );
+    store_updated(tx, plan)?;
     Ok(UpdateComputePlanResponse {})
 }
 
 /// Cancellation only stamps `cancelation_date`: the tasks are not touched
 /// (docs/business-rules.md §7.1).
 pub fn apply_action(tx: &mut Tx<'_>, req: ApplyPlanActionParam) -> Result<ApplyPlanActionResponse> {
-    let mut plan = load(tx, &req.key)?;
-    if plan.owner != tx.requester() {
-        return Err(OrcError::permission_denied("only plan owner can act on it"));
-    }
+    let mut plan: ComputePlan = load_owned(tx, &req.key, "only plan owner can act on it")?;
     if req.action != ComputePlanAction::PlanActionCanceled as i32 {
         return Err(OrcError::unimplemented("plan action unimplemented"));
     }
@@ -136,15 +107,7 @@ pub fn apply_action(tx: &mut Tx<'_>, req: ApplyPlanActionParam) -> Result<ApplyP
         return Err(terminated_error(&plan.key));
     }
     plan.cancelation_date = Some(tx.now());
-    tx.store(&keys::computeplan(&plan.key), &plan)?;
-    let key = plan.key.clone();
-    tx.emit(
-        AssetKind::AssetComputePlan,
-        EventKind::EventAssetUpdated,
-        &key,
-        event::Asset::ComputePlan(plan),
-        BTreeMap::new(),
-    );
+    store_updated(tx, plan)?;
     Ok(ApplyPlanActionResponse {})
 }
 
@@ -161,7 +124,7 @@ const ACTIVE_STATUSES: [ComputeTaskStatus; 5] = [
 /// building or executing. Unknown plan → NOT_FOUND (the reference crashes). Every check is a
 /// one-entry probe of the plan+status index, whatever the number of tasks.
 pub fn is_running(tx: &mut Tx<'_>, req: IsPlanRunningParam) -> Result<IsPlanRunningResponse> {
-    let plan = load(tx, &req.key)?;
+    let plan: ComputePlan = load(tx, &req.key)?;
     let is_running = !is_terminated(&plan) && running_by_tasks(tx, &plan.key)?;
     Ok(IsPlanRunningResponse { is_running })
 }
@@ -183,10 +146,10 @@ fn running_by_tasks(tx: &mut Tx<'_>, plan: &str) -> Result<bool> {
 /// A task of the plan failed: stamp `failure_date` unless the plan is already terminated (then
 /// nothing happens, silently). No event (docs/business-rules.md §13.2).
 pub fn fail_plan(tx: &mut Tx<'_>, plan_key: &str) -> Result<()> {
-    let mut plan = load(tx, plan_key)?;
+    let mut plan: ComputePlan = load(tx, plan_key)?;
     if is_terminated(&plan) {
         return Ok(());
     }
     plan.failure_date = Some(tx.now());
-    tx.store(&keys::computeplan(&plan.key), &plan)
+    store(tx, &plan)
 }

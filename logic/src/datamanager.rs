@@ -1,12 +1,11 @@
 //! Data managers (docs/business-rules.md §3).
 
-use std::collections::BTreeMap;
-
 use orchestrator_proto::{
-    AssetKind, DataManager, EventKind, GetDataManagerParam, NewDataManager, QueryDataManagersParam,
-    QueryDataManagersResponse, UpdateDataManagerParam, UpdateDataManagerResponse, event,
+    DataManager, GetDataManagerParam, NewDataManager, QueryDataManagersParam, QueryDataManagersResponse,
+    UpdateDataManagerParam, UpdateDataManagerResponse,
 };
 
+use crate::asset::{self, load, load_owned, require_new, store, store_updated};
 use crate::error::{OrcError, Result};
 use crate::keys;
 use crate::organization::require_registered;
@@ -36,10 +35,7 @@ pub fn register(tx: &mut Tx<'_>, req: NewDataManager) -> Result<DataManager> {
         return Err(OrcError::invalid(ASSET, details));
     }
 
-    let key = keys::datamanager(&req.key);
-    if tx.exists(&key)? {
-        return Err(OrcError::already_exists(ASSET, &req.key));
-    }
+    require_new::<DataManager>(tx, &req.key)?;
     let owner = tx.requester().to_owned();
     require_registered(tx, &owner)?;
     let default_permissions = Default::default();
@@ -58,25 +54,14 @@ pub fn register(tx: &mut Tx<'_>, req: NewDataManager) -> Result<DataManager> {
         logs_permission: Some(logs_permission),
         metadata: req.metadata,
     };
-    tx.store(&key, &dm)?;
+    store(tx, &dm)?;
     tx.put_raw(&keys::created_index(ASSET, tx.now_micros(), &dm.key), Vec::new())?;
-    tx.emit(
-        AssetKind::AssetDataManager,
-        EventKind::EventAssetCreated,
-        &dm.key,
-        event::Asset::DataManager(dm.clone()),
-        BTreeMap::new(),
-    );
+    asset::emit_created(tx, dm.clone());
     Ok(dm)
 }
 
 pub fn get(tx: &mut Tx<'_>, req: GetDataManagerParam) -> Result<DataManager> {
     load(tx, &req.key)
-}
-
-/// The data manager, or NOT_FOUND.
-pub fn load(tx: &mut Tx<'_>, key: &str) -> Result<DataManager> {
-    tx.load(&keys::datamanager(key))?.ok_or_else(|| OrcError::not_found(ASSET, key))
 }
 
 pub fn query(tx: &mut Tx<'_>, req: QueryDataManagersParam) -> Result<QueryDataManagersResponse> {
@@ -92,20 +77,9 @@ pub fn update(tx: &mut Tx<'_>, req: UpdateDataManagerParam) -> Result<UpdateData
     if let Some(details) = errs.into_message() {
         return Err(OrcError::invalid(ASSET, details));
     }
-    let mut dm = load(tx, &req.key)?;
-    if dm.owner != tx.requester() {
-        return Err(OrcError::permission_denied("requester does not own the data manager"));
-    }
+    let mut dm: DataManager = load_owned(tx, &req.key, "requester does not own the data manager")?;
     dm.name = req.name;
-    tx.store(&keys::datamanager(&dm.key), &dm)?;
-    let key = dm.key.clone();
-    tx.emit(
-        AssetKind::AssetDataManager,
-        EventKind::EventAssetUpdated,
-        &key,
-        event::Asset::DataManager(dm),
-        BTreeMap::new(),
-    );
+    store_updated(tx, dm)?;
     Ok(UpdateDataManagerResponse {})
 }
 

@@ -4,10 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use orchestrator_proto::{
-    AssetKind, DataManager, DataSample, EventKind, GetDataSampleParam, QueryDataSamplesParam, QueryDataSamplesResponse,
-    RegisterDataSamplesParam, RegisterDataSamplesResponse, UpdateDataSamplesParam, UpdateDataSamplesResponse, event,
+    DataManager, DataSample, GetDataSampleParam, QueryDataSamplesParam, QueryDataSamplesResponse,
+    RegisterDataSamplesParam, RegisterDataSamplesResponse, UpdateDataSamplesParam, UpdateDataSamplesResponse,
 };
 
+use crate::asset::{self, load, require_owner, store, store_updated};
 use crate::datamanager;
 use crate::error::{OrcError, Result};
 use crate::keys;
@@ -26,7 +27,8 @@ fn by_manager_index(dm: &str, created_micros: i64, sample: &str) -> String {
     keys::join(&["idx", ASSET, "datamanager", dm, &keys::time(created_micros), sample])
 }
 
-/// The listed data managers must exist and be owned by the requester.
+/// The listed data managers must exist and be owned by the requester. Batched, and the denial
+/// names the manager: not `asset::load_owned`.
 fn check_managers(tx: &mut Tx<'_>, dm_keys: &[String]) -> Result<()> {
     let unique: Vec<String> = dm_keys.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
     let record_keys: Vec<String> = unique.iter().map(|k| keys::datamanager(k)).collect();
@@ -102,18 +104,12 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterDataSamplesParam) -> Result<Regist
     }
 
     for sample in &created {
-        tx.store(&keys::datasample(&sample.key), sample)?;
+        store(tx, sample)?;
         tx.put_raw(&keys::created_index(ASSET, now_micros, &sample.key), Vec::new())?;
         for dm in &sample.data_manager_keys {
             tx.put_raw(&by_manager_index(dm, now_micros, &sample.key), Vec::new())?;
         }
-        tx.emit(
-            AssetKind::AssetDataSample,
-            EventKind::EventAssetCreated,
-            &sample.key,
-            event::Asset::DataSample(sample.clone()),
-            BTreeMap::new(),
-        );
+        asset::emit_created(tx, sample.clone());
     }
     Ok(RegisterDataSamplesResponse { data_samples: created })
 }
@@ -147,9 +143,7 @@ pub fn update(tx: &mut Tx<'_>, req: UpdateDataSamplesParam) -> Result<UpdateData
             Some(s) => s,
             None => return Err(OrcError::not_found(ASSET, key)),
         };
-        if sample.owner != tx.requester() {
-            return Err(OrcError::permission_denied("requester does not own the datasample"));
-        }
+        require_owner(tx, &sample, "requester does not own the datasample")?;
         let created = sample.creation_date.as_ref().map(timestamp_to_micros).unwrap_or_default();
         for dm in &req.data_manager_keys {
             if !sample.data_manager_keys.contains(dm) {
@@ -157,14 +151,8 @@ pub fn update(tx: &mut Tx<'_>, req: UpdateDataSamplesParam) -> Result<UpdateData
                 tx.put_raw(&by_manager_index(dm, created, &sample.key), Vec::new())?;
             }
         }
-        tx.store(&keys::datasample(key), &sample)?;
-        tx.emit(
-            AssetKind::AssetDataSample,
-            EventKind::EventAssetUpdated,
-            key,
-            event::Asset::DataSample(sample.clone()),
-            BTreeMap::new(),
-        );
+        // Stored under `sample.key`, which is `key`: it was loaded from `datasample/<key>`.
+        store_updated(tx, sample.clone())?;
         updated.insert(key.clone(), sample);
     }
     Ok(UpdateDataSamplesResponse {})
@@ -172,10 +160,6 @@ pub fn update(tx: &mut Tx<'_>, req: UpdateDataSamplesParam) -> Result<UpdateData
 
 pub fn get(tx: &mut Tx<'_>, req: GetDataSampleParam) -> Result<DataSample> {
     load(tx, &req.key)
-}
-
-pub fn load(tx: &mut Tx<'_>, key: &str) -> Result<DataSample> {
-    tx.load(&keys::datasample(key))?.ok_or_else(|| OrcError::not_found(ASSET, key))
 }
 
 pub fn query(tx: &mut Tx<'_>, req: QueryDataSamplesParam) -> Result<QueryDataSamplesResponse> {

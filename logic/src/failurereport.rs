@@ -3,18 +3,16 @@
 //!
 //! State: `failurereport/<asset key>`, one report per failed asset.
 
-use std::collections::BTreeMap;
-
 use orchestrator_proto::{
-    ApplyTaskActionParam, AssetKind, ComputeTaskAction, ComputeTaskStatus, ErrorType, EventKind, FailedAssetKind,
-    FailureReport, FunctionStatus, GetFailureReportParam, NewFailureReport, event,
+    ApplyTaskActionParam, ComputeTaskAction, ComputeTaskStatus, ErrorType, FailedAssetKind, FailureReport, Function,
+    FunctionStatus, GetFailureReportParam, NewFailureReport,
 };
 
+use crate::asset::{self, load, require_new, store};
 use crate::computetask;
 use crate::datamanager::addressable_parts;
 use crate::error::{OrcError, Result};
 use crate::function;
-use crate::keys;
 use crate::tx::Tx;
 use crate::validation::{FieldErrors, check_in, go_quote, require_absent, require_addressable, require_uuid};
 
@@ -59,12 +57,9 @@ fn validate(new: &NewFailureReport) -> Result<()> {
 
 pub fn register(tx: &mut Tx<'_>, new: NewFailureReport) -> Result<FailureReport> {
     validate(&new)?;
-    let record_key = keys::failurereport(&new.asset_key);
     // One report per asset: the reference leaves this to its primary key (UNKNOWN after the
     // status change); an explicit check with its proper code, before anything is written.
-    if tx.exists(&record_key)? {
-        return Err(OrcError::already_exists(ASSET, &new.asset_key));
-    }
+    require_new::<FailureReport>(tx, &new.asset_key)?;
     let requester = tx.requester().to_owned();
     match FailedAssetKind::try_from(new.asset_type) {
         Ok(FailedAssetKind::FailedAssetComputeTask) => fail_task(tx, &new.asset_key, &requester)?,
@@ -83,14 +78,8 @@ pub fn register(tx: &mut Tx<'_>, new: NewFailureReport) -> Result<FailureReport>
         owner: requester,
         asset_type: new.asset_type,
     };
-    tx.store(&record_key, &report)?;
-    tx.emit(
-        AssetKind::AssetFailureReport,
-        EventKind::EventAssetCreated,
-        &report.asset_key,
-        event::Asset::FailureReport(report.clone()),
-        BTreeMap::new(),
-    );
+    store(tx, &report)?;
+    asset::emit_created(tx, report.clone());
     Ok(report)
 }
 
@@ -120,7 +109,8 @@ fn fail_task(tx: &mut Tx<'_>, key: &str, requester: &str) -> Result<()> {
 }
 
 fn fail_function(tx: &mut Tx<'_>, key: &str, requester: &str) -> Result<()> {
-    let f = function::load(tx, key)?;
+    let f: Function = load(tx, key)?;
+    // Not `asset::require_owner`: this denial names the owner.
     if f.owner != requester {
         return Err(OrcError::permission_denied(format!(
             "only {} owner can register failure report for function",
@@ -132,5 +122,5 @@ fn fail_function(tx: &mut Tx<'_>, key: &str, requester: &str) -> Result<()> {
 }
 
 pub fn get(tx: &mut Tx<'_>, req: GetFailureReportParam) -> Result<FailureReport> {
-    tx.load(&keys::failurereport(&req.asset_key))?.ok_or_else(|| OrcError::not_found(ASSET, &req.asset_key))
+    load(tx, &req.asset_key)
 }

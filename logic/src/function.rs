@@ -1,13 +1,12 @@
 //! Functions (docs/business-rules.md §6): registration, updates and the build state machine.
 
-use std::collections::BTreeMap;
-
 use orchestrator_proto::{
-    Addressable, ApplyFunctionActionParam, ApplyFunctionActionResponse, AssetKind, EventKind, Function, FunctionAction,
+    Addressable, ApplyFunctionActionParam, ApplyFunctionActionResponse, AssetKind, Function, FunctionAction,
     FunctionStatus, GetFunctionParam, NewFunction, QueryFunctionsParam, QueryFunctionsResponse, UpdateFunctionParam,
-    UpdateFunctionResponse, event,
+    UpdateFunctionResponse,
 };
 
+use crate::asset::{self, load, load_owned, require_new, store, store_updated};
 use crate::datamanager::addressable_parts;
 use crate::error::{OrcError, Result};
 use crate::keys;
@@ -117,10 +116,7 @@ pub fn register(tx: &mut Tx<'_>, req: NewFunction) -> Result<Function> {
     if let Some(details) = validate_new(&req) {
         return Err(OrcError::invalid(ASSET, details));
     }
-    let key = keys::function(&req.key);
-    if tx.exists(&key)? {
-        return Err(OrcError::already_exists(ASSET, &req.key));
-    }
+    require_new::<Function>(tx, &req.key)?;
     let owner = tx.requester().to_owned();
     require_registered(tx, &owner)?;
     let permissions = new_permissions(tx, &owner, req.new_permissions.as_ref().unwrap_or(&Default::default()))?;
@@ -138,25 +134,14 @@ pub fn register(tx: &mut Tx<'_>, req: NewFunction) -> Result<Function> {
         status: FunctionStatus::Waiting as i32,
         image: Some(Addressable::default()),
     };
-    tx.store(&key, &function)?;
+    store(tx, &function)?;
     tx.put_raw(&keys::created_index(ASSET, tx.now_micros(), &function.key), Vec::new())?;
-    tx.emit(
-        AssetKind::AssetFunction,
-        EventKind::EventAssetCreated,
-        &function.key,
-        event::Asset::Function(function.clone()),
-        BTreeMap::new(),
-    );
+    asset::emit_created(tx, function.clone());
     Ok(function)
 }
 
 pub fn get(tx: &mut Tx<'_>, req: GetFunctionParam) -> Result<Function> {
     load(tx, &req.key)
-}
-
-/// The function, or NOT_FOUND.
-pub fn load(tx: &mut Tx<'_>, key: &str) -> Result<Function> {
-    tx.load(&keys::function(key))?.ok_or_else(|| OrcError::not_found(ASSET, key))
 }
 
 pub fn query(tx: &mut Tx<'_>, req: QueryFunctionsParam) -> Result<QueryFunctionsResponse> {
@@ -173,10 +158,7 @@ pub fn update(tx: &mut Tx<'_>, req: UpdateFunctionParam) -> Result<UpdateFunctio
     if let Some(details) = errs.into_message() {
         return Err(OrcError::invalid(ASSET, details));
     }
-    let mut function = load(tx, &req.key)?;
-    if function.owner != tx.requester() {
-        return Err(OrcError::permission_denied("requester does not own the function"));
-    }
+    let mut function: Function = load_owned(tx, &req.key, "requester does not own the function")?;
     function.name = req.name;
     if let Some(image) = req.image.filter(|i| !i.checksum.is_empty()) {
         function.image = Some(image);
@@ -185,15 +167,7 @@ pub fn update(tx: &mut Tx<'_>, req: UpdateFunctionParam) -> Result<UpdateFunctio
     if image_empty && function.status == FunctionStatus::Ready as i32 {
         return Err(OrcError::invalid_asset("Image checksum should not be empty when function status is ready"));
     }
-    tx.store(&keys::function(&function.key), &function)?;
-    let key = function.key.clone();
-    tx.emit(
-        AssetKind::AssetFunction,
-        EventKind::EventAssetUpdated,
-        &key,
-        event::Asset::Function(function),
-        BTreeMap::new(),
-    );
+    store_updated(tx, function)?;
     Ok(UpdateFunctionResponse {})
 }
 
@@ -205,10 +179,7 @@ pub fn apply_action(tx: &mut Tx<'_>, req: ApplyFunctionActionParam) -> Result<Ap
         Ok(FunctionAction::Ready) => FunctionStatus::Ready,
         _ => return Err(OrcError::bad_request("unsupported action")),
     };
-    let function = load(tx, &req.function_key)?;
-    if function.owner != tx.requester() {
-        return Err(OrcError::permission_denied("only function owner can update it"));
-    }
+    let function = load_owned(tx, &req.function_key, "only function owner can update it")?;
     transition(tx, function, target, REASON_USER_ACTION)?;
     Ok(ApplyFunctionActionResponse {})
 }
@@ -235,15 +206,8 @@ pub fn transition(tx: &mut Tx<'_>, mut function: Function, to: FunctionStatus, r
         )));
     }
     function.status = to as i32;
-    tx.store(&keys::function(&function.key), &function)?;
-    let metadata = BTreeMap::from([("reason".to_owned(), reason.to_owned())]);
-    tx.emit(
-        AssetKind::AssetFunction,
-        EventKind::EventAssetUpdated,
-        &function.key.clone(),
-        event::Asset::Function(function.clone()),
-        metadata,
-    );
+    store(tx, &function)?;
+    asset::emit_status_change(tx, function.clone(), reason);
     crate::computetask::on_function_status(tx, &function, reason)?;
     Ok(function)
 }

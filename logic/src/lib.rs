@@ -6,6 +6,7 @@
 //! provides an in-memory host with the same semantics).
 
 pub mod api;
+pub mod asset;
 pub mod error;
 pub mod host;
 pub mod keys;

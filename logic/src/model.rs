@@ -8,14 +8,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use orchestrator_proto::{
-    AssetKind, ComputeTaskStatus, EventKind, GetComputeTaskModelsParam, GetComputeTaskModelsResponse, GetModelParam,
-    Model, NewModel, RegisterModelsParam, RegisterModelsResponse, event,
+    AssetKind, ComputeTaskStatus, EventKind, Function, GetComputeTaskModelsParam, GetComputeTaskModelsResponse,
+    GetModelParam, Model, NewModel, RegisterModelsParam, RegisterModelsResponse,
 };
 
+use crate::asset::{self, load, store};
 use crate::computetask::{self, OutputAsset, TaskRecord};
 use crate::datamanager::addressable_parts;
 use crate::error::{OrcError, Result};
-use crate::function;
 use crate::keys;
 use crate::tx::Tx;
 use crate::validation::{FieldErrors, go_quote, require_addressable, require_present, require_uuid};
@@ -85,7 +85,7 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterModelsParam) -> Result<RegisterMod
         };
         let f = match &function {
             Some(f) => f,
-            None => function.insert(function::load(tx, &record.task.function_key)?),
+            None => function.insert(load::<Function>(tx, &record.task.function_key)?),
         };
         let Some(function_output) = f.outputs.get(identifier) else {
             return Err(OrcError::internal(format!(
@@ -128,14 +128,8 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterModelsParam) -> Result<RegisterMod
     }
 
     for (model, new) in models.iter().zip(&req.models) {
-        tx.store(&keys::model(&model.key), model)?;
-        tx.emit(
-            AssetKind::AssetModel,
-            EventKind::EventAssetCreated,
-            &model.key,
-            event::Asset::Model(model.clone()),
-            BTreeMap::new(),
-        );
+        store(tx, model)?;
+        asset::emit_created(tx, model.clone());
         computetask::add_output_asset(
             tx,
             &mut record,
@@ -150,10 +144,6 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterModelsParam) -> Result<RegisterMod
 
 pub fn get(tx: &mut Tx<'_>, req: GetModelParam) -> Result<Model> {
     load(tx, &req.key)
-}
-
-pub fn load(tx: &mut Tx<'_>, key: &str) -> Result<Model> {
-    tx.load(&keys::model(key))?.ok_or_else(|| OrcError::not_found(ASSET, key))
 }
 
 /// Every model the task registered, on any output, in registration order; an unknown task has
@@ -185,9 +175,8 @@ pub fn load_assets(tx: &mut Tx<'_>, model_keys: &[String]) -> Result<Vec<Model>>
 /// Frees a model's storage: its address is removed; MODEL/DISABLED carries the model without it.
 pub fn disable(tx: &mut Tx<'_>, mut model: Model) -> Result<()> {
     model.address = None;
-    tx.store(&keys::model(&model.key), &model)?;
-    let key = model.key.clone();
-    tx.emit(AssetKind::AssetModel, EventKind::EventAssetDisabled, &key, event::Asset::Model(model), BTreeMap::new());
+    store(tx, &model)?;
+    asset::emit(tx, EventKind::EventAssetDisabled, model, BTreeMap::new());
     Ok(())
 }
 

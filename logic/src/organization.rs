@@ -1,18 +1,16 @@
 //! Organizations (docs/business-rules.md §2): one per MSP id and channel, never updated.
 
-use std::collections::BTreeMap;
-
 use orchestrator_proto::{
-    AssetKind, EventKind, GetAllOrganizationsParam, GetAllOrganizationsResponse, Organization,
-    RegisterOrganizationParam, event,
+    GetAllOrganizationsParam, GetAllOrganizationsResponse, Organization, RegisterOrganizationParam,
 };
 
+use crate::asset::{self, require_new, store};
 use crate::error::{OrcError, Result};
 use crate::keys;
 use crate::tx::Tx;
 use crate::validation::{FieldErrors, is_request_url};
 
-const ASSET: &str = "organization";
+pub const ASSET: &str = "organization";
 
 pub fn register(tx: &mut Tx<'_>, req: RegisterOrganizationParam) -> Result<Organization> {
     // The reference answers a bad address with a raw (UNKNOWN) error; INVALID_ARGUMENT naming
@@ -23,19 +21,10 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterOrganizationParam) -> Result<Organ
         return Err(OrcError::invalid(ASSET, errs.into_message().unwrap_or_default()));
     }
     let id = tx.requester().to_owned();
-    let key = keys::organization(&id);
-    if tx.exists(&key)? {
-        return Err(OrcError::already_exists(ASSET, &id));
-    }
-    let org = Organization { id: id.clone(), creation_date: Some(tx.now()), address: req.address };
-    tx.store(&key, &org)?;
-    tx.emit(
-        AssetKind::AssetOrganization,
-        EventKind::EventAssetCreated,
-        &id,
-        event::Asset::Organization(org.clone()),
-        BTreeMap::new(),
-    );
+    require_new::<Organization>(tx, &id)?;
+    let org = Organization { id, creation_date: Some(tx.now()), address: req.address };
+    store(tx, &org)?;
+    asset::emit_created(tx, org.clone());
     Ok(org)
 }
 

@@ -11,13 +11,11 @@
 //! both filters name one record. "Inverted" maps every byte of the (UUID) task key so that the
 //! ascending key order is the descending task order.
 
-use std::collections::BTreeMap;
-
 use orchestrator_proto::{
-    AssetKind, ComputeTaskStatus, EventKind, NewPerformance, Performance, QueryPerformancesParam,
-    QueryPerformancesResponse, event,
+    AssetKind, ComputeTaskStatus, NewPerformance, Performance, QueryPerformancesParam, QueryPerformancesResponse,
 };
 
+use crate::asset::{self, Stored, require_new, store};
 use crate::computetask;
 use crate::error::{OrcError, Result};
 use crate::keys;
@@ -64,27 +62,19 @@ pub fn register(tx: &mut Tx<'_>, new: NewPerformance) -> Result<Performance> {
     }
     // Like the reference, the output's kind is not checked (a MODEL output accepts a value).
     let perf_key = key(&record.task.key, &identifier);
-    let record_key = keys::performance(&perf_key);
-    if tx.exists(&record_key)? {
-        return Err(OrcError::already_exists(ASSET, &perf_key));
-    }
+    require_new::<Performance>(tx, &perf_key)?;
     let perf = Performance {
         compute_task_key: record.task.key.clone(),
         compute_task_output_identifier: identifier.clone(),
         performance_value: new.performance_value,
         creation_date: Some(tx.now()),
     };
-    tx.store(&record_key, &perf)?;
+    store(tx, &perf)?;
+    let record_key = Performance::state_key(&perf_key);
     for index in index_keys(&perf) {
         tx.put_raw(&index, record_key.clone().into_bytes())?;
     }
-    tx.emit(
-        AssetKind::AssetPerformance,
-        EventKind::EventAssetCreated,
-        &perf_key,
-        event::Asset::Performance(perf.clone()),
-        BTreeMap::new(),
-    );
+    asset::emit_created(tx, perf.clone());
     computetask::add_output_asset(tx, &mut record, &identifier, AssetKind::AssetPerformance, &perf_key);
     computetask::store_record(tx, &record)?;
     Ok(perf)

@@ -1,10 +1,9 @@
 //! Profiling steps (docs/business-rules.md §12): timings reported by workers. Nothing is stored;
 //! the step only travels as a PROFILING_STEP/CREATED event.
 
-use std::collections::BTreeMap;
+use orchestrator_proto::ProfilingStep;
 
-use orchestrator_proto::{AssetKind, EventKind, ProfilingStep, event};
-
+use crate::asset;
 use crate::error::{OrcError, Result};
 use crate::tx::Tx;
 use crate::validation::{FieldErrors, require_name, require_present, require_uuid};
@@ -19,13 +18,6 @@ pub fn register(tx: &mut Tx<'_>, step: ProfilingStep) -> Result<()> {
     if let Some(msg) = errs.into_message() {
         return Err(OrcError::invalid(VALIDATION_KIND, msg));
     }
-    let key = step.asset_key.clone();
-    tx.emit(
-        AssetKind::AssetProfilingStep,
-        EventKind::EventAssetCreated,
-        &key,
-        event::Asset::ProfilingStep(step),
-        BTreeMap::new(),
-    );
+    asset::emit_created(tx, step);
     Ok(())
 }

@@ -158,18 +158,19 @@ impl<'a> Tx<'a> {
     }
 
     /// Emit an event: fills the envelope (id derived from the tx id, channel, timestamp).
+    /// Assets emit through [`crate::asset::emit`].
     pub fn emit(
         &mut self,
         asset_kind: AssetKind,
         event_kind: EventKind,
-        asset_key: &str,
+        asset_key: String,
         asset: event::Asset,
         metadata: BTreeMap<String, String>,
     ) {
         let id = self.next_event_id();
         let event = Event {
             id,
-            asset_key: asset_key.to_owned(),
+            asset_key,
             asset_kind: asset_kind as i32,
             event_kind: event_kind as i32,
             channel: self.ctx.channel.clone(),

@@ -100,7 +100,8 @@ pub fn get(tx: &mut Tx<'_>, req: GetTaskParam) -> Result<ComputeTask> {
     Ok(load_record(tx, &req.key)?.task)
 }
 
-/// The task's record, or NOT_FOUND.
+/// The task's record, or NOT_FOUND. A task is stored as its record, not as the `ComputeTask`
+/// events carry, so it has its own load and store rather than `asset::load`/`asset::store`.
 pub fn load_record(tx: &mut Tx<'_>, key: &str) -> Result<TaskRecord> {
     tx.load(&keys::computetask(key))?.ok_or_else(|| OrcError::not_found(ASSET, key))
 }

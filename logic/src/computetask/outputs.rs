@@ -5,17 +5,18 @@ use std::collections::BTreeMap;
 
 use orchestrator_proto::{
     AssetKind, ComputeTaskInputAsset, ComputeTaskOutputAsset, ComputeTaskStatus, DisableOutputParam,
-    DisableOutputResponse, EventKind, GetTaskInputAssetsParam, GetTaskInputAssetsResponse, compute_task_input,
-    compute_task_input_asset, event,
+    DisableOutputResponse, Function, GetTaskInputAssetsParam, GetTaskInputAssetsResponse, compute_task_input,
+    compute_task_input_asset,
 };
 
 use super::{OutputAsset, TaskRecord, children_prefix, load_record, load_records, status_of};
+use crate::asset::{self, load};
 use crate::error::{ErrorKind, OrcError, Result};
 use crate::keys;
+use crate::model;
 use crate::pagination::scan_all_keys;
 use crate::tx::Tx;
 use crate::validation::go_quote;
-use crate::{datamanager, datasample, function, model};
 
 use ComputeTaskStatus::{StatusExecuting, StatusFailed, StatusWaitingForExecutorSlot};
 
@@ -33,13 +34,7 @@ pub fn add_output_asset(tx: &mut Tx<'_>, record: &mut TaskRecord, identifier: &s
         asset_kind: kind as i32,
         asset_key: asset_key.to_owned(),
     };
-    tx.emit(
-        AssetKind::AssetComputeTaskOutputAsset,
-        EventKind::EventAssetCreated,
-        &record.task.key,
-        event::Asset::ComputeTaskOutputAsset(output_asset),
-        BTreeMap::new(),
-    );
+    asset::emit_created(tx, output_asset);
 }
 
 /// Statuses in which a task's inputs are all known.
@@ -54,7 +49,7 @@ pub fn input_assets(tx: &mut Tx<'_>, req: GetTaskInputAssetsParam) -> Result<Get
             go_quote(status.as_str_name())
         )));
     }
-    let function = function::load(tx, &record.task.function_key)?;
+    let function: Function = load(tx, &record.task.function_key)?;
 
     // The parents' records, read once: their output assets resolve the parent inputs.
     let parents = super::parent_keys(&record.task.inputs);
@@ -87,9 +82,9 @@ pub fn input_assets(tx: &mut Tx<'_>, req: GetTaskInputAssetsParam) -> Result<Get
 fn input_asset(tx: &mut Tx<'_>, kind: i32, key: &str, identifier: &str) -> Result<ComputeTaskInputAsset> {
     use compute_task_input_asset::Asset;
     let asset = match AssetKind::try_from(kind) {
-        Ok(AssetKind::AssetModel) => Asset::Model(model::load(tx, key)?),
-        Ok(AssetKind::AssetDataManager) => Asset::DataManager(datamanager::load(tx, key)?),
-        Ok(AssetKind::AssetDataSample) => Asset::DataSample(datasample::load(tx, key)?),
+        Ok(AssetKind::AssetModel) => Asset::Model(load(tx, key)?),
+        Ok(AssetKind::AssetDataManager) => Asset::DataManager(load(tx, key)?),
+        Ok(AssetKind::AssetDataSample) => Asset::DataSample(load(tx, key)?),
         other => {
             let name = other.map(|k| k.as_str_name()).unwrap_or("ASSET_UNKNOWN");
             return Err(OrcError::unimplemented(format!("unsupported input kind: {}", go_quote(name))));

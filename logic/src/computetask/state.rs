@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 
 use orchestrator_proto::{
-    ApplyTaskActionParam, ApplyTaskActionResponse, AssetKind, ComputeTaskAction, ComputeTaskStatus, EventKind,
-    Function, FunctionStatus, event,
+    ApplyTaskActionParam, ApplyTaskActionResponse, ComputeTaskAction, ComputeTaskStatus, Function, FunctionStatus,
 };
 
 use super::{
     ASSET, TaskRecord, children_prefix, function_status_prefix, load_record, load_records, parent_keys, status_of,
     store_status, without_io,
 };
+use crate::asset;
 use crate::computeplan;
 use crate::error::{OrcError, Result};
 use crate::function::REASON_USER_ACTION;
@@ -144,13 +144,7 @@ pub fn apply_transition(
         Snapshot::Full => record.task.clone(),
         Snapshot::WithoutIo => without_io(&record.task),
     };
-    tx.emit(
-        AssetKind::AssetComputeTask,
-        EventKind::EventAssetUpdated,
-        &record.task.key,
-        event::Asset::ComputeTask(task),
-        BTreeMap::from([("reason".to_owned(), reason.to_owned())]),
-    );
+    asset::emit_status_change(tx, task, reason);
     match transition {
         Transition::Done => release_children(tx, &record.task.key),
         Transition::Failed => computeplan::fail_plan(tx, &record.task.compute_plan_key),

@@ -11,11 +11,11 @@ use orchestrator_proto::{
 
 use super::inputs_outputs::{asset_key, declared, is_kind, validate_inputs, validate_outputs};
 use super::prefetch::{World, find_parent};
-use crate::computeplan;
 use crate::computetask::{parent_keys, status_of};
 use crate::error::{OrcError, Result};
 use crate::permissions::{can_process, union};
 use crate::validation::go_quote;
+use crate::{computeplan, organization};
 
 pub(super) fn create_task(
     world: &World,
@@ -87,7 +87,7 @@ pub(super) fn create_task(
     // 7. Worker, a registered organization.
     let worker = task_worker(world, new, function)?;
     if !world.organizations.contains(&worker) {
-        return Err(OrcError::not_found("organization", &worker));
+        return Err(OrcError::not_found(organization::ASSET, &worker));
     }
 
     // 8. Logs permission; 9. rank.

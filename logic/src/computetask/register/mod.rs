@@ -21,14 +21,12 @@ mod prefetch;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use orchestrator_proto::{
-    AssetKind, ComputeTask, EventKind, NewComputeTask, RegisterTasksParam, RegisterTasksResponse, event,
-};
+use orchestrator_proto::{ComputeTask, NewComputeTask, RegisterTasksParam, RegisterTasksResponse};
 
 use super::{ASSET, TaskRecord, insert, load_records, parent_keys};
 use crate::error::{OrcError, Result};
-use crate::function;
 use crate::tx::{Tx, timestamp_to_micros};
+use crate::{asset, function, organization};
 use create::{create_task, permission_with_owner};
 use fields::validate;
 use prefetch::{World, prefetch_known};
@@ -85,7 +83,7 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterTasksParam) -> Result<RegisterTask
     let owner = tx.requester().to_owned();
     let world = World::fetch(tx, &owner, &new_tasks, stored_parents)?;
     if !world.organizations.contains(&owner) {
-        return Err(OrcError::not_found("organization", &owner));
+        return Err(OrcError::not_found(organization::ASSET, &owner));
     }
 
     let now = tx.now();
@@ -110,13 +108,7 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterTasksParam) -> Result<RegisterTask
         }
     }
     for task in &created {
-        tx.emit(
-            AssetKind::AssetComputeTask,
-            EventKind::EventAssetCreated,
-            &task.key,
-            event::Asset::ComputeTask(task.clone()),
-            BTreeMap::new(),
-        );
+        asset::emit_created(tx, task.clone());
     }
     Ok(RegisterTasksResponse { tasks: created })
 }

@@ -12,7 +12,7 @@ use orchestrator_proto::{
 use crate::computetask::{TaskRecord, parent_keys, status_of};
 use crate::error::{OrcError, Result};
 use crate::tx::Tx;
-use crate::{datamanager, function, keys};
+use crate::{datamanager, function, keys, model};
 
 /// What the request names directly, in one state call: the batch's task records (are they
 /// stored?), the parents, plans and functions, and the organizations it names. What depends on
@@ -146,7 +146,7 @@ impl World {
     }
 
     pub(super) fn model(&self, key: &str) -> Result<&Model> {
-        self.models.get(key).and_then(Option::as_ref).ok_or_else(|| OrcError::not_found("model", key))
+        self.models.get(key).and_then(Option::as_ref).ok_or_else(|| OrcError::not_found(model::ASSET, key))
     }
 }
 
