@@ -190,7 +190,9 @@ pub struct Config {
     #[arg(long, env = "ORCHESTRATOR_GRPC_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_positive_go_duration)]
     pub grpc_handshake_timeout: Duration,
 
-    /// Path of the logic component (.wasm). Unset: the component embedded in the binary.
+    /// Path of the logic component (.wasm). Unset: the component embedded in the binary. On
+    /// SIGHUP the server reads the file again and swaps the new component in once verified
+    /// (standalone mode).
     #[arg(long, env = "ORCHESTRATOR_LOGIC")]
     pub logic: Option<PathBuf>,
 

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use orchestrator_runtime::{ErrorKind, Runtime, identity};
+use orchestrator_runtime::{ErrorKind, LogicInfo, Runtime, identity};
 use prost::Message as _;
 use sqlx::PgPool;
 use tonic::body::Body;
@@ -195,6 +195,14 @@ struct CallLog {
     channel: Option<String>,
     attempts: u32,
     fuel: u64,
+    /// The component version that answered (standalone mode, once the logic ran).
+    logic: Option<Arc<LogicInfo>>,
+}
+
+impl CallLog {
+    fn logic_sha256(&self) -> &str {
+        self.logic.as_ref().map_or("", |logic| logic.sha256.as_str())
+    }
 }
 
 impl Handler {
@@ -292,6 +300,7 @@ impl Handler {
                 code = ?Code::Ok,
                 attempts = log.attempts,
                 fuel = log.fuel,
+                logic_sha256 = log.logic_sha256(),
                 duration_ms = elapsed_ms,
                 "call"
             ),
@@ -303,6 +312,7 @@ impl Handler {
                     channel,
                     code = ?status.code(),
                     attempts = log.attempts,
+                    logic_sha256 = log.logic_sha256(),
                     duration_ms = elapsed_ms,
                     error = status.message(),
                     "call"
@@ -315,6 +325,7 @@ impl Handler {
                 channel,
                 code = ?status.code(),
                 attempts = log.attempts,
+                logic_sha256 = log.logic_sha256(),
                 duration_ms = elapsed_ms,
                 error = status.message(),
                 "call"
@@ -356,13 +367,15 @@ impl Handler {
         let outcome = self.backend.run(call, chaincode.as_deref()).await;
         log.attempts = outcome.attempts;
         log.fuel = outcome.fuel_consumed;
+        log.logic = outcome.logic;
         self.metrics.logic_call(method, outcome.attempts, outcome.result.is_ok(), outcome.fuel_consumed);
         match outcome.result {
             Ok(mut response) => {
-                if let CallBackend::Postgres(_) = self.backend {
-                    // QueryVersion names the component that answered: this process's (it never
-                    // swaps versions). In distributed mode the chaincode named its own, passed on.
-                    identity::stamp_logic_sha256(method, &mut response, &self.runtime.info().sha256);
+                // QueryVersion names the component that answered: the version that ran the
+                // call, not the current one (a swap may have happened since). In distributed
+                // mode there is none here: the chaincode named its own, passed on.
+                if let Some(logic) = &log.logic {
+                    identity::stamp_logic_sha256(method, &mut response, &logic.sha256);
                 }
                 Ok(tonic::Response::new(response))
             }

@@ -16,6 +16,7 @@
 //! - [`transport`]: accepting connections, TLS, the per-connection policy (handshake and idle
 //!   timeouts, keepalive enforcement) and the budget of request bytes in flight;
 //! - [`server`]: assembly, health, reflection, graceful shutdown;
+//! - [`reload`]: swapping the logic component on SIGHUP;
 //! - [`logging`]: the log subscriber;
 //! - [`metrics`]: Prometheus metrics on `/metrics` when `METRICS_ENABLED`;
 //! - [`inspect`]: `orchestrator logic inspect`, a component's identity and method table.
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod mspid;
 pub mod postgres;
 pub mod quote;
+pub mod reload;
 pub mod server;
 pub mod transport;
 pub mod x509;

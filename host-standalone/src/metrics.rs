@@ -57,6 +57,31 @@ struct Counters {
     /// `(method, outcome)`: one per database transaction attempt.
     transactions: BTreeMap<(String, &'static str), u64>,
     fuel: BTreeMap<String, u64>,
+    /// Requests to swap the logic component, by outcome.
+    swaps: [u64; SwapOutcome::ALL.len()],
+}
+
+/// How a request to swap the logic component ended (`orc_logic_swaps_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapOutcome {
+    /// The new version serves.
+    Accepted,
+    /// The file named the version already serving.
+    Unchanged,
+    /// The file could not be read, or its component was refused: the old version serves on.
+    Refused,
+}
+
+impl SwapOutcome {
+    const ALL: [SwapOutcome; 3] = [SwapOutcome::Accepted, SwapOutcome::Unchanged, SwapOutcome::Refused];
+
+    fn label(self) -> &'static str {
+        match self {
+            SwapOutcome::Accepted => "accepted",
+            SwapOutcome::Unchanged => "unchanged",
+            SwapOutcome::Refused => "refused",
+        }
+    }
 }
 
 /// The process's metrics.
@@ -64,7 +89,8 @@ struct Counters {
 pub struct Metrics {
     counters: Mutex<Counters>,
     open_streams: AtomicI64,
-    component: LogicInfo,
+    /// The version serving (its method table dropped: it is not a label).
+    component: Mutex<LogicInfo>,
     relay: Option<(Arc<RelayStats>, Arc<EventHub>)>,
     request_budget: Option<RequestBudget>,
 }
@@ -80,8 +106,7 @@ impl Metrics {
         Self {
             counters: Mutex::default(),
             open_streams: AtomicI64::new(0),
-            // The method table is not a label.
-            component: LogicInfo { methods: Vec::new(), ..component.clone() },
+            component: Mutex::new(without_methods(component)),
             relay,
             request_budget,
         }
@@ -126,6 +151,16 @@ impl Metrics {
         *counters.fuel.entry(method.to_owned()).or_default() += fuel;
     }
 
+    /// A request to swap the logic component ended with `outcome`; `serving` is the version
+    /// serving now (`orc_logic_component_info` names it alone from then on).
+    pub fn logic_swap(&self, outcome: SwapOutcome, serving: &LogicInfo) {
+        // Counted under the same lock as the component changes: a scrape sees both or neither.
+        let mut counters = self.counters();
+        // The variants are declared in the order of `ALL`.
+        counters.swaps[outcome as usize] += 1;
+        *self.component.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = without_methods(serving);
+    }
+
     /// Counts a stream of `method` as open until the guard is dropped, then as handled (OK).
     pub fn stream_opened(self: &Arc<Self>, method: &str, started: Instant) -> StreamGuard {
         self.open_streams.fetch_add(1, Ordering::Relaxed);
@@ -164,6 +199,11 @@ impl Metrics {
         for (method, fuel) in &counters.fuel {
             let _ = writeln!(out, "orc_logic_fuel_consumed_total{{method=\"{}\"}} {fuel}", escape(method));
         }
+        header(&mut out, "orc_logic_swaps_total", "counter", "Requests to swap the logic component, by outcome.");
+        for (outcome, n) in SwapOutcome::ALL.iter().zip(counters.swaps) {
+            let _ = writeln!(out, "orc_logic_swaps_total{{outcome=\"{}\"}} {n}", outcome.label());
+        }
+        let component = self.component.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         drop(counters);
         header(&mut out, "orc_event_streams_open", "gauge", "SubscribeToEvents streams open.");
         let _ = writeln!(out, "orc_event_streams_open {}", self.open_streams.load(Ordering::Relaxed));
@@ -205,15 +245,21 @@ impl Metrics {
             "gauge",
             "The logic component this process runs: sha256 of its bytes, logic version, WIT world.",
         );
+        // Only the version serving: after a swap the old label set is gone (stale to Prometheus).
         let _ = writeln!(
             out,
             "orc_logic_component_info{{sha256=\"{}\",version=\"{}\",world=\"{}\"}} 1",
-            escape(&self.component.sha256),
-            escape(&self.component.version),
-            escape(&self.component.world)
+            escape(&component.sha256),
+            escape(&component.version),
+            escape(&component.world)
         );
         out
     }
+}
+
+/// `info` without its method table, which is not a label.
+fn without_methods(info: &LogicInfo) -> LogicInfo {
+    LogicInfo { methods: Vec::new(), ..info.clone() }
 }
 
 /// Keeps one SubscribeToEvents stream counted while it runs.
@@ -359,5 +405,26 @@ mod tests {
             "{text}"
         );
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert!(text.contains("orc_logic_swaps_total{outcome=\"accepted\"} 0\n"), "{text}");
+    }
+
+    #[test]
+    fn the_component_info_follows_swaps() {
+        let info = |sha256: &str| LogicInfo {
+            sha256: sha256.to_owned(),
+            version: "1.0".to_owned(),
+            world: "w".to_owned(),
+            methods: Vec::new(),
+        };
+        let metrics = Metrics::new(&info("old"), None, None);
+        metrics.logic_swap(SwapOutcome::Refused, &info("old"));
+        metrics.logic_swap(SwapOutcome::Accepted, &info("new"));
+        metrics.logic_swap(SwapOutcome::Unchanged, &info("new"));
+        let text = metrics.render();
+        assert!(text.contains("orc_logic_component_info{sha256=\"new\",version=\"1.0\",world=\"w\"} 1\n"), "{text}");
+        assert!(!text.contains("sha256=\"old\""), "{text}");
+        for outcome in ["accepted", "unchanged", "refused"] {
+            assert!(text.contains(&format!("orc_logic_swaps_total{{outcome=\"{outcome}\"}} 1\n")), "{text}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Assembly: configuration → channel config, logic runtime, database, TLS → a bound gRPC
-//! server with health and reflection, shut down gracefully on SIGTERM or SIGINT.
+//! server with health and reflection, shut down gracefully on SIGTERM or SIGINT; SIGHUP swaps
+//! the logic component in again from its file ([`crate::reload`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use crate::grpc::{self, CallBackend, Handler};
 use crate::metrics::Metrics;
 use crate::mspid::{self, ClientCas, MspVerifier};
 use crate::postgres::{self, Executor};
+use crate::reload::Reloader;
 use crate::transport::{self, ConnectionPolicy, RequestBudget};
 
 /// Why the server could not start or stopped with an error.
@@ -119,6 +121,7 @@ pub struct Server {
     listeners: Vec<Listener>,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
+    reloader: Reloader,
 }
 
 impl std::fmt::Debug for Server {
@@ -239,6 +242,7 @@ impl Server {
         let listener = TcpListener::bind(config.grpc_addr)
             .await
             .map_err(|source| ServerError::Listen { addr: config.grpc_addr, source })?;
+        let reloader = Reloader::new(runtime.clone(), config.logic.clone(), config.mode, Arc::clone(&metrics));
         Ok(Self {
             listener,
             handler,
@@ -253,7 +257,13 @@ impl Server {
             listeners,
             metrics,
             metrics_listener,
+            reloader,
         })
+    }
+
+    /// What SIGHUP does: reload the logic file into the runtime, to call without a signal.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// The bound address (useful with port 0).
@@ -292,7 +302,9 @@ impl Server {
             listeners,
             metrics,
             metrics_listener,
+            reloader,
         } = self;
+        let reload_task = reload_on_sighup(reloader);
         let relay_task = relay.map(|relay| tokio::spawn(relay.run()));
         let listener_tasks: Vec<_> = listeners.into_iter().map(|listener| tokio::spawn(listener.run())).collect();
         let metrics_task = metrics_listener.map(|listener| {
@@ -360,6 +372,9 @@ impl Server {
             task.abort();
         }
         if let Some(task) = metrics_task {
+            task.abort();
+        }
+        if let Some(task) = reload_task {
             task.abort();
         }
         drop(hub_tasks);
@@ -435,6 +450,27 @@ async fn distributed_backend(
         config.tx_retry_budget,
     );
     Ok((fabric, listeners))
+}
+
+/// Listens for SIGHUP and reloads the logic on each, in a task of its own. The listener is in
+/// place when this returns, before the server serves: from then on SIGHUP no longer terminates
+/// the process.
+fn reload_on_sighup(reloader: Reloader) -> Option<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hangup) => Some(tokio::spawn(crate::reload::on_sighup(reloader, hangup))),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGHUP: the logic component cannot be reloaded");
+                None
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        drop(reloader);
+        None
+    }
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).

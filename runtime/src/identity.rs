@@ -6,6 +6,12 @@
 //! is the same as the native logic's, byte for byte (the fuzz and scenario comparisons rely
 //! on it); stamping is for answers that go to clients.
 
+/// The identity of component bytes: their sha256, lowercase hex, as [`crate::LogicInfo::sha256`]
+/// reports it (hosts name a file they could not load by it).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    crate::cache::sha256_hex(bytes)
+}
+
 /// The gRPC method whose answer names the logic.
 pub const QUERY_VERSION: &str = "orchestrator.InfoService/QueryVersion";
 

@@ -13,7 +13,8 @@
 //!   (read-your-writes, scans that see the call's own writes): backends only serve committed
 //!   reads, and the net writes come back in [`Invocation::writes`];
 //! - buffers the component's events;
-//! - hot-swaps to a new component version atomically ([`Runtime::swap`]).
+//! - hot-swaps to a new component version atomically ([`Runtime::swap`]), once it has verified
+//!   that the new one can serve every call the current one can.
 
 mod cache;
 mod host;
@@ -184,6 +185,10 @@ pub enum RuntimeError {
     /// Loading/compiling/instantiating failed.
     #[error("component: {0}")]
     Component(String),
+    /// A swap was refused: the component loads and verifies on its own but cannot replace the
+    /// current version (another WIT world, a method missing, a read-only flag changed).
+    #[error("incompatible with the current version: {0}")]
+    Incompatible(String),
     /// The precompiled-component cache directory could not be used.
     #[error("cache: {0}")]
     Cache(#[from] std::io::Error),

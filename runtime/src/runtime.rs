@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Poll, Wake, Waker};
 use std::time::Instant;
 
@@ -38,6 +38,8 @@ struct Inner {
     engine: Arc<EngineEntry>,
     linker: Linker<HostState>,
     current: RwLock<Arc<Loaded>>,
+    /// Held for the whole of a swap (never by calls, which only read `current`).
+    swapping: Mutex<()>,
 }
 
 /// One loaded, verified version, ready to instantiate.
@@ -69,8 +71,9 @@ impl Runtime {
         let mut linker = Linker::new(&engine.engine);
         Orchestrator::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| RuntimeError::Component(format!("building the linker: {e:#}")))?;
-        let loaded = load(&engine, &linker, &config, component)?;
-        Ok(Self { inner: Arc::new(Inner { config, engine, linker, current: RwLock::new(Arc::new(loaded)) }) })
+        let loaded = load(&engine, &linker, &config, component, cache::sha256_hex(component))?;
+        let current = RwLock::new(Arc::new(loaded));
+        Ok(Self { inner: Arc::new(Inner { config, engine, linker, current, swapping: Mutex::new(()) }) })
     }
 
     /// [`Runtime::new`] with the component read from `path`.
@@ -99,21 +102,33 @@ impl Runtime {
     }
 
     /// Loads, verifies and atomically switches to a new version; calls in flight finish on the
-    /// old one. On error the current version keeps serving.
+    /// old one, calls that start afterwards run on the new one. On error the current version
+    /// keeps serving.
+    ///
+    /// Verification, before anything changes: the component compiles, links against the
+    /// orchestrator world, instantiates and answers `version` and `methods` (as [`Runtime::new`]
+    /// checks), and it can replace the current version ([`RuntimeError::Incompatible`]
+    /// otherwise): the same WIT world, and a method table that keeps every method of the current
+    /// one with the same read-only flag (methods may be added, never removed).
+    ///
+    /// The bytes of the current version are accepted at once, without reloading them.
+    /// Compiling a component seen for the first time takes a while (see [`Runtime::new`]):
+    /// call it off the async executor's threads.
     pub fn swap(&self, component: &[u8]) -> Result<Arc<LogicInfo>, RuntimeError> {
-        let loaded = load(&self.inner.engine, &self.inner.linker, &self.inner.config, component)?;
+        // One swap at a time, so that each compares the candidate with the version it replaces.
+        let _swapping = cache::lock(&self.inner.swapping);
+        let current = self.current();
+        let sha256 = cache::sha256_hex(component);
+        if sha256 == current.info.sha256 {
+            tracing::debug!(%sha256, "swap to the current version: nothing to do");
+            return Ok(current.info.clone());
+        }
+        let loaded = load(&self.inner.engine, &self.inner.linker, &self.inner.config, component, sha256)?;
+        check_replaceable(&current.info, &loaded.info)?;
         let info = loaded.info.clone();
-        let previous = std::mem::replace(
-            &mut *self.inner.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()),
-            Arc::new(loaded),
-        );
-        tracing::info!(
-            from_sha256 = %previous.info.sha256,
-            from_version = %previous.info.version,
-            to_sha256 = %info.sha256,
-            to_version = %info.version,
-            "swapped the logic component"
-        );
+        *self.inner.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(loaded);
+        // The host that asked for the swap logs it, with where the bytes came from.
+        tracing::debug!(from_sha256 = %current.info.sha256, to_sha256 = %info.sha256, "swapped the logic component");
         Ok(info)
     }
 
@@ -263,9 +278,9 @@ fn load(
     linker: &Linker<HostState>,
     config: &RuntimeConfig,
     bytes: &[u8],
+    sha256: String,
 ) -> Result<Loaded, RuntimeError> {
     let started = Instant::now();
-    let sha256 = cache::sha256_hex(bytes);
     let (component, source) = engine.component(bytes, &sha256, config.cache_dir.as_deref())?;
     let instance_pre = linker
         .instantiate_pre(&component)
@@ -302,6 +317,58 @@ fn load(
         "loaded the logic component"
     );
     Ok(Loaded { info: Arc::new(LogicInfo { sha256, version, world, methods }), read_only, pre })
+}
+
+/// Whether `next` can replace `current` while calls keep coming: what a client could call on
+/// `current` it can still call, and each call is still routed the same way.
+///
+/// - The same WIT world: hosts were built against it.
+/// - Every method of `current` is in `next` (methods may be added, never removed): a host
+///   checks that a method exists on the current version, then runs the call on whatever
+///   version is current by then; a removed method would fail calls already accepted.
+/// - Each kept method keeps its read-only flag: hosts route a call by the flag they read
+///   before it runs (standalone: a read-only snapshot or the channel's writer; distributed:
+///   Evaluate or Submit), so a call routed by the old flag may run on the new version. A method
+///   that became read-write would run in a read-only snapshot and fail; the other way round is
+///   harmless once, but swapping back (a rollback) would then be that case.
+fn check_replaceable(current: &LogicInfo, next: &LogicInfo) -> Result<(), RuntimeError> {
+    if next.world != current.world {
+        return Err(RuntimeError::Incompatible(format!(
+            "it exports world {} where the current version exports {}",
+            next.world, current.world
+        )));
+    }
+    let flags: HashMap<&str, bool> = next.methods.iter().map(|m| (m.name.as_str(), m.read_only)).collect();
+    let mut missing = Vec::new();
+    let mut changed = Vec::new();
+    for method in &current.methods {
+        match flags.get(method.name.as_str()) {
+            None => missing.push(method.name.as_str()),
+            Some(&read_only) if read_only != method.read_only => {
+                let kind = |read_only: bool| if read_only { "read-only" } else { "read-write" };
+                changed.push(format!("{} ({} -> {})", method.name, kind(method.read_only), kind(read_only)));
+            }
+            Some(_) => {}
+        }
+    }
+    let mut reasons = Vec::new();
+    if !missing.is_empty() {
+        reasons.push(format!("its method table lacks {} of the current one: {}", missing.len(), listed(&missing)));
+    }
+    if !changed.is_empty() {
+        reasons.push(format!("it changes the read-only flag of {}: {}", changed.len(), listed(&changed)));
+    }
+    if reasons.is_empty() { Ok(()) } else { Err(RuntimeError::Incompatible(reasons.join("; "))) }
+}
+
+/// The first few of `items`, then how many more (a log line, not a report).
+fn listed(items: &[impl AsRef<str>]) -> String {
+    const SHOWN: usize = 5;
+    let shown: Vec<&str> = items.iter().take(SHOWN).map(AsRef::as_ref).collect();
+    match items.len().saturating_sub(SHOWN) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
 }
 
 /// The WIT package of the component's `api` export, e.g. `substra:orchestrator@0.1.0` from the

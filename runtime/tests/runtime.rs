@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{QUERY, RUN, op, test_component};
+use common::{EXTRA, QUERY, RUN, WORLD_VERSION, op, test_component, test_component_of};
 use orchestrator_runtime::{
     BackendError, BoxFuture, Context, ErrorKind, LogicError, MemoryBackend, MethodInfo, Runtime, RuntimeConfig,
     RuntimeError, StateBackend,
@@ -264,6 +264,84 @@ async fn swap_switches_versions_and_keeps_serving_on_failure() {
     assert_eq!(call(&clone, b"", &backend).await.result, Ok(b"test-v2".to_vec()));
     // The info handed out before the swap still describes v1.
     assert_eq!(v1.version, "test-v1");
+}
+
+#[tokio::test]
+async fn swap_accepts_added_methods_and_the_current_bytes() {
+    let rt = runtime("test-base");
+    let v1 = rt.info();
+    assert_eq!(rt.is_read_only(EXTRA), None);
+    // The current bytes again: accepted as they are, nothing reloaded.
+    let same = rt.swap(&test_component("test-base")).unwrap();
+    assert!(Arc::ptr_eq(&same, &v1));
+
+    let table = [(RUN, false), (QUERY, true), (EXTRA, true)];
+    let v2 = rt.swap(&test_component_of("test-more", WORLD_VERSION, &table)).unwrap();
+    assert_eq!(v2.version, "test-more");
+    assert_eq!(v2.methods.len(), 3);
+    assert_eq!(rt.is_read_only(EXTRA), Some(true));
+    assert_eq!(call(&rt, b"", &MemoryBackend::new()).await.result, Ok(b"test-more".to_vec()));
+}
+
+/// `swap(bytes)` is refused as incompatible with a reason containing `reason`, and the
+/// current version keeps serving.
+async fn assert_refused(rt: &Runtime, bytes: &[u8], reason: &str) {
+    let before = rt.info();
+    let result = rt.swap(bytes);
+    assert!(
+        matches!(&result, Err(RuntimeError::Incompatible(m)) if m.contains(reason)),
+        "expected a refusal naming {reason:?}: {result:?}"
+    );
+    assert_eq!(rt.info(), before);
+    assert_eq!(call(rt, b"", &MemoryBackend::new()).await.result, Ok(before.version.as_bytes().to_vec()));
+}
+
+#[tokio::test]
+async fn swap_refuses_what_cannot_serve_the_current_calls() {
+    let rt = runtime("test-keep");
+    // A method of the current table missing.
+    assert_refused(
+        &rt,
+        &test_component_of("test-less", WORLD_VERSION, &[(RUN, false)]),
+        &format!("lacks 1 of the current one: {QUERY}"),
+    )
+    .await;
+    // A read-only flag changed, either way.
+    let flipped = [(RUN, true), (QUERY, true)];
+    assert_refused(
+        &rt,
+        &test_component_of("test-flip", WORLD_VERSION, &flipped),
+        &format!("{RUN} (read-write -> read-only)"),
+    )
+    .await;
+    let flipped = [(RUN, false), (QUERY, false)];
+    assert_refused(
+        &rt,
+        &test_component_of("test-flop", WORLD_VERSION, &flipped),
+        &format!("{QUERY} (read-only -> read-write)"),
+    )
+    .await;
+
+    // A method added cannot be removed again: going back to the first table is refused.
+    let table = [(RUN, false), (QUERY, true), (EXTRA, false)];
+    rt.swap(&test_component_of("test-added", WORLD_VERSION, &table)).unwrap();
+    assert_refused(&rt, &test_component("test-keep"), &format!("lacks 1 of the current one: {EXTRA}")).await;
+}
+
+#[tokio::test]
+async fn swap_refuses_another_world() {
+    let rt = runtime("test-world");
+    // A semver-compatible world links (wasmtime matches 0.1.x names), but is not the same one.
+    assert_refused(
+        &rt,
+        &test_component_of("test-world-2", "0.1.1", &common::METHODS),
+        "exports world substra:orchestrator@0.1.1 where the current version exports substra:orchestrator@0.1.0",
+    )
+    .await;
+    // An incompatible one does not even link.
+    let result = rt.swap(&test_component_of("test-world-3", "0.2.0", &common::METHODS));
+    assert!(matches!(&result, Err(RuntimeError::Component(m)) if m.contains("linking")), "{result:?}");
+    assert_eq!(rt.info().version, "test-world");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

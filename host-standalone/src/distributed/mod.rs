@@ -70,7 +70,8 @@ impl FabricBackend {
                 Ok(payload) => break Ok(payload),
             }
         };
-        CallOutcome { result, attempts, fuel_consumed: 0 }
+        // The chaincode ran the logic; its QueryVersion answer names its own version.
+        CallOutcome { result, attempts, fuel_consumed: 0, logic: None }
     }
 
     async fn attempt(&self, call: &Call, chaincode: &str) -> Result<Vec<u8>, Attempt> {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use orchestrator_runtime::{Context, Invocation, LogicError, Runtime, RuntimeError, StateBackend};
+use orchestrator_runtime::{Context, Invocation, LogicError, LogicInfo, Runtime, RuntimeError, StateBackend};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Mutex;
 
@@ -66,6 +66,10 @@ pub struct CallOutcome {
     pub attempts: u32,
     /// Fuel consumed by the last run.
     pub fuel_consumed: u64,
+    /// The component version that gave the answer (the last run's: a swap may happen between
+    /// runs); `None` when no version answered (the call failed around the logic) or when the
+    /// logic ran elsewhere (distributed mode).
+    pub logic: Option<Arc<LogicInfo>>,
 }
 
 /// The identity and arguments of one call.
@@ -152,7 +156,9 @@ pub(super) async fn invoke_with(
         RuntimeError::Backend(be) if be.retryable => AttemptError::Retryable(CallError::Database(be.message)),
         RuntimeError::Backend(be) => AttemptError::Final(CallError::Database(be.message)),
         RuntimeError::Trap(message) => AttemptError::Final(CallError::Trap(message)),
-        RuntimeError::Component(message) => AttemptError::Final(CallError::Component(message)),
+        RuntimeError::Component(message) | RuntimeError::Incompatible(message) => {
+            AttemptError::Final(CallError::Component(message))
+        }
         RuntimeError::Cache(err) => AttemptError::Final(CallError::Component(err.to_string())),
     })
 }
@@ -208,21 +214,29 @@ impl Executor {
         loop {
             attempts = attempts.saturating_add(1);
             match self.read_attempt(call).await {
-                Ok((response, fuel_consumed)) => return CallOutcome { result: response, attempts, fuel_consumed },
+                Ok((response, fuel_consumed, logic)) => {
+                    return CallOutcome { result: response, attempts, fuel_consumed, logic: Some(logic) };
+                }
                 Err(AttemptError::Retryable(err)) if started.elapsed() < self.retry_budget => {
                     tracing::debug!(method = %call.method, attempt = attempts, error = %err, "retrying read");
                     tokio::time::sleep(Duration::from_millis(u64::from(attempts.min(10)))).await;
                 }
                 Err(AttemptError::Retryable(err)) => {
                     let err = budget_exhausted(self.retry_budget, attempts, &err);
-                    return CallOutcome { result: Err(err), attempts, fuel_consumed: 0 };
+                    return CallOutcome { result: Err(err), attempts, fuel_consumed: 0, logic: None };
                 }
-                Err(AttemptError::Final(err)) => return CallOutcome { result: Err(err), attempts, fuel_consumed: 0 },
+                Err(AttemptError::Final(err)) => {
+                    return CallOutcome { result: Err(err), attempts, fuel_consumed: 0, logic: None };
+                }
             }
         }
     }
 
-    async fn read_attempt(&self, call: &Call) -> Result<(Result<Vec<u8>, CallError>, u64), AttemptError> {
+    /// The answer, the fuel it took and the version that gave it.
+    async fn read_attempt(
+        &self,
+        call: &Call,
+    ) -> Result<(Result<Vec<u8>, CallError>, u64, Arc<LogicInfo>), AttemptError> {
         let tx = self
             .pool
             .begin_with(concat!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ", super::generic_plans!()))
@@ -240,7 +254,7 @@ impl Executor {
                 call.method
             ))));
         }
-        Ok((invocation.result.map_err(CallError::Logic), invocation.fuel_consumed))
+        Ok((invocation.result.map_err(CallError::Logic), invocation.fuel_consumed, invocation.logic))
     }
 }
 

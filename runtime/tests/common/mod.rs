@@ -33,6 +33,14 @@ pub mod op {
 /// Methods the test component lists.
 pub const RUN: &str = "test.Service/Run";
 pub const QUERY: &str = "test.Service/Query";
+/// A method only [`test_component_of`] lists, when asked to.
+pub const EXTRA: &str = "test.Service/Extra";
+
+/// The method table of [`test_component`]: `(name, read-only)`.
+pub const METHODS: [(&str, bool); 2] = [(RUN, false), (QUERY, true)];
+
+/// The WIT package version of the world the runtime serves.
+pub const WORLD_VERSION: &str = "0.1.0";
 
 // Memory layout of the test component.
 const VERSION_AT: u32 = 16;
@@ -40,6 +48,7 @@ const RUN_AT: u32 = 64;
 const QUERY_AT: u32 = 96;
 const KEY_AT: u32 = 128;
 const NOPE_AT: u32 = 136;
+const EXTRA_AT: u32 = 160;
 const METHODS_AT: u32 = 256;
 const VERSION_RET: u32 = 512;
 const METHODS_RET: u32 = 520;
@@ -95,7 +104,7 @@ fn return_err(
     f.i32_const(INVOKE_RET as i32).return_();
 }
 
-fn core_module(version: &str) -> Vec<u8> {
+fn core_module(version: &str, world_version: &str, table: &[(&str, bool)]) -> Vec<u8> {
     let mut types = TypeSection::new();
     let i32s = |n: usize| vec![ValType::I32; n];
     types.ty().function(i32s(3), []); // 0: get(key ptr, len, retptr)
@@ -109,9 +118,10 @@ fn core_module(version: &str) -> Vec<u8> {
     types.ty().function(invoke_params, [ValType::I32]); // 5: invoke
 
     let mut imports = ImportSection::new();
-    imports.import("substra:orchestrator/state@0.1.0", "get", EntityType::Function(0));
-    imports.import("substra:orchestrator/state@0.1.0", "put", EntityType::Function(1));
-    imports.import("substra:orchestrator/events@0.1.0", "emit", EntityType::Function(2));
+    let state = format!("substra:orchestrator/state@{world_version}");
+    imports.import(&state, "get", EntityType::Function(0));
+    imports.import(&state, "put", EntityType::Function(1));
+    imports.import(&format!("substra:orchestrator/events@{world_version}"), "emit", EntityType::Function(2));
 
     let mut functions = FunctionSection::new();
     functions.function(3); // 3: cabi_realloc
@@ -129,9 +139,10 @@ fn core_module(version: &str) -> Vec<u8> {
     let mut exports = ExportSection::new();
     exports.export("memory", ExportKind::Memory, 0);
     exports.export("cabi_realloc", ExportKind::Func, 3);
-    exports.export("substra:orchestrator/api@0.1.0#version", ExportKind::Func, 4);
-    exports.export("substra:orchestrator/api@0.1.0#methods", ExportKind::Func, 5);
-    exports.export("substra:orchestrator/api@0.1.0#invoke", ExportKind::Func, 6);
+    let api = format!("substra:orchestrator/api@{world_version}");
+    exports.export(&format!("{api}#version"), ExportKind::Func, 4);
+    exports.export(&format!("{api}#methods"), ExportKind::Func, 5);
+    exports.export(&format!("{api}#invoke"), ExportKind::Func, 6);
 
     let mut code = CodeSection::new();
 
@@ -286,11 +297,19 @@ fn core_module(version: &str) -> Vec<u8> {
     put(QUERY_AT, QUERY.as_bytes());
     put(KEY_AT, b"k");
     put(NOPE_AT, b"nope");
+    put(EXTRA_AT, EXTRA.as_bytes());
+    assert!(table.len() <= ((VERSION_RET - METHODS_AT) / 12) as usize);
     let mut methods = Vec::new();
-    for (at, name, read_only) in [(RUN_AT, RUN, 0u8), (QUERY_AT, QUERY, 1u8)] {
+    for &(name, read_only) in table {
+        let at = match name {
+            RUN => RUN_AT,
+            QUERY => QUERY_AT,
+            EXTRA => EXTRA_AT,
+            other => panic!("the test component cannot list {other}"),
+        };
         methods.extend(at.to_le_bytes());
         methods.extend((name.len() as u32).to_le_bytes());
-        methods.extend([read_only, 0, 0, 0]);
+        methods.extend([u8::from(read_only), 0, 0, 0]);
     }
     put(METHODS_AT, &methods);
     let mut ret = Vec::new();
@@ -299,7 +318,7 @@ fn core_module(version: &str) -> Vec<u8> {
     put(VERSION_RET, &ret);
     let mut ret = Vec::new();
     ret.extend(METHODS_AT.to_le_bytes());
-    ret.extend(2u32.to_le_bytes());
+    ret.extend((table.len() as u32).to_le_bytes());
     put(METHODS_RET, &ret);
 
     let mut module = Module::new();
@@ -316,11 +335,18 @@ fn core_module(version: &str) -> Vec<u8> {
 }
 
 /// A component of the `orchestrator` world reporting `version` (distinct versions give
-/// distinct bytes, hence distinct sha256).
+/// distinct bytes, hence distinct sha256), with the method table [`METHODS`].
 pub fn test_component(version: &str) -> Vec<u8> {
-    let mut module = core_module(version);
+    test_component_of(version, WORLD_VERSION, &METHODS)
+}
+
+/// [`test_component`] built against the world of package version `world_version`, listing the
+/// methods of `table` (`(name, read-only)`, names among [`RUN`], [`QUERY`] and [`EXTRA`]).
+pub fn test_component_of(version: &str, world_version: &str, table: &[(&str, bool)]) -> Vec<u8> {
+    let mut module = core_module(version, world_version, table);
+    let wit = WIT.replace(&format!("@{WORLD_VERSION};"), &format!("@{world_version};"));
     let mut resolve = wit_parser::Resolve::default();
-    let package = resolve.push_str("orchestrator.wit", WIT).unwrap();
+    let package = resolve.push_str("orchestrator.wit", &wit).unwrap();
     let world = resolve.select_world(&[package], Some("orchestrator")).unwrap();
     wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8).unwrap();
     wit_component::ComponentEncoder::default().validate(true).module(&module).unwrap().encode().unwrap()

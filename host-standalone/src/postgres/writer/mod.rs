@@ -104,6 +104,7 @@ impl Writers {
             )),
             attempts: 0,
             fuel_consumed: 0,
+            logic: None,
         })
     }
 
@@ -378,14 +379,15 @@ async fn run_call(shared: &Shared, channel: &str, state: &SharedGroup, job: &mut
             (None, Err(err)) => err,
             (None, Ok(invocation)) => {
                 let fuel_consumed = invocation.fuel_consumed;
+                let logic = Some(invocation.logic);
                 match invocation.result {
                     Ok(response) if invocation.writes.is_empty() && invocation.events.is_empty() => {
-                        return Step::Done(CallOutcome { result: Ok(response), attempts, fuel_consumed });
+                        return Step::Done(CallOutcome { result: Ok(response), attempts, fuel_consumed, logic });
                     }
                     Ok(response) => match EventColumns::extract(&invocation.events) {
                         Ok(columns) => {
                             return Step::Wrote {
-                                outcome: CallOutcome { result: Ok(response), attempts, fuel_consumed },
+                                outcome: CallOutcome { result: Ok(response), attempts, fuel_consumed, logic },
                                 writes: invocation.writes,
                                 events: invocation.events,
                                 columns,
@@ -394,11 +396,12 @@ async fn run_call(shared: &Shared, channel: &str, state: &SharedGroup, job: &mut
                         Err(err) => AttemptError::Final(CallError::InvalidEvent(err)),
                     },
                     // A refused call wrote nothing.
-                    Err(logic) => {
+                    Err(error) => {
                         return Step::Done(CallOutcome {
-                            result: Err(CallError::Logic(logic)),
+                            result: Err(CallError::Logic(error)),
                             attempts,
                             fuel_consumed,
+                            logic,
                         });
                     }
                 }
@@ -454,7 +457,7 @@ fn answer_all(group: Vec<Job>, err: &CallError) {
             CallError::OutcomeUnknown(message) => CallError::OutcomeUnknown(message.clone()),
             other => CallError::Database(other.to_string()),
         });
-        let _ = job.reply.send(CallOutcome { result, attempts, fuel_consumed: 0 });
+        let _ = job.reply.send(CallOutcome { result, attempts, fuel_consumed: 0, logic: None });
     }
 }
 
@@ -470,7 +473,7 @@ fn settle(shared: &Shared, job: &Job, failure: AttemptError) -> Option<CallOutco
         AttemptError::Retryable(err) => budget_exhausted(shared.retry_budget, attempts, &err),
         AttemptError::Final(err) => err,
     };
-    Some(CallOutcome { result: Err(err), attempts, fuel_consumed: 0 })
+    Some(CallOutcome { result: Err(err), attempts, fuel_consumed: 0, logic: None })
 }
 
 /// The jobs of a group that was not stored: those still within budget run again, the others
@@ -483,7 +486,7 @@ fn again_or_give_up(shared: &Shared, group: Vec<Job>, cause: &CallError) -> Vec<
         } else {
             let attempts = job.attempts.max(1);
             let err = budget_exhausted(shared.retry_budget, attempts, cause);
-            let _ = job.reply.send(CallOutcome { result: Err(err), attempts, fuel_consumed: 0 });
+            let _ = job.reply.send(CallOutcome { result: Err(err), attempts, fuel_consumed: 0, logic: None });
         }
     }
     again
