@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::FabricDriver;
-use orchestrator_host_fabric::simulator::{StateRequests, ValidationCode};
+use orchestrator_fabric_testing::{StateRequests, ValidationCode};
 use orchestrator_logic::error::{ErrorKind, OrcError};
 use orchestrator_logic::testing::Driver;
 use orchestrator_logic::testing::scenarios::computetask::{DM1, TRAIN, make_ready, setup_world, train_task};

@@ -66,8 +66,8 @@ use crate::fabric::protos::{
     ChaincodeInvocationSpec, ChaincodeProposalPayload, ChaincodeSpec, Proposal, ProposalResponsePayload, Response,
     SignedProposal, Transaction, TxValidationCode, chaincode_spec,
 };
-use crate::identity::Identity;
 use crate::proposal::ENDORSER_TRANSACTION;
+use crate::signing::Identity;
 
 /// Nonce length of a proposal (what Fabric's SDKs use; any non-empty length is accepted).
 const NONCE_LEN: usize = 24;
@@ -206,7 +206,7 @@ fn parse_chaincode_response(text: &str) -> Option<(i32, String)> {
     (status >= 400).then(|| (status, message.to_owned()))
 }
 
-fn sign_error(error: crate::identity::IdentityError) -> GatewayError {
+fn sign_error(error: crate::signing::IdentityError) -> GatewayError {
     GatewayError::Identity(error.to_string())
 }
 
@@ -836,10 +836,17 @@ mod tests {
     use super::*;
     use crate::fabric::common::Envelope;
     use crate::fabric::protos::{ChaincodeEndorsedAction, TransactionAction};
-    use crate::identity::{P256_HALF_ORDER, verify};
+    use crate::signing::{P256_HALF_ORDER, verify};
+
+    /// The simulator's identity of `msp_id`, as PEM files (the testing crate links its own copy
+    /// of this crate).
+    fn issued(msp_id: &str) -> SigningIdentity {
+        let (cert, key) = orchestrator_fabric_testing::identity::issued_pem(msp_id).expect("identity");
+        SigningIdentity::from_pem(msp_id, &cert, &key).expect("issued identity")
+    }
 
     fn identity() -> SigningIdentity {
-        SigningIdentity::from_identity(Identity::new("GatewayTestMSP").expect("identity"))
+        issued("GatewayTestMSP")
     }
 
     fn timestamp() -> prost_types::Timestamp {
@@ -1249,7 +1256,7 @@ mod tests {
         assert!(refused.next().await.is_none());
 
         // Someone else's key: refused before anything runs.
-        let other = SigningIdentity::from_identity(Identity::new("GatewayOtherMSP").expect("identity"));
+        let other = issued("GatewayOtherMSP");
         let error = client.evaluate(&other, "ch", "cc", vec![b"m".to_vec(), vec![]]).await.unwrap_err();
         assert!(matches!(&error, GatewayError::Gateway(s) if s.code() == tonic::Code::FailedPrecondition), "{error:?}");
 

@@ -6,18 +6,19 @@
 //! - [`proposal`]: the call context taken from the signed proposal;
 //! - [`encoding`]: how arguments, values, responses, errors and events are laid out on Fabric;
 //! - [`config`]: the CCaaS environment of the `chaincode` binary;
-//! - [`identity`]: the simulator's client identities (P-256 keys, certificates, low-S signatures);
-//! - [`gateway`]: a Fabric Gateway client (evaluate, submit, commit status, chaincode events);
-//! - [`simulator`]: a peer simulator (endorsement, MVCC/phantom validation, blocks, events)
-//!   for tests.
+//! - [`signing`]: a client identity from PEM files, and Fabric's signature rules (P-256, low-S);
+//! - [`gateway`]: a Fabric Gateway client (evaluate, submit, commit status, chaincode events).
+//!
+//! The peer simulator the tests drive the shim with is `orchestrator-fabric-testing`
+//! (`host-fabric-testing/`), kept out of this crate as fabric-chaincode-go keeps `shimtest`
+//! apart from `shim`.
 
 pub mod config;
 pub mod encoding;
 pub mod fabric;
 pub mod gateway;
-pub mod identity;
 pub mod proposal;
 pub mod shim;
-pub mod simulator;
+pub mod signing;
 
 pub use shim::ChaincodeService;

@@ -2,14 +2,14 @@
 
 use std::sync::OnceLock;
 
+use orchestrator_fabric_testing::{
+    ChaincodeConnection, Identity, IssueIdentity, Peer, SimError, SimProposal, ValidationCode, identity,
+    spawn_chaincode,
+};
 use orchestrator_host_fabric::encoding::EVENT_NAME;
 use orchestrator_host_fabric::fabric::common::{ChannelHeader, Header};
 use orchestrator_host_fabric::fabric::kvrwset::range_query_info::ReadsInfo;
 use orchestrator_host_fabric::fabric::protos::{ChaincodeInput, Proposal, SignedProposal};
-use orchestrator_host_fabric::identity;
-use orchestrator_host_fabric::simulator::{
-    ChaincodeConnection, Identity, Peer, SimError, SimProposal, ValidationCode, spawn_chaincode,
-};
 use orchestrator_proto::{
     Addressable, DataManager, Event, GetAllOrganizationsParam, GetAllOrganizationsResponse, GetDataManagerParam,
     NewDataManager, NewDataSample, NewPermissions, Organization, QueryDataSamplesParam, QueryDataSamplesResponse,
@@ -336,7 +336,7 @@ fn resigned(proposal: &SimProposal, identity: &Identity, edit: impl FnOnce(&mut 
     resigned
 }
 
-fn assert_refused(result: Result<orchestrator_host_fabric::simulator::Endorsement, SimError>, what: &str) {
+fn assert_refused(result: Result<orchestrator_fabric_testing::Endorsement, SimError>, what: &str) {
     match result {
         Err(SimError::BadProposal(reason)) => assert!(!reason.is_empty(), "{what}"),
         other => panic!("{what}: expected a refused proposal, got {other:?}"),
@@ -352,7 +352,8 @@ async fn proposals_are_signed_and_checked_before_the_chaincode_runs() {
     let valid = peer.proposal(&org1, REGISTER_ORGANIZATION, &request);
     peer.check_proposal(&valid).expect("a signed proposal passes");
     // Fabric's signature: DER, low-S, over the exact proposal bytes.
-    identity::verify(org1.public_key(), &valid.signed.proposal_bytes, &valid.signed.signature).expect("signature");
+    orchestrator_host_fabric::signing::verify(org1.public_key(), &valid.signed.proposal_bytes, &valid.signed.signature)
+        .expect("signature");
 
     // A signature over other bytes.
     let mut tampered = valid.clone();

@@ -12,8 +12,8 @@
 mod common;
 
 use common::{FabricDriver, chaincode, runtime};
+use orchestrator_fabric_testing::ValidationCode;
 use orchestrator_host_fabric::encoding;
-use orchestrator_host_fabric::simulator::ValidationCode;
 use orchestrator_logic::testing::Driver;
 use orchestrator_logic::testing::scenarios::computetask::{DM1, DM2, PLAN, TRAIN, make_ready, setup_world, train_task};
 use orchestrator_logic::testing::scenarios::{

@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
+use orchestrator_fabric_testing::{
+    ChaincodeConnection, Identity, IssueIdentity, Peer, ValidationCode, spawn_chaincode,
+};
 use orchestrator_host_fabric::fabric::protos::chaincode_client::ChaincodeClient;
 use orchestrator_host_fabric::fabric::protos::chaincode_message::Type;
 use orchestrator_host_fabric::fabric::protos::{ChaincodeId, ChaincodeMessage};
-use orchestrator_host_fabric::simulator::{ChaincodeConnection, Identity, Peer, ValidationCode, spawn_chaincode};
 use orchestrator_proto::RegisterOrganizationParam;
 use orchestrator_runtime::{Runtime, RuntimeConfig};
 use prost::Message;

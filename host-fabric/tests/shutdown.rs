@@ -5,11 +5,11 @@
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use orchestrator_fabric_testing::{ChaincodeConnection, Identity, IssueIdentity, Peer, SimProposal, ValidationCode};
 use orchestrator_host_fabric::fabric::protos::chaincode_client::ChaincodeClient;
 use orchestrator_host_fabric::fabric::protos::chaincode_message::Type;
 use orchestrator_host_fabric::fabric::protos::{ChaincodeId, ChaincodeMessage, Response};
 use orchestrator_host_fabric::shim::SHUTTING_DOWN;
-use orchestrator_host_fabric::simulator::{ChaincodeConnection, Identity, Peer, SimProposal, ValidationCode};
 use orchestrator_proto::RegisterOrganizationParam;
 use prost::Message;
 use tokio::sync::mpsc;

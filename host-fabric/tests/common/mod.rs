@@ -7,11 +7,12 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use orchestrator_fabric_testing::{
+    ChaincodeConnection, Endorsement, Identity, IssueIdentity, Peer, SimProposal, StateRequests, ValidationCode,
+    spawn_chaincode,
+};
 use orchestrator_host_fabric::encoding;
 use orchestrator_host_fabric::fabric::protos::Response;
-use orchestrator_host_fabric::simulator::{
-    ChaincodeConnection, Endorsement, Identity, Peer, SimProposal, StateRequests, ValidationCode, spawn_chaincode,
-};
 use orchestrator_logic::testing::Driver;
 use orchestrator_logic::{ErrorKind, OrcError};
 use orchestrator_proto::Event;

@@ -1,22 +1,16 @@
-//! Client identities of the peer simulator (docs/fabric-encoding.md §4.1, §4.3): per MSP id, an
-//! ECDSA P-256 key pair and a self-signed X.509 certificate (PEM, Subject `CN=user, OU=client,
-//! O=<MSP id>`), and Fabric's signature rules: ECDSA P-256 over SHA-256 of the exact bytes,
-//! DER `SEQUENCE{r, s}`, **low-S** (s ≤ n/2) enforced on both sides.
-//!
-//! Identities are issued once per MSP id and process ([`Identity::new`] returns the same key
-//! and certificate for the same MSP id), so proposals built twice from the same inputs have the
-//! same creator, txid and proposal hash. The issued identities are the simulator's MSP
-//! configuration: [`issued`] gives the certificate and public key a peer checks a creator
-//! against. [`Identity::from_pem`] loads a real identity from an MSP folder's files instead
-//! (for [`crate::gateway`]).
+//! Signing as a Fabric client (docs/fabric-encoding.md §4.1, §4.3): an [`Identity`] (MSP id,
+//! X.509 certificate PEM kept byte for byte, P-256 private key) loaded from an MSP folder's files,
+//! and Fabric's signature rules: ECDSA P-256 over SHA-256 of the exact bytes, DER
+//! `SEQUENCE{r, s}`, **low-S** (s ≤ n/2) enforced on both sides. Used by [`crate::gateway`] in
+//! production; the test identities of the peer simulator (generated keys, self-signed
+//! certificates) live in `orchestrator-fabric-testing`.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use base64::Engine;
 use prost::Message;
-use ring::rand::{SecureRandom, SystemRandom};
+use ring::rand::SystemRandom;
 use ring::signature::{
     ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair, UnparsedPublicKey,
 };
@@ -38,7 +32,7 @@ pub const P256_HALF_ORDER: [u8; 32] = [
 /// Failure to create an identity, sign or verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
-    /// Key generation or certificate signing failed (no randomness).
+    /// Key generation or certificate signing failed (no randomness; test identities only).
     #[error("cannot create an identity for {0}")]
     KeyGeneration(String),
     /// Signing failed.
@@ -87,51 +81,7 @@ impl PartialEq for Identity {
 
 impl Eq for Identity {}
 
-fn registry() -> &'static Mutex<HashMap<String, Identity>> {
-    static ISSUED: OnceLock<Mutex<HashMap<String, Identity>>> = OnceLock::new();
-    ISSUED.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-/// The identity issued for `msp_id` in this process, if any.
-pub fn issued(msp_id: &str) -> Option<Identity> {
-    registry().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(msp_id).cloned()
-}
-
 impl Identity {
-    /// The identity of `msp_id`: created (key pair and self-signed certificate) on the first
-    /// call for this MSP id, the same one afterwards.
-    pub fn new(msp_id: impl Into<String>) -> Result<Self, IdentityError> {
-        let msp_id = msp_id.into();
-        let mut issued = registry().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(identity) = issued.get(&msp_id) {
-            return Ok(identity.clone());
-        }
-        let identity = Self::generate(&msp_id)?;
-        issued.insert(msp_id, identity.clone());
-        Ok(identity)
-    }
-
-    fn generate(msp_id: &str) -> Result<Self, IdentityError> {
-        let failed = || IdentityError::KeyGeneration(msp_id.to_owned());
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).map_err(|_| failed())?;
-        let key =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).map_err(|_| failed())?;
-        let mut serial = [0u8; 16];
-        rng.fill(&mut serial).map_err(|_| failed())?;
-        serial[0] = (serial[0] & 0x7F) | 0x01;
-        let tbs = der::tbs_certificate(&serial, msp_id, key.public_key().as_ref());
-        let signature = key.sign(&rng, &tbs).map_err(|_| failed())?;
-        let signature = normalize_low_s(signature.as_ref()).map_err(|_| failed())?;
-        let certificate = der::certificate(&tbs, &signature);
-        Ok(Self { msp_id: msp_id.to_owned(), certificate: pem("CERTIFICATE", &certificate), key: Arc::new(key) })
-    }
-
-    /// The same key and certificate presented under another MSP id (a forged creator).
-    pub fn with_msp_id(&self, msp_id: impl Into<String>) -> Self {
-        Self { msp_id: msp_id.into(), ..self.clone() }
-    }
-
     /// `msp.SerializedIdentity` bytes: the proposal's `creator`.
     pub fn serialized(&self) -> Vec<u8> {
         SerializedIdentity { mspid: self.msp_id.clone(), id_bytes: self.certificate.clone() }.encode_to_vec()
@@ -167,12 +117,6 @@ pub fn normalize_low_s(signature: &[u8]) -> Result<Vec<u8>, IdentityError> {
     let (r, s) = parse_signature(signature)?;
     let s = if cmp_be(&s, &P256_HALF_ORDER).is_gt() { sub_be(&P256_ORDER, &s) } else { s };
     Ok(encode_signature(&r, &s))
-}
-
-/// The other valid signature of the same message: `(r, n − s)` (high-S if the input is low-S).
-pub fn flip_s(signature: &[u8]) -> Result<Vec<u8>, IdentityError> {
-    let (r, s) = parse_signature(signature)?;
-    Ok(encode_signature(&r, &sub_be(&P256_ORDER, &s)))
 }
 
 /// Compares two 32-byte big-endian unsigned integers.
@@ -241,15 +185,13 @@ fn encode_signature(r: &[u8; 32], s: &[u8; 32]) -> Vec<u8> {
     der::tlv(0x30, &[der::unsigned_integer(r), der::unsigned_integer(s)].concat())
 }
 
-/// Identities loaded from an MSP folder's files (docs/fabric-encoding.md §4.1), for a Gateway
-/// client.
+/// Identities loaded from an MSP folder's files (docs/fabric-encoding.md §4.1).
 impl Identity {
     /// The identity of `msp_id` from its X.509 certificate PEM (`signcerts/*.pem`, kept byte for
     /// byte as the creator's `id_bytes`, as the peer compares it) and its unencrypted P-256
     /// private key PEM: PKCS#8 `PRIVATE KEY` (cryptogen's `priv_sk`, fabric-ca's `<ski>_sk`) or
     /// SEC1 `EC PRIVATE KEY`. The key must be the certificate's (checked: a mismatch would only
-    /// show up later as `access denied` at the peer). Not added to the simulator's [`issued`]
-    /// identities.
+    /// show up later as `access denied` at the peer).
     pub fn from_pem(msp_id: impl Into<String>, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, IdentityError> {
         let load = |what: &str| IdentityError::Load(what.to_owned());
         let cert_der = pem_block(cert_pem, "CERTIFICATE").ok_or_else(|| load("no CERTIFICATE PEM block"))?;
@@ -358,28 +300,16 @@ fn ec_private_scalar(ec_private_key: &[u8]) -> Option<[u8; 32]> {
     Some(scalar)
 }
 
-/// PEM armour, 64 base64 characters per line.
-fn pem(label: &str, der: &[u8]) -> Vec<u8> {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in encoded.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out.into_bytes()
-}
+/// Minimal DER TLV reader and writer for signatures and key files; public for the test
+/// certificate issuer of `orchestrator-fabric-testing`.
+pub mod der {
+    /// id-ecPublicKey.
+    pub const OID_EC_PUBLIC_KEY: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01];
+    /// prime256v1 (P-256).
+    pub const OID_PRIME256V1: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
 
-/// Minimal DER writer (and TLV reader) for the certificate and signatures.
-mod der {
-    const OID_EC_PUBLIC_KEY: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01];
-    const OID_PRIME256V1: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
-    const OID_ECDSA_WITH_SHA256: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02];
-    const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
-    const OID_ORGANIZATION: &[u8] = &[0x55, 0x04, 0x0A];
-    const OID_ORGANIZATIONAL_UNIT: &[u8] = &[0x55, 0x04, 0x0B];
-
-    pub(super) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    /// One TLV with definite length (up to 2 bytes).
+    pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
         let len = content.len();
         let mut out = vec![tag];
         if len < 0x80 {
@@ -394,7 +324,7 @@ mod der {
     }
 
     /// Reads one TLV with `tag` (definite lengths up to 2 bytes); returns (content, rest).
-    pub(super) fn read(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    pub fn read(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
         let (&actual, rest) = input.split_first()?;
         if actual != tag {
             return None;
@@ -417,7 +347,7 @@ mod der {
     }
 
     /// A positive INTEGER from big-endian magnitude bytes (minimal encoding).
-    pub(super) fn unsigned_integer(magnitude: &[u8]) -> Vec<u8> {
+    pub fn unsigned_integer(magnitude: &[u8]) -> Vec<u8> {
         let start = magnitude.iter().position(|&b| b != 0).unwrap_or(magnitude.len().saturating_sub(1));
         let digits = magnitude.get(start..).unwrap_or(&[0]);
         let digits = if digits.is_empty() { &[0][..] } else { digits };
@@ -429,60 +359,19 @@ mod der {
         tlv(0x02, &content)
     }
 
-    fn oid(bytes: &[u8]) -> Vec<u8> {
+    /// An OBJECT IDENTIFIER from its content bytes.
+    pub fn oid(bytes: &[u8]) -> Vec<u8> {
         tlv(0x06, bytes)
     }
 
     /// Content of the AlgorithmIdentifier `SEQUENCE{id-ecPublicKey, prime256v1}`.
-    pub(super) fn ec_p256_algorithm() -> Vec<u8> {
+    pub fn ec_p256_algorithm() -> Vec<u8> {
         [oid(OID_EC_PUBLIC_KEY), oid(OID_PRIME256V1)].concat()
     }
 
     /// The `prime256v1` OID (TLV), as ECPrivateKey's `[0] parameters` holds it.
-    pub(super) fn prime256v1_oid() -> Vec<u8> {
+    pub fn prime256v1_oid() -> Vec<u8> {
         oid(OID_PRIME256V1)
-    }
-
-    fn sequence(items: &[Vec<u8>]) -> Vec<u8> {
-        tlv(0x30, &items.concat())
-    }
-
-    fn name(attributes: &[(&[u8], &str)]) -> Vec<u8> {
-        let rdns: Vec<Vec<u8>> = attributes
-            .iter()
-            .map(|(kind, value)| tlv(0x31, &sequence(&[oid(kind), tlv(0x0C, value.as_bytes())])))
-            .collect();
-        sequence(&rdns)
-    }
-
-    fn signature_algorithm() -> Vec<u8> {
-        sequence(&[oid(OID_ECDSA_WITH_SHA256)])
-    }
-
-    fn bit_string(bytes: &[u8]) -> Vec<u8> {
-        tlv(0x03, &[&[0u8][..], bytes].concat())
-    }
-
-    /// TBSCertificate (v3, no extensions) of a self-signed client certificate.
-    pub(super) fn tbs_certificate(serial: &[u8], msp_id: &str, public_key: &[u8]) -> Vec<u8> {
-        let subject =
-            name(&[(OID_ORGANIZATION, msp_id), (OID_ORGANIZATIONAL_UNIT, "client"), (OID_COMMON_NAME, "user")]);
-        let validity = sequence(&[tlv(0x17, b"200101000000Z"), tlv(0x17, b"491231235959Z")]);
-        let spki = sequence(&[sequence(&[oid(OID_EC_PUBLIC_KEY), oid(OID_PRIME256V1)]), bit_string(public_key)]);
-        sequence(&[
-            tlv(0xA0, &unsigned_integer(&[2])),
-            unsigned_integer(serial),
-            signature_algorithm(),
-            subject.clone(),
-            validity,
-            subject,
-            spki,
-        ])
-    }
-
-    /// Certificate ::= SEQUENCE{tbs, signatureAlgorithm, signatureValue}.
-    pub(super) fn certificate(tbs: &[u8], signature: &[u8]) -> Vec<u8> {
-        sequence(&[tbs.to_vec(), signature_algorithm(), bit_string(signature)])
     }
 }
 
@@ -490,7 +379,16 @@ mod der {
 mod tests {
     #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+    use orchestrator_fabric_testing::identity::{flip_s, issued_pem, pem};
+
     use super::*;
+
+    /// The simulator's identity of `msp_id`, loaded into this crate's [`Identity`] (the testing
+    /// crate links its own copy of this crate, so identities cross as PEM files).
+    fn issued(msp_id: &str) -> Identity {
+        let (cert, key) = issued_pem(msp_id).expect("identity");
+        Identity::from_pem(msp_id, &cert, &key).expect("issued identity")
+    }
 
     fn be(hex_str: &str) -> [u8; 32] {
         hex::decode(hex_str).expect("hex").try_into().expect("32 bytes")
@@ -531,7 +429,7 @@ mod tests {
 
     #[test]
     fn signatures_are_low_s_and_verify() {
-        let identity = Identity::new("IdentityTestMSP").expect("identity");
+        let identity = issued("IdentityTestMSP");
         for i in 0..32u8 {
             let message = [i; 40];
             let signature = identity.sign(&message).expect("sign");
@@ -544,7 +442,7 @@ mod tests {
 
     #[test]
     fn high_s_is_refused_then_normalized() {
-        let identity = Identity::new("IdentityTestMSP").expect("identity");
+        let identity = issued("IdentityTestMSP");
         let message = b"proposal bytes";
         let low = identity.sign(message).expect("sign");
         let high = flip_s(&low).expect("flip");
@@ -566,7 +464,7 @@ mod tests {
 
     #[test]
     fn malformed_signatures_are_refused() {
-        let identity = Identity::new("IdentityTestMSP").expect("identity");
+        let identity = issued("IdentityTestMSP");
         let signature = identity.sign(b"m").expect("sign");
         assert_eq!(verify(identity.public_key(), b"m", &[]), Err(IdentityError::MalformedSignature));
         let mut trailing = signature.clone();
@@ -576,31 +474,6 @@ mod tests {
             verify(identity.public_key(), b"m", &signature[..signature.len() - 1]),
             Err(IdentityError::MalformedSignature)
         );
-    }
-
-    #[test]
-    fn one_identity_per_msp_with_a_self_signed_certificate() {
-        let a = Identity::new("IdentityCertMSP").expect("identity");
-        let b = Identity::new("IdentityCertMSP").expect("identity");
-        assert_eq!(a, b);
-        assert_eq!(issued("IdentityCertMSP"), Some(a.clone()));
-        assert_ne!(Identity::new("IdentityOtherMSP").expect("identity").public_key(), a.public_key());
-        let pem = String::from_utf8(a.certificate.clone()).expect("utf-8");
-        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
-        assert!(pem.ends_with("-----END CERTIFICATE-----\n"));
-        let body: String = pem.lines().filter(|line| !line.starts_with("-----")).collect();
-        let cert = base64::engine::general_purpose::STANDARD.decode(body).expect("base64");
-        let (content, rest) = der::read(&cert, 0x30).expect("certificate");
-        assert!(rest.is_empty());
-        let (tbs_content, rest) = der::read(content, 0x30).expect("tbs");
-        let tbs = &content[..content.len() - rest.len()];
-        let (_, rest) = der::read(rest, 0x30).expect("algorithm");
-        let (signature, rest) = der::read(rest, 0x03).expect("signature");
-        assert!(rest.is_empty());
-        // Self-signed: the certificate's signature verifies with its own key.
-        verify(a.public_key(), tbs, &signature[1..]).expect("self-signed, low-S");
-        assert!(tbs_content.windows(b"IdentityCertMSP".len()).any(|w| w == b"IdentityCertMSP"), "Subject O");
-        assert!(tbs_content.windows(65).any(|w| w == a.public_key()), "SubjectPublicKeyInfo");
     }
 
     /// A throwaway key and self-signed certificate written by OpenSSL 3 (`ecparam -genkey`,
@@ -618,18 +491,14 @@ mod tests {
         assert_eq!(pkcs8.msp_id, "OpenSslMSP");
         let signature = pkcs8.sign(b"proposal").expect("sign");
         verify(sec1.public_key(), b"proposal", &signature).expect("low-S, verifies with the certificate's key");
-        // Not registered as a simulator identity.
-        assert_eq!(issued("OpenSslMSP"), None);
     }
 
     #[test]
     fn identities_load_from_generated_keys_with_or_without_the_public_key() {
         let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).expect("key");
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).expect("key");
-        let tbs = der::tbs_certificate(&[1], "LoadMSP", key.public_key().as_ref());
-        let signature = normalize_low_s(key.sign(&rng, &tbs).expect("sign").as_ref()).expect("der");
-        let cert = pem("CERTIFICATE", &der::certificate(&tbs, &signature));
+        let (cert, key_pem) = issued_pem("LoadMSP").expect("identity");
+        let pkcs8 = pem_block(&key_pem, "PRIVATE KEY").expect("pkcs8");
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pkcs8, &rng).expect("key");
         let loaded = Identity::from_pem("LoadMSP", &cert, &pem("PRIVATE KEY", pkcs8.as_ref())).expect("ring pkcs8");
         assert_eq!(loaded.public_key(), key.public_key().as_ref());
 
@@ -651,7 +520,7 @@ mod tests {
     #[test]
     fn unusable_identity_files_are_refused() {
         let load = |cert: &str, key: &str| Identity::from_pem("M", cert.as_bytes(), key.as_bytes());
-        let other = Identity::new("IdentityLoadOtherMSP").expect("identity");
+        let other = issued("IdentityLoadOtherMSP");
         let other_cert = String::from_utf8(other.certificate.clone()).expect("utf-8");
         for (cert, key) in [
             (other_cert.as_str(), OPENSSL_PKCS8),
