@@ -26,9 +26,15 @@ use crate::{EXECUTE_TIMEOUT, SimError, lock, message_type};
 
 /// Serves `runtime` as a chaincode on a random local port; returns the endpoint to dial.
 pub async fn spawn_chaincode(runtime: Runtime, package_id: &str) -> Result<(String, JoinHandle<()>), SimError> {
+    spawn_service(ChaincodeService::new(runtime, package_id)).await
+}
+
+/// [`spawn_chaincode`] for a service built by the caller (who keeps a clone to look inside, e.g.
+/// its compiled logic versions).
+pub async fn spawn_service(service: ChaincodeService) -> Result<(String, JoinHandle<()>), SimError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
-    let router = Server::builder().add_service(ChaincodeService::new(runtime, package_id).into_server());
+    let router = Server::builder().add_service(service.into_server());
     let handle = tokio::spawn(async move {
         if let Err(error) = router.serve_with_incoming(TcpIncoming::from(listener)).await {
             tracing::warn!(%error, "simulated chaincode server stopped");

@@ -9,8 +9,8 @@ use orchestrator_host_fabric::encoding;
 use orchestrator_host_fabric::fabric::kvrwset::{KvWrite, KvrwSet};
 use orchestrator_host_fabric::fabric::protos::chaincode_message::Type;
 use orchestrator_host_fabric::fabric::protos::{
-    ChaincodeEvent, DelState, GetState, GetStateByRange, PutState, QueryResponse, QueryResultBytes, QueryStateClose,
-    QueryStateNext, Response,
+    ChaincodeEvent, DelState, GetState, GetStateByRange, GetStateMetadata, PutState, QueryResponse, QueryResultBytes,
+    QueryStateClose, QueryStateNext, Response, StateMetadataResult,
 };
 use orchestrator_host_fabric::fabric::queryresult::Kv;
 use prost::Message;
@@ -23,6 +23,8 @@ use crate::store::{Height, RangeScan, State, kv_read};
 pub struct StateRequests {
     /// GET_STATE
     pub get_state: u64,
+    /// GET_STATE_METADATA
+    pub get_state_metadata: u64,
     /// GET_STATE_BY_RANGE
     pub get_state_by_range: u64,
     /// QUERY_STATE_NEXT
@@ -40,6 +42,7 @@ pub struct StateRequests {
 impl std::ops::AddAssign for StateRequests {
     fn add_assign(&mut self, r: Self) {
         self.get_state += r.get_state;
+        self.get_state_metadata += r.get_state_metadata;
         self.get_state_by_range += r.get_state_by_range;
         self.query_state_next += r.query_state_next;
         self.query_state_close += r.query_state_close;
@@ -53,6 +56,7 @@ impl StateRequests {
     /// All state requests (each one a peer round trip).
     pub fn total(&self) -> u64 {
         self.get_state
+            + self.get_state_metadata
             + self.get_state_by_range
             + self.query_state_next
             + self.query_state_close
@@ -61,9 +65,14 @@ impl StateRequests {
             + self.other
     }
 
-    /// Reads only (GET_STATE, GET_STATE_BY_RANGE, QUERY_STATE_NEXT, QUERY_STATE_CLOSE).
+    /// Reads only (GET_STATE, GET_STATE_METADATA, GET_STATE_BY_RANGE, QUERY_STATE_NEXT,
+    /// QUERY_STATE_CLOSE).
     pub fn reads(&self) -> u64 {
-        self.get_state + self.get_state_by_range + self.query_state_next + self.query_state_close
+        self.get_state
+            + self.get_state_metadata
+            + self.get_state_by_range
+            + self.query_state_next
+            + self.query_state_close
     }
 
     /// Writes only (PUT_STATE, DEL_STATE).
@@ -74,6 +83,7 @@ impl StateRequests {
     fn count(&mut self, kind: Type) {
         let counter = match kind {
             Type::GetState => &mut self.get_state,
+            Type::GetStateMetadata => &mut self.get_state_metadata,
             Type::GetStateByRange => &mut self.get_state_by_range,
             Type::QueryStateNext => &mut self.query_state_next,
             Type::QueryStateClose => &mut self.query_state_close,
@@ -131,6 +141,14 @@ impl TxSimulator {
                 let entry = self.state.get(&request.key);
                 self.reads.entry(request.key).or_insert(entry.map(|(_, height)| *height));
                 Ok(entry.map(|(value, _)| value.clone()).unwrap_or_default())
+            }
+            Type::GetStateMetadata => {
+                let request: GetStateMetadata = decode(payload, kind)?;
+                public_only(&request.collection)?;
+                // Recorded as a read, as the peer's simulator does; no metadata is simulated.
+                let height = self.state.get(&request.key).map(|(_, height)| *height);
+                self.reads.entry(request.key).or_insert(height);
+                Ok(StateMetadataResult::default().encode_to_vec())
             }
             Type::PutState => {
                 let request: PutState = decode(payload, kind)?;

@@ -1,12 +1,14 @@
-//! Client identities of the peer simulator (docs/fabric-encoding.md §4.1, §4.3): per MSP id, an
-//! ECDSA P-256 key pair and a self-signed X.509 certificate (PEM, Subject `CN=user, OU=client,
-//! O=<MSP id>`), signed by the production rules of [`orchestrator_host_fabric::signing`].
+//! Client identities of the peer simulator (docs/fabric-encoding.md §4.1, §4.3): per MSP id and
+//! role, an ECDSA P-256 key pair and a self-signed X.509 certificate (PEM, Subject
+//! `O=<MSP id>, OU=<role>, CN=<user|admin>`, the NodeOUs role as cryptogen writes it), signed by
+//! the production rules of [`orchestrator_host_fabric::signing`]. A user ([`IssueIdentity::new`],
+//! OU=client) and an admin ([`IssueIdentity::admin`], OU=admin) per MSP.
 //!
-//! Identities are issued once per MSP id and process ([`IssueIdentity::new`] returns the same key
-//! and certificate for the same MSP id), so proposals built twice from the same inputs have the
-//! same creator, txid and proposal hash. The issued identities are the simulator's MSP
-//! configuration: [`issued`] gives the certificate and public key a peer checks a creator
-//! against.
+//! Identities are issued once per MSP id, role and process ([`IssueIdentity::new`] returns the
+//! same key and certificate for the same MSP id), so proposals built twice from the same inputs
+//! have the same creator, txid and proposal hash. The issued identities are the simulator's MSP
+//! configuration: [`issued`] and [`issued_with_certificate`] give the certificate and public key
+//! a peer checks a creator against.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -26,31 +28,77 @@ struct Issued {
     key_pem: Vec<u8>,
 }
 
-fn registry() -> &'static Mutex<HashMap<String, Issued>> {
-    static ISSUED: OnceLock<Mutex<HashMap<String, Issued>>> = OnceLock::new();
+/// The NodeOUs role of an issued identity: its certificate's Subject OU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// `OU=client`, `CN=user`: what the scenarios and the facade sign with.
+    Client,
+    /// `OU=admin`, `CN=admin`: an administrator of the organization.
+    Admin,
+}
+
+impl Role {
+    fn organizational_unit(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Admin => "admin",
+        }
+    }
+
+    fn common_name(self) -> &'static str {
+        match self {
+            Role::Client => "user",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+type Registry = HashMap<(String, Role), Issued>;
+
+fn registry() -> &'static Mutex<Registry> {
+    static ISSUED: OnceLock<Mutex<Registry>> = OnceLock::new();
     ISSUED.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// The identity issued for `msp_id` in this process, if any.
-pub fn issued(msp_id: &str) -> Option<Identity> {
-    registry().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(msp_id).map(|issued| issued.identity.clone())
+fn issued_identities() -> std::sync::MutexGuard<'static, Registry> {
+    registry().lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn issue(msp_id: &str) -> Result<Issued, IdentityError> {
-    let mut issued = registry().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(identity) = issued.get(msp_id) {
+/// The client identity issued for `msp_id` in this process, if any.
+pub fn issued(msp_id: &str) -> Option<Identity> {
+    issued_identities().get(&(msp_id.to_owned(), Role::Client)).map(|issued| issued.identity.clone())
+}
+
+/// The identity of any role issued for `msp_id` whose certificate is `certificate` (PEM), if any:
+/// what a peer checks a creator against.
+pub fn issued_with_certificate(msp_id: &str, certificate: &[u8]) -> Option<Identity> {
+    issued_identities()
+        .iter()
+        .find(|((msp, _), issued)| msp == msp_id && issued.cert_pem == certificate)
+        .map(|(_, issued)| issued.identity.clone())
+}
+
+fn issue(msp_id: &str, role: Role) -> Result<Issued, IdentityError> {
+    let mut issued = issued_identities();
+    let key = (msp_id.to_owned(), role);
+    if let Some(identity) = issued.get(&key) {
         return Ok(identity.clone());
     }
-    let identity = generate(msp_id)?;
-    issued.insert(msp_id.to_owned(), identity.clone());
+    let identity = generate(msp_id, role)?;
+    issued.insert(key, identity.clone());
     Ok(identity)
 }
 
-/// The certificate PEM and PKCS#8 private key PEM of the identity issued for `msp_id` (issued on
-/// the first call), as an MSP folder holds them: for code that loads identities from files, or
-/// links its own copy of `orchestrator-host-fabric` (its unit tests).
+/// The certificate PEM and PKCS#8 private key PEM of the client identity issued for `msp_id`
+/// (issued on the first call), as an MSP folder holds them: for code that loads identities from
+/// files, or links its own copy of `orchestrator-host-fabric` (its unit tests).
 pub fn issued_pem(msp_id: &str) -> Result<(Vec<u8>, Vec<u8>), IdentityError> {
-    issue(msp_id).map(|issued| (issued.cert_pem, issued.key_pem))
+    issued_pem_of(msp_id, Role::Client)
+}
+
+/// [`issued_pem`] for the identity of `role`.
+pub fn issued_pem_of(msp_id: &str, role: Role) -> Result<(Vec<u8>, Vec<u8>), IdentityError> {
+    issue(msp_id, role).map(|issued| (issued.cert_pem, issued.key_pem))
 }
 
 /// Issuing simulator identities, as associated functions of [`Identity`] (`Identity::new`).
@@ -59,13 +107,21 @@ pub trait IssueIdentity: Sized {
     /// call for this MSP id, the same one afterwards.
     fn new(msp_id: impl Into<String>) -> Result<Self, IdentityError>;
 
+    /// [`IssueIdentity::new`] for an admin of `msp_id` (Subject `OU=admin`): another key and
+    /// certificate, valid for the same MSP.
+    fn admin(msp_id: impl Into<String>) -> Result<Self, IdentityError>;
+
     /// The same key and certificate presented under another MSP id (a forged creator).
     fn with_msp_id(&self, msp_id: impl Into<String>) -> Self;
 }
 
 impl IssueIdentity for Identity {
     fn new(msp_id: impl Into<String>) -> Result<Self, IdentityError> {
-        issue(&msp_id.into()).map(|issued| issued.identity)
+        issue(&msp_id.into(), Role::Client).map(|issued| issued.identity)
+    }
+
+    fn admin(msp_id: impl Into<String>) -> Result<Self, IdentityError> {
+        issue(&msp_id.into(), Role::Admin).map(|issued| issued.identity)
     }
 
     fn with_msp_id(&self, msp_id: impl Into<String>) -> Self {
@@ -76,7 +132,7 @@ impl IssueIdentity for Identity {
     }
 }
 
-fn generate(msp_id: &str) -> Result<Issued, IdentityError> {
+fn generate(msp_id: &str, role: Role) -> Result<Issued, IdentityError> {
     let failed = || IdentityError::KeyGeneration(msp_id.to_owned());
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).map_err(|_| failed())?;
@@ -84,7 +140,7 @@ fn generate(msp_id: &str) -> Result<Issued, IdentityError> {
     let mut serial = [0u8; 16];
     rng.fill(&mut serial).map_err(|_| failed())?;
     serial[0] = (serial[0] & 0x7F) | 0x01;
-    let tbs = certificate::tbs_certificate(&serial, msp_id, key.public_key().as_ref());
+    let tbs = certificate::tbs_certificate(&serial, msp_id, role, key.public_key().as_ref());
     let signature = key.sign(&rng, &tbs).map_err(|_| failed())?;
     let signature = normalize_low_s(signature.as_ref()).map_err(|_| failed())?;
     let cert_pem = pem("CERTIFICATE", &certificate::certificate(&tbs, &signature));
@@ -141,6 +197,8 @@ pub fn pem(label: &str, der: &[u8]) -> Vec<u8> {
 mod certificate {
     use orchestrator_host_fabric::signing::der::{OID_EC_PUBLIC_KEY, OID_PRIME256V1, oid, tlv, unsigned_integer};
 
+    use super::Role;
+
     const OID_ECDSA_WITH_SHA256: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02];
     const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
     const OID_ORGANIZATION: &[u8] = &[0x55, 0x04, 0x0A];
@@ -166,10 +224,13 @@ mod certificate {
         tlv(0x03, &[&[0u8][..], bytes].concat())
     }
 
-    /// TBSCertificate (v3, no extensions) of a self-signed client certificate.
-    pub(super) fn tbs_certificate(serial: &[u8], msp_id: &str, public_key: &[u8]) -> Vec<u8> {
-        let subject =
-            name(&[(OID_ORGANIZATION, msp_id), (OID_ORGANIZATIONAL_UNIT, "client"), (OID_COMMON_NAME, "user")]);
+    /// TBSCertificate (v3, no extensions) of a self-signed certificate of `role`.
+    pub(super) fn tbs_certificate(serial: &[u8], msp_id: &str, role: Role, public_key: &[u8]) -> Vec<u8> {
+        let subject = name(&[
+            (OID_ORGANIZATION, msp_id),
+            (OID_ORGANIZATIONAL_UNIT, role.organizational_unit()),
+            (OID_COMMON_NAME, role.common_name()),
+        ]);
         let validity = sequence(&[tlv(0x17, b"200101000000Z"), tlv(0x17, b"491231235959Z")]);
         let spki = sequence(&[sequence(&[oid(OID_EC_PUBLIC_KEY), oid(OID_PRIME256V1)]), bit_string(public_key)]);
         sequence(&[

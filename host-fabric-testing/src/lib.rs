@@ -14,7 +14,8 @@
 //!
 //! Test support only, kept out of `orchestrator-host-fabric` (as fabric-chaincode-go keeps
 //! `shimtest` apart from `shim`):
-//! - [`identity`]: the simulator's client identities (issued per MSP id, self-signed);
+//! - [`identity`]: the simulator's client identities (a user and an admin per MSP id,
+//!   self-signed);
 //! - [`proposal`]: signed proposals ([`SimProposal`]);
 //! - [`connection`]: the peer side of the chaincode stream ([`ChaincodeConnection`]);
 //! - [`store`]: the versioned state, range scans and MVCC/phantom validation;
@@ -34,7 +35,7 @@ pub mod peer;
 pub mod proposal;
 pub mod store;
 
-pub use connection::{ChaincodeConnection, spawn_chaincode};
+pub use connection::{ChaincodeConnection, spawn_chaincode, spawn_service};
 pub use endorsement::{Endorsement, StateRequests};
 pub use identity::IssueIdentity;
 pub use orchestrator_host_fabric::signing::Identity;

@@ -113,10 +113,7 @@ impl Peer {
         let creator = SerializedIdentity::decode(signature_header.creator.as_slice())
             .map_err(|e| refuse(format!("malformed creator: {e}")))?;
         let denied = || refuse(format!("access denied: channel [{}] creator org [{}]", self.channel_id, creator.mspid));
-        let issued = identity::issued(&creator.mspid).ok_or_else(denied)?;
-        if issued.certificate != creator.id_bytes {
-            return Err(denied());
-        }
+        let issued = identity::issued_with_certificate(&creator.mspid, &creator.id_bytes).ok_or_else(denied)?;
         if let Err(error) = signing::verify(issued.public_key(), &signed.proposal_bytes, &signed.signature) {
             tracing::debug!(%error, "creator signature refused");
             return Err(denied());

@@ -79,3 +79,13 @@ pub fn context(channel_id: &str, txid: &str, signed: Option<&SignedProposal>) ->
         tx_time_micros,
     })
 }
+
+/// The creator of a transaction's proposal: its MSP id and certificate (`id_bytes`, PEM), as the
+/// peer validated them against the channel's MSP definition before calling the chaincode.
+pub fn creator(signed: Option<&SignedProposal>) -> Result<SerializedIdentity, ProposalError> {
+    let signed = signed.ok_or(ProposalError::Missing)?;
+    let proposal: Proposal = decode(&signed.proposal_bytes, "Proposal")?;
+    let header: Header = decode(&proposal.header, "Header")?;
+    let signature_header: SignatureHeader = decode(&header.signature_header, "SignatureHeader")?;
+    decode(&signature_header.creator, "SerializedIdentity")
+}

@@ -24,11 +24,12 @@ use crate::encoding::{self, EVENT_NAME, STATUS_INTERNAL, STATUS_OK, STATUS_UNKNO
 use crate::fabric::protos::chaincode_message::Type;
 use crate::fabric::protos::chaincode_server::{Chaincode, ChaincodeServer};
 use crate::fabric::protos::{
-    ChaincodeEvent, ChaincodeId, ChaincodeInput, ChaincodeMessage, DelState, GetState, GetStateByRange, PutState,
-    QueryResponse, QueryStateClose, QueryStateNext, Response,
+    ChaincodeEvent, ChaincodeId, ChaincodeInput, ChaincodeMessage, DelState, GetState, GetStateByRange,
+    GetStateMetadata, PutState, QueryResponse, QueryStateClose, QueryStateNext, Response,
 };
 use crate::fabric::queryresult::Kv;
-use crate::proposal;
+use crate::versions::{self, LogicVersions};
+use crate::{admin, proposal};
 
 /// Largest message either way (the peer's limit).
 pub const MAX_MESSAGE_BYTES: usize = 100 << 20;
@@ -165,11 +166,11 @@ impl Drop for Counted {
     }
 }
 
-/// The `protos.Chaincode` service: every stream registers as `package_id` and runs calls on
-/// `runtime`.
+/// The `protos.Chaincode` service: every stream registers as `package_id` and runs each call
+/// on the logic version its channel names (docs/modes.md §3.7), `runtime` where none is named.
 #[derive(Clone, Debug)]
 pub struct ChaincodeService {
-    runtime: Runtime,
+    versions: Arc<LogicVersions>,
     package_id: String,
     shutdown: Shutdown,
 }
@@ -177,7 +178,16 @@ pub struct ChaincodeService {
 impl ChaincodeService {
     /// A service registering as `package_id` (the CCaaS `CHAINCODE_ID`).
     pub fn new(runtime: Runtime, package_id: impl Into<String>) -> Self {
-        Self { runtime, package_id: package_id.into(), shutdown: Shutdown::default() }
+        Self {
+            versions: Arc::new(LogicVersions::new(runtime)),
+            package_id: package_id.into(),
+            shutdown: Shutdown::default(),
+        }
+    }
+
+    /// The logic versions this service has compiled (shared with its clones).
+    pub fn versions(&self) -> &LogicVersions {
+        &self.versions
     }
 
     /// The handle that drains this service's streams (shared with its clones).
@@ -213,7 +223,7 @@ impl Chaincode for ChaincodeService {
             ..Default::default()
         };
         out.send(Ok(register)).await.map_err(|_| Status::internal("the stream closed before REGISTER"))?;
-        tokio::spawn(serve_stream(self.runtime.clone(), inbound, out, self.shutdown.clone()));
+        tokio::spawn(serve_stream(Arc::clone(&self.versions), inbound, out, self.shutdown.clone()));
         Ok(GrpcResponse::new(ReceiverStream::new(receiver)))
     }
 }
@@ -228,7 +238,12 @@ enum Phase {
 /// Reads the peer's messages of one stream until it ends, breaks the protocol, or (after
 /// [`Shutdown::begin`]) has no transaction left in flight. Returning drops the last `out`
 /// sender once the transactions' tasks are done, which ends the response stream.
-async fn serve_stream(runtime: Runtime, mut inbound: Streaming<ChaincodeMessage>, out: Outbound, shutdown: Shutdown) {
+async fn serve_stream(
+    versions: Arc<LogicVersions>,
+    mut inbound: Streaming<ChaincodeMessage>,
+    out: Outbound,
+    shutdown: Shutdown,
+) {
     let _open = shutdown.stream_opened();
     let mut stopping = shutdown.inner.stopping.subscribe();
     let routes: Routes = Arc::default();
@@ -298,7 +313,7 @@ async fn serve_stream(runtime: Runtime, mut inbound: Streaming<ChaincodeMessage>
                 }
             }
             (Phase::Ready, Type::Transaction | Type::Init) => {
-                start_transaction(&runtime, message, &out, &routes, &shutdown, &mut transactions);
+                start_transaction(&versions, message, &out, &routes, &shutdown, &mut transactions);
             }
             (Phase::Ready, Type::Response | Type::Error) => {
                 let key = (message.channel_id.clone(), message.txid.clone());
@@ -326,7 +341,7 @@ async fn serve_stream(runtime: Runtime, mut inbound: Streaming<ChaincodeMessage>
 }
 
 fn start_transaction(
-    runtime: &Runtime,
+    versions: &Arc<LogicVersions>,
     message: ChaincodeMessage,
     out: &Outbound,
     routes: &Routes,
@@ -350,12 +365,12 @@ fn start_transaction(
         out: out.clone(),
         inbox: tokio::sync::Mutex::new(inbox),
     });
-    let runtime = runtime.clone();
+    let versions = Arc::clone(versions);
     let routes = Arc::clone(routes);
     let out = out.clone();
     let counted = shutdown.transaction_started();
     transactions.spawn(async move {
-        let reply = match execute(&runtime, &message, &link).await {
+        let reply = match execute(&versions, &message, &link).await {
             Ok(Completion { response, event }) => ChaincodeMessage {
                 r#type: Type::Completed as i32,
                 payload: response.encode_to_vec(),
@@ -375,25 +390,38 @@ fn start_transaction(
 }
 
 /// What COMPLETED carries.
-struct Completion {
+pub(crate) struct Completion {
     response: Response,
     event: Option<ChaincodeEvent>,
 }
 
 impl Completion {
-    fn failed(status: i32, message: String) -> Self {
+    pub(crate) fn failed(status: i32, message: String) -> Self {
         Self { response: Response { status, message, payload: Vec::new() }, event: None }
+    }
+
+    pub(crate) fn ok(payload: Vec<u8>, event: Option<ChaincodeEvent>) -> Self {
+        Self { response: Response { status: STATUS_OK, message: String::new(), payload }, event }
     }
 }
 
 /// Runs one transaction. `Err` = an ERROR message (malformed transaction, peer refusal,
 /// broken stream); business errors are a COMPLETED with a status >= 400.
-async fn execute(runtime: &Runtime, message: &ChaincodeMessage, link: &Arc<PeerLink>) -> Result<Completion, String> {
+async fn execute(
+    versions: &LogicVersions,
+    message: &ChaincodeMessage,
+    link: &Arc<PeerLink>,
+) -> Result<Completion, String> {
     let input =
         ChaincodeInput::decode(message.payload.as_slice()).map_err(|e| format!("malformed ChaincodeInput: {e}"))?;
     let ctx =
         proposal::context(&message.channel_id, &message.txid, message.proposal.as_ref()).map_err(|e| e.to_string())?;
     let (method, request) = encoding::parse_args(&input.args).map_err(|e| e.to_string())?;
+    if admin::is_admin_method(method) {
+        return admin::execute(versions, &ctx, method, request, message.proposal.as_ref(), link).await;
+    }
+    // Read first, so the version is in the transaction's read set (docs/modes.md §3.7).
+    let runtime = versions.resolve(link).await?.runtime;
     let Some(read_only) = runtime.is_read_only(method) else {
         return Ok(Completion::failed(STATUS_UNKNOWN_METHOD, format!("OE0010: unknown method {method:?}")));
     };
@@ -414,14 +442,17 @@ async fn execute(runtime: &Runtime, message: &ChaincodeMessage, link: &Arc<PeerL
     if read_only && !(invocation.writes.is_empty() && invocation.events.is_empty()) {
         return Err(format!("read-only method {method} wrote state or emitted events"));
     }
+    if let Some((key, _)) = invocation.writes.iter().find(|(key, _)| versions::is_reserved(key)) {
+        return Err(format!("{method} wrote {key:?}: keys under {:?} are the shim's", versions::RESERVED_PREFIX));
+    }
     // Sorted by key (the runtime's order): identical request sequences on every endorser.
     for (key, value) in invocation.writes {
         let result = match value {
-            Some(value) => {
-                let value = encoding::encode_value(&value);
-                link.request(Type::PutState, PutState { key, value, collection: String::new() }.encode_to_vec()).await
-            }
-            None => link.request(Type::DelState, DelState { key, collection: String::new() }.encode_to_vec()).await,
+            Some(value) => link.put_state(&key, &value).await,
+            None => link
+                .request(Type::DelState, DelState { key, collection: String::new() }.encode_to_vec())
+                .await
+                .map(drop),
         };
         result.map_err(|e| e.message)?;
     }
@@ -435,7 +466,7 @@ async fn execute(runtime: &Runtime, message: &ChaincodeMessage, link: &Arc<PeerL
 }
 
 /// One transaction's side of the stream: requests out, the peer's answers in.
-struct PeerLink {
+pub(crate) struct PeerLink {
     channel_id: String,
     txid: String,
     out: Outbound,
@@ -474,6 +505,26 @@ impl PeerLink {
         QueryResponse::decode(bytes.as_slice())
             .map_err(|e| BackendError::fatal(format!("malformed QueryResponse to {}: {e}", kind.as_str_name())))
     }
+
+    /// GET_STATE: the committed value of `key` (docs/fabric-encoding.md §1.5), `None` if absent.
+    pub(crate) async fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        let payload = GetState { key: key.to_owned(), collection: String::new() }.encode_to_vec();
+        Ok(encoding::decode_value(self.request(Type::GetState, payload).await?))
+    }
+
+    /// GET_STATE_METADATA: puts `key`'s committed version in the read set (the metadata, which
+    /// this chaincode never sets, is not returned).
+    pub(crate) async fn get_state_metadata(&self, key: &str) -> Result<(), BackendError> {
+        let payload = GetStateMetadata { key: key.to_owned(), collection: String::new() }.encode_to_vec();
+        self.request(Type::GetStateMetadata, payload).await.map(drop)
+    }
+
+    /// PUT_STATE of `value` (docs/fabric-encoding.md §1.5).
+    pub(crate) async fn put_state(&self, key: &str, value: &[u8]) -> Result<(), BackendError> {
+        let value = encoding::encode_value(value);
+        let payload = PutState { key: key.to_owned(), value, collection: String::new() }.encode_to_vec();
+        self.request(Type::PutState, payload).await.map(drop)
+    }
 }
 
 /// Committed reads served by the peer. The runtime's overlay adds read-your-writes on top.
@@ -485,13 +536,26 @@ struct PeerBackend {
 /// 0x00, e.g. the peer's own `\0\u{10FFFF}initialized`). The logic's keys hold no NUL.
 const SIMPLE_KEY_FLOOR: &str = "\u{1}";
 
+/// A read of the logic in the shim's namespace: refused (its keys never are there).
+fn reserved(what: &str) -> BackendError {
+    BackendError::fatal(format!(
+        "the logic may not read {what}: keys under {:?} are the shim's",
+        versions::RESERVED_PREFIX
+    ))
+}
+
 impl PeerBackend {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
-        let payload = GetState { key: key.to_owned(), collection: String::new() }.encode_to_vec();
-        Ok(encoding::decode_value(self.link.request(Type::GetState, payload).await?))
+        if versions::is_reserved(key) {
+            return Err(reserved(&format!("{key:?}")));
+        }
+        self.link.get_state(key).await
     }
 
     async fn scan_range(&self, start: &str, end: &str, limit: u32) -> Result<Vec<StateEntry>, BackendError> {
+        if versions::overlaps_reserved(start, end) {
+            return Err(reserved(&format!("the range [{start:?}, {end:?})")));
+        }
         let start = if start < SIMPLE_KEY_FLOOR { SIMPLE_KEY_FLOOR } else { start };
         if end <= start {
             return Ok(Vec::new());
@@ -550,5 +614,33 @@ impl StateBackend for PeerBackend {
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<StateEntry>, BackendError>> {
         Box::pin(self.scan_range(start, end, limit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A backend whose peer side is a channel, and that channel's receiving end.
+    fn backend() -> (PeerBackend, mpsc::Receiver<Result<ChaincodeMessage, Status>>) {
+        let (out, sent) = mpsc::channel(4);
+        let (_answers, inbox) = mpsc::unbounded_channel();
+        let link =
+            PeerLink { channel_id: "ch".to_owned(), txid: "tx".to_owned(), out, inbox: tokio::sync::Mutex::new(inbox) };
+        (PeerBackend { link: Arc::new(link) }, sent)
+    }
+
+    #[tokio::test]
+    async fn the_logic_never_reaches_the_reserved_keys() {
+        let (mut backend, mut sent) = backend();
+        let keys = [versions::ACTIVE_KEY.to_owned()];
+        let refused = backend.get_many(&keys).await.map(drop).unwrap_err();
+        assert!(refused.message.contains("the shim's") && !refused.retryable, "{refused}");
+        let refused = backend.scan("a", "~z", 10).await.map(drop).unwrap_err();
+        assert!(refused.message.contains("range"), "{refused}");
+        // Refused here: nothing reached the peer.
+        assert!(sent.try_recv().is_err());
     }
 }

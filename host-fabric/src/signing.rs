@@ -232,19 +232,25 @@ fn pem_block(pem: &[u8], label: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
-/// The uncompressed P-256 point of a certificate's SubjectPublicKeyInfo (RFC 5280 §4.1).
-fn certificate_public_key(certificate: &[u8]) -> Option<Vec<u8>> {
+/// The TBSCertificate fields after the optional version (RFC 5280 §4.1): serialNumber,
+/// signature, issuer, validity, subject, subjectPublicKeyInfo, each as its DER content.
+fn tbs_fields(certificate: &[u8]) -> Option<[&[u8]; 6]> {
     let (certificate, _) = der::read(certificate, 0x30)?;
     let (tbs, _) = der::read(certificate, 0x30)?;
     let mut rest = tbs;
     if rest.first() == Some(&0xA0) {
         (_, rest) = der::read(rest, 0xA0)?;
     }
-    // serialNumber, signature, issuer, validity, subject.
-    for tag in [0x02, 0x30, 0x30, 0x30, 0x30] {
-        (_, rest) = der::read(rest, tag)?;
+    let mut fields: [&[u8]; 6] = [&[]; 6];
+    for (field, tag) in fields.iter_mut().zip([0x02, 0x30, 0x30, 0x30, 0x30, 0x30]) {
+        (*field, rest) = der::read(rest, tag)?;
     }
-    let (spki, _) = der::read(rest, 0x30)?;
+    Some(fields)
+}
+
+/// The uncompressed P-256 point of a certificate's SubjectPublicKeyInfo (RFC 5280 §4.1).
+fn certificate_public_key(certificate: &[u8]) -> Option<Vec<u8>> {
+    let [_, _, _, _, _, spki] = tbs_fields(certificate)?;
     let (algorithm, rest) = der::read(spki, 0x30)?;
     if algorithm != der::ec_p256_algorithm().as_slice() {
         return None;
@@ -255,6 +261,44 @@ fn certificate_public_key(certificate: &[u8]) -> Option<Vec<u8>> {
         [0, point @ ..] if point.len() == 65 && point[0] == 0x04 => Some(point.to_vec()),
         _ => None,
     }
+}
+
+/// id-at-organizationalUnitName (2.5.4.11).
+const OID_ORGANIZATIONAL_UNIT: &[u8] = &[0x55, 0x04, 0x0B];
+
+/// The organizational units (OU) of an X.509 certificate's Subject, in their order, from its
+/// PEM; `None` when `cert_pem` holds no readable certificate. Values of a string type that is
+/// not text-compatible with UTF-8 (BMPString, UniversalString) are left out.
+///
+/// With NodeOUs, this is where Fabric reads an identity's role (`admin`, `client`, `peer`,
+/// `orderer`): the chaincode reads a creator's role from it (docs/modes.md §3.7).
+pub fn certificate_subject_ous(cert_pem: &[u8]) -> Option<Vec<String>> {
+    let certificate = pem_block(cert_pem, "CERTIFICATE")?;
+    let [_, _, _, _, subject, _] = tbs_fields(&certificate)?;
+    let mut ous = Vec::new();
+    // Name ::= SEQUENCE OF RelativeDistinguishedName (a SET OF AttributeTypeAndValue).
+    let mut rdns = subject;
+    while !rdns.is_empty() {
+        let (mut attributes, rest) = der::read(rdns, 0x31)?;
+        rdns = rest;
+        while !attributes.is_empty() {
+            let (attribute, rest) = der::read(attributes, 0x30)?;
+            attributes = rest;
+            let (kind, value) = der::read(attribute, 0x06)?;
+            if kind != OID_ORGANIZATIONAL_UNIT {
+                continue;
+            }
+            let &tag = value.first()?;
+            let (text, _) = der::read(value, tag)?;
+            // UTF8String, PrintableString, TeletexString (as Fabric's Go reads it), IA5String.
+            if matches!(tag, 0x0C | 0x13 | 0x14 | 0x16)
+                && let Ok(text) = std::str::from_utf8(text)
+            {
+                ous.push(text.to_owned());
+            }
+        }
+    }
+    Some(ous)
 }
 
 /// The private scalar of a PKCS#8 `PrivateKeyInfo` holding an EC P-256 key (RFC 5208, RFC 5915).
@@ -481,6 +525,37 @@ mod tests {
     const OPENSSL_SEC1: &str = "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIAJ5bfGUVJg8AD7vWMO0cmo2gL3lis4oNCFzoJwExlbcoAoGCCqGSM49\nAwEHoUQDQgAEQqkXbTQg9ufYSOL3TqLuipO8kprZeQC1e/S7kcRhtwqjzFxp/kMz\n/GGhyxMZBzUL9hg1UFSQJ+/+LlHR0UiNVA==\n-----END EC PRIVATE KEY-----\n";
     const OPENSSL_PKCS8: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgAnlt8ZRUmDwAPu9Y\nw7RyajaAveWKzig0IXOgnATGVtyhRANCAARCqRdtNCD259hI4vdOou6Kk7ySmtl5\nALV79LuRxGG3CqPMXGn+QzP8YaHLExkHNQv2GDVQVJAn7/4uUdHRSI1U\n-----END PRIVATE KEY-----\n";
     const OPENSSL_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBwTCCAWegAwIBAgIUYxnOa8lwmaiQ3e/i6lYFapIiR1MwCgYIKoZIzj0EAwIw\nNTETMBEGA1UECgwKT3BlblNzbE1TUDEPMA0GA1UECwwGY2xpZW50MQ0wCwYDVQQD\nDAR1c2VyMCAXDTI2MTIwMjE0NDIwOFoYDzIxMjYxMTA4MTQ0MjA4WjA1MRMwEQYD\nVQQKDApPcGVuU3NsTVNQMQ8wDQYDVQQLDAZjbGllbnQxDTALBgNVBAMMBHVzZXIw\nWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAARCqRdtNCD259hI4vdOou6Kk7ySmtl5\nALV79LuRxGG3CqPMXGn+QzP8YaHLExkHNQv2GDVQVJAn7/4uUdHRSI1Uo1MwUTAd\nBgNVHQ4EFgQUURjBcD/5/oLmg+mDkMdQidjllCQwHwYDVR0jBBgwFoAUURjBcD/5\n/oLmg+mDkMdQidjllCQwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBF\nAiAG1gne1QJEXaFJb1aYlKqqKA9E+j7FXLWAkxoXQsAiOgIhAPUXcpj+SnlfUk38\nhZIJWlHLGkP4zGOFI6zOfk6mWeOH\n-----END CERTIFICATE-----\n";
+
+    /// The certificate cryptogen (Fabric 2.5.16) issues an organization's admin with NodeOUs on
+    /// (Subject `C=US, ST=California, L=San Francisco, OU=admin, CN=Admin@org1.example.com`).
+    const CRYPTOGEN_ADMIN_CERT: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIICKTCCAc+gAwIBAgIQY8OV+tXVU0exG3kL/iCfEzAKBggqhkjOPQQDAjBzMQsw\n\
+CQYDVQQGEwJVUzETMBEGA1UECBMKQ2FsaWZvcm5pYTEWMBQGA1UEBxMNU2FuIEZy\n\
+YW5jaXNjbzEZMBcGA1UEChMQb3JnMS5leGFtcGxlLmNvbTEcMBoGA1UEAxMTY2Eu\n\
+b3JnMS5leGFtcGxlLmNvbTAeFw0yNjEyMDMwOTA2MDBaFw0zNjExMzAwOTA2MDBa\n\
+MGsxCzAJBgNVBAYTAlVTMRMwEQYDVQQIEwpDYWxpZm9ybmlhMRYwFAYDVQQHEw1T\n\
+YW4gRnJhbmNpc2NvMQ4wDAYDVQQLEwVhZG1pbjEfMB0GA1UEAwwWQWRtaW5Ab3Jn\n\
+MS5leGFtcGxlLmNvbTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABAzefpWUXRMy\n\
+lFDgNGRX76ZM4DB/864JVSYdPgVyJo7EqPwijb2/PIFnHPOVr3NC0tn0oj+CCf+1\n\
+sWFhg9mMQE2jTTBLMA4GA1UdDwEB/wQEAwIHgDAMBgNVHRMBAf8EAjAAMCsGA1Ud\n\
+IwQkMCKAIEASgGgtmaoasdC8uv4ejJ6AIiH/t7KnZ1lQz/x9dYHxMAoGCCqGSM49\n\
+BAMCA0gAMEUCIQDqkQVH6MMxTOQJKAKgjBCvqY0oVFsalBMvmn8g5OwVWAIgc0TJ\n\
+WS1DCI1tKLxENBc2+WHeQKwwR21DShob7qaclYo=\n\
+-----END CERTIFICATE-----\n\
+";
+
+    #[test]
+    fn the_subject_ous_of_a_certificate() {
+        assert_eq!(certificate_subject_ous(CRYPTOGEN_ADMIN_CERT.as_bytes()), Some(vec!["admin".to_owned()]));
+        assert_eq!(certificate_subject_ous(OPENSSL_CERT.as_bytes()), Some(vec!["client".to_owned()]));
+        let (client, _) = orchestrator_fabric_testing::identity::issued_pem("OuMSP").expect("identity");
+        assert_eq!(certificate_subject_ous(&client), Some(vec!["client".to_owned()]));
+        assert_eq!(certificate_subject_ous(b"no certificate"), None);
+        let mut truncated = CRYPTOGEN_ADMIN_CERT.as_bytes().to_vec();
+        truncated.drain(100..200);
+        assert_eq!(certificate_subject_ous(&truncated), None);
+    }
 
     #[test]
     fn identities_load_from_openssl_pem_files() {

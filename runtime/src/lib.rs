@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 pub use memory::MemoryBackend;
 pub use overlay::{DEFAULT_SCAN_LIMIT, MAX_KEY_BYTES, MAX_VALUE_BYTES};
-pub use runtime::Runtime;
+pub use runtime::{Runtime, check_replaceable};
 
 /// A boxed, sendable future (what [`StateBackend`] methods return).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

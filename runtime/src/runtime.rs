@@ -331,7 +331,11 @@ fn load(
 ///   Evaluate or Submit), so a call routed by the old flag may run on the new version. A method
 ///   that became read-write would run in a read-only snapshot and fail; the other way round is
 ///   harmless once, but swapping back (a rollback) would then be that case.
-fn check_replaceable(current: &LogicInfo, next: &LogicInfo) -> Result<(), RuntimeError> {
+///
+/// Public for hosts that keep several versions side by side and pick one per call (the Fabric
+/// chaincode runs the version its ledger names): they refuse a candidate on the same terms as
+/// [`Runtime::swap`].
+pub fn check_replaceable(current: &LogicInfo, next: &LogicInfo) -> Result<(), RuntimeError> {
     if next.world != current.world {
         return Err(RuntimeError::Incompatible(format!(
             "it exports world {} where the current version exports {}",
