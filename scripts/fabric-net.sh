@@ -63,7 +63,9 @@
 # Layout of DIR: config/ (copied core.yaml, orderer.yaml), configtx/, crypto/ (cryptogen),
 # channels/*.block, chaincode/ (package), data/ (ledgers), logs/*.log, pids/*.pid, bin/
 # (symlinks, so every process's command line contains DIR), wallet/<MSP id>/{cert.pem,key.pem}
-# (User1 of each organization; key in PKCS#8 PEM), env, org1.env, org2.env.
+# (User1 of each organization; key in PKCS#8 PEM), admin-wallet/<MSP id>/{cert.pem,key.pem} (Admin
+# of each organization: Subject OU=admin, what `orchestrator logic activate` signs with), env,
+# org1.env, org2.env.
 #
 # With FABRIC_NET_EXTRA_ORGS, the organizations without a peer cannot endorse nor approve: the
 # channels' LifecycleEndorsement and Endorsement policies then require the peers of MyOrg1MSP
@@ -528,6 +530,7 @@ write_env_files() {
         printf 'export ORCHESTRATOR_FABRIC_PEER2_ADDRESS=%q\n' "127.0.0.1:${PEER_PORT[2]}"
         printf 'export ORCHESTRATOR_FABRIC_PEER2_TLS_CA_CERT=%q\n' "$TLS_CA"
         printf 'export ORCHESTRATOR_FABRIC_WALLET=%q\n' "$DIR/wallet"
+        printf 'export ORCHESTRATOR_FABRIC_ADMIN_WALLET=%q\n' "$DIR/admin-wallet"
         printf 'export ORCHESTRATOR_FABRIC_CHAINCODE=%q\n' "$CC_NAME"
         printf 'export FABRIC_ORDERER_ADDRESS=%q\n' "127.0.0.1:$ORDERER_PORT"
         printf 'export FABRIC_ORDERER_TLS_CA_CERT=%q\n' "$ORDERER_TLS_CA"
@@ -736,7 +739,7 @@ cmd_up() {
     fi
     set_ports
     local started=$SECONDS
-    mkdir -p "$DIR"/{logs,pids,bin,channels,data,wallet}
+    mkdir -p "$DIR"/{logs,pids,bin,channels,data,wallet,admin-wallet}
     : >"$DIR/.fabric-net"
     trap on_up_exit EXIT
     trap 'exit 130' INT
@@ -821,6 +824,10 @@ cmd_up() {
         mkdir -p "$DIR/wallet/$ORG_MSP"
         cp "$user/signcerts/"*.pem "$DIR/wallet/$ORG_MSP/cert.pem"
         cp "$user/keystore/"* "$DIR/wallet/$ORG_MSP/key.pem"
+        local admin=$DIR/crypto/peerOrganizations/$ORG_DOMAIN/users/Admin@$ORG_DOMAIN/msp
+        mkdir -p "$DIR/admin-wallet/$ORG_MSP"
+        cp "$admin/signcerts/"*.pem "$DIR/admin-wallet/$ORG_MSP/cert.pem"
+        cp "$admin/keystore/"* "$DIR/admin-wallet/$ORG_MSP/key.pem"
     done
     : >"$DIR/.up"
     trap - EXIT INT TERM

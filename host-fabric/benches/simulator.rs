@@ -2,7 +2,10 @@
 //! stream on a local socket + validation and commit of a one-transaction block), and the peer
 //! round trips (state requests) each transaction costs:
 //! - RegisterDataSamples, 100 samples per transaction;
-//! - RegisterTasks, 100 tasks per transaction (one chain across all batches, on a READY function).
+//! - RegisterTasks, 100 tasks per transaction (one chain across all batches, on a READY function);
+//! - the logic version's reads every transaction makes (docs/modes.md §3.7): QueryVersion
+//!   evaluated (a call with no state of its own) and RegisterDataSamples, on a channel without
+//!   an activation, then after one (the version compiled: a cache hit).
 //!
 //! `cargo bench -p orchestrator-host-fabric --bench simulator` (a few seconds).
 
@@ -18,16 +21,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::FabricDriver;
-use orchestrator_fabric_testing::{StateRequests, ValidationCode};
+use orchestrator_fabric_testing::{Identity, IssueIdentity, SimProposal, StateRequests, ValidationCode};
+use orchestrator_host_fabric::admin;
+use orchestrator_host_fabric::encoding;
+use orchestrator_host_fabric::fabric::orchestrator_fabric::{ActivateLogic, LogicVersion};
 use orchestrator_logic::error::{ErrorKind, OrcError};
 use orchestrator_logic::testing::Driver;
 use orchestrator_logic::testing::scenarios::computetask::{DM1, TRAIN, make_ready, setup_world, train_task};
 use orchestrator_logic::testing::scenarios::{CHANNEL, ORG1, key, method, new_data_sample};
 use orchestrator_proto::Event;
-use orchestrator_proto::{RegisterDataSamplesParam, RegisterTasksParam};
+use orchestrator_proto::{QueryVersionParam, RegisterDataSamplesParam, RegisterTasksParam};
 use orchestrator_runtime::{BackendError, BoxFuture, Context, MemoryBackend, Runtime, StateBackend, StateEntry};
 use prost::Message;
 
+const QUERY_VERSION: &str = "orchestrator.InfoService/QueryVersion";
 /// Items (samples or tasks) per transaction.
 const BATCH: u64 = 100;
 /// Stop a measurement after this many transactions or this long, whichever comes first.
@@ -58,12 +65,14 @@ fn measure(d: &mut FabricDriver, name: &str, what: &str, method: &str, mut reque
         1_000.0 * seconds / txs as f64,
     );
     println!(
-        "{:<22} round trips per tx: {:.1} ({:.2} per {what}); GET_STATE {:.1}, GET_STATE_BY_RANGE {:.1}, \
-         QUERY_STATE_NEXT {:.1}, QUERY_STATE_CLOSE {:.1}, PUT_STATE {:.1}, DEL_STATE {:.1}, other {:.1}",
+        "{:<22} round trips per tx: {:.1} ({:.2} per {what}); GET_STATE {:.1}, GET_STATE_METADATA {:.1}, \
+         GET_STATE_BY_RANGE {:.1}, QUERY_STATE_NEXT {:.1}, QUERY_STATE_CLOSE {:.1}, PUT_STATE {:.1}, DEL_STATE {:.1}, \
+         other {:.1}",
         "",
         per_tx(total.total()),
         per_tx(total.total()) / BATCH as f64,
         per_tx(total.get_state),
+        per_tx(total.get_state_metadata),
         per_tx(total.get_state_by_range),
         per_tx(total.query_state_next),
         per_tx(total.query_state_close),
@@ -189,6 +198,49 @@ fn tasks_request(tx: u64) -> Vec<u8> {
     RegisterTasksParam { tasks }.encode_to_vec()
 }
 
+/// QueryVersion evaluated `EVALUATIONS` times: ms per evaluation and its round trips.
+fn measure_evaluations(d: &mut FabricDriver, name: &str) {
+    const EVALUATIONS: u32 = 500;
+    let request = QueryVersionParam {}.encode_to_vec();
+    let mut total = StateRequests::default();
+    let started = Instant::now();
+    for _ in 0..EVALUATIONS {
+        let (endorsement, code) = d.transact(ORG1, CHANNEL, QUERY_VERSION, &request);
+        assert_eq!((endorsement.response.status, code), (200, None), "{}", endorsement.response.message);
+        total += endorsement.state_requests;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{name:<40} {EVALUATIONS} evaluations: {:6.3} ms each; round trips each: GET_STATE {}, GET_STATE_METADATA {}",
+        1_000.0 * elapsed / f64::from(EVALUATIONS),
+        total.get_state / u64::from(EVALUATIONS),
+        total.get_state_metadata / u64::from(EVALUATIONS),
+    );
+}
+
+/// Activates on [`CHANNEL`], as MyOrg1MSP's admin, the embedded component with a custom section
+/// appended (another sha256, the same code).
+fn activate_variant(d: &mut FabricDriver) -> String {
+    let mut component = orchestrator_logic_component::COMPONENT.to_vec();
+    let name = b"bench-variant";
+    // A custom section (id 0): size, name length, name; all under 128 bytes.
+    component.extend([0, name.len() as u8 + 1, name.len() as u8]);
+    component.extend_from_slice(name);
+    let request = ActivateLogic { component, sha256: String::new() }.encode_to_vec();
+    let admin = Identity::admin(ORG1).expect("admin identity");
+    let proposal = SimProposal::new(CHANNEL, common::CHAINCODE, &admin, encoding::call_args(admin::ACTIVATE, &request));
+    let started = Instant::now();
+    let (endorsement, code) = d.rt.block_on(d.peer(CHANNEL).submit(&d.cc, &proposal)).expect("activate");
+    assert_eq!((endorsement.response.status, code), (200, ValidationCode::Valid), "{}", endorsement.response.message);
+    let version = LogicVersion::decode(endorsement.response.payload.as_slice()).expect("LogicVersion");
+    println!(
+        "activation of {} (first compilation of the version included): {:.0} ms",
+        version.sha256,
+        started.elapsed().as_secs_f64() * 1_000.0
+    );
+    version.sha256
+}
+
 fn main() {
     let mut d = FabricDriver::new();
     setup_world(&mut d);
@@ -196,6 +248,15 @@ fn main() {
     println!("peer simulator + chaincode over a local socket, {BATCH} items per transaction");
     measure(&mut d, "RegisterDataSamples", "sample", method::REGISTER_DATA_SAMPLES, samples_request);
     measure(&mut d, "RegisterTasks", "task", method::REGISTER_TASKS, tasks_request);
+
+    // The reads of the logic version (docs/modes.md §3.7), without then with an activation.
+    measure_evaluations(&mut d, "QueryVersion, no activation");
+    activate_variant(&mut d);
+    measure_evaluations(&mut d, "QueryVersion, after an activation");
+    // Sample numbers after the first measurement's.
+    measure(&mut d, "RegisterDataSamples, activated", "sample", method::REGISTER_DATA_SAMPLES, |tx| {
+        samples_request(1_000 + tx)
+    });
 
     // The same invocations on the standalone host: database round trips per transaction.
     let mut s = StandaloneCount::new();

@@ -71,6 +71,26 @@ pub enum LogicCommand {
         #[arg(long, value_enum, default_value = "text")]
         format: InspectFormat,
     },
+    /// Distributed mode: makes a component the logic version of the channels, in one admin
+    /// transaction per channel through the peer's Gateway (docs/modes.md §3.7), signed by the
+    /// admin of `ORCHESTRATOR_MSPID` from `ORCHESTRATOR_FABRIC_ADMIN_WALLET`. Every endorser
+    /// verifies it first; once the transaction commits, every peer runs it. Prints its sha256,
+    /// then one line per channel.
+    Activate {
+        /// The component (.wasm), verified here before it is sent.
+        file: PathBuf,
+        /// A channel to activate it on (repeatable). Unset: every channel of the channel
+        /// configuration.
+        #[arg(long = "channel")]
+        channels: Vec<String>,
+    },
+    /// Distributed mode: the logic version each channel runs (who activated it, in which
+    /// transaction), read through the peer's Gateway with the facade's wallet.
+    Active {
+        /// A channel to read (repeatable). Unset: every channel of the channel configuration.
+        #[arg(long = "channel")]
+        channels: Vec<String>,
+    },
 }
 
 /// Output of `orchestrator logic inspect`.
@@ -86,7 +106,8 @@ pub enum InspectFormat {
 /// state and events in PostgreSQL.
 ///
 /// Without a subcommand, serves (every flag below applies); `orchestrator logic inspect [FILE]`
-/// describes a logic component instead.
+/// describes a logic component instead, and in distributed mode `orchestrator logic activate
+/// FILE` makes one the channels' logic version (`orchestrator logic active` reads it).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "orchestrator", version, about)]
 pub struct Config {
@@ -125,10 +146,17 @@ pub struct Config {
     #[arg(long, env = "ORCHESTRATOR_FABRIC_KEY")]
     pub fabric_key: Option<PathBuf>,
 
-    /// Distributed mode: the MSP id whose identity reads the ledger's events. Unset: the wallet's
-    /// only identity (required with several, or with `ORCHESTRATOR_FABRIC_CERT` alone).
+    /// Distributed mode: the MSP id whose identity reads the ledger's events (and whose admin
+    /// signs `orchestrator logic activate`). Unset: the wallet's only identity (required with
+    /// several, or with `ORCHESTRATOR_FABRIC_CERT` alone).
     #[arg(long, env = "ORCHESTRATOR_MSPID")]
     pub msp_id: Option<String>,
+
+    /// Distributed mode, `orchestrator logic activate`: organization admins' identities, laid out
+    /// as the wallet (`<dir>/<msp id>/cert.pem` and `key.pem`); the admin of `ORCHESTRATOR_MSPID`
+    /// (unset: the admin wallet's only one) signs the activation. The server never reads it.
+    #[arg(long, env = "ORCHESTRATOR_FABRIC_ADMIN_WALLET")]
+    pub fabric_admin_wallet: Option<PathBuf>,
 
     /// Distributed mode: the chaincode name; a call's `chaincode` header overrides it.
     #[arg(long, env = "ORCHESTRATOR_FABRIC_CHAINCODE", default_value = "orchestrator")]
@@ -372,5 +400,25 @@ mod tests {
             inspect(None, InspectFormat::Text)
         );
         assert!(Config::try_parse_from(["orchestrator", "logic"]).is_err(), "logic needs a subcommand");
+    }
+
+    #[test]
+    fn logic_activate_and_active_parse() {
+        let parse = |args: &[&str]| match Config::try_parse_from(args) {
+            Ok(config) => config.command,
+            Err(err) => panic!("{args:?}: {err}"),
+        };
+        let channels = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            parse(&["orchestrator", "logic", "activate", "x.wasm", "--channel", "a", "--channel", "b"]),
+            Some(Command::Logic {
+                command: LogicCommand::Activate { file: PathBuf::from("x.wasm"), channels: channels(&["a", "b"]) }
+            })
+        );
+        assert_eq!(
+            parse(&["orchestrator", "logic", "active"]),
+            Some(Command::Logic { command: LogicCommand::Active { channels: Vec::new() } })
+        );
+        assert!(Config::try_parse_from(["orchestrator", "logic", "activate"]).is_err(), "activate needs a file");
     }
 }

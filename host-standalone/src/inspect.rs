@@ -44,12 +44,22 @@ pub struct Inspection {
 /// Loads the component of `file` (the embedded one when `None`) and reads its identity.
 pub fn inspect(file: Option<&Path>) -> Result<Inspection, InspectError> {
     let bytes = match file {
-        Some(path) => std::fs::read(path).map_err(|source| InspectError::Read { path: path.to_owned(), source })?,
+        Some(path) => read(path)?,
         None => orchestrator_logic_component::COMPONENT.to_vec(),
     };
+    inspect_bytes(file, &bytes)
+}
+
+/// The component file at `path`.
+pub fn read(path: &Path) -> Result<Vec<u8>, InspectError> {
+    std::fs::read(path).map_err(|source| InspectError::Read { path: path.to_owned(), source })
+}
+
+/// [`inspect`] of bytes already read (from `file`, when given).
+pub fn inspect_bytes(file: Option<&Path>, bytes: &[u8]) -> Result<Inspection, InspectError> {
     // One instance is enough to verify it; no cache: inspecting leaves nothing behind.
     let config = RuntimeConfig { cache_dir: None, max_instances: 1, ..RuntimeConfig::default() };
-    let runtime = Runtime::new(config, &bytes)?;
+    let runtime = Runtime::new(config, bytes)?;
     let info = LogicInfo::clone(&runtime.info());
     Ok(Inspection { file: file.map(Path::to_owned), size: bytes.len(), info })
 }

@@ -19,8 +19,11 @@
 //! - [`reload`]: swapping the logic component on SIGHUP;
 //! - [`logging`]: the log subscriber;
 //! - [`metrics`]: Prometheus metrics on `/metrics` when `METRICS_ENABLED`;
-//! - [`inspect`]: `orchestrator logic inspect`, a component's identity and method table.
+//! - [`inspect`]: `orchestrator logic inspect`, a component's identity and method table;
+//! - [`activate`]: `orchestrator logic activate` and `active`, the logic version a
+//!   distributed deployment's ledger names.
 
+pub mod activate;
 pub mod channels;
 pub mod codec;
 pub mod config;

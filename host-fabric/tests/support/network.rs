@@ -116,6 +116,11 @@ impl Network {
         PathBuf::from(self.var("ORCHESTRATOR_FABRIC_WALLET"))
     }
 
+    /// `<admin-wallet>/<MSP id>/{cert.pem,key.pem}`: the admin of every organization.
+    pub fn admin_wallet(&self) -> PathBuf {
+        PathBuf::from(self.var("ORCHESTRATOR_FABRIC_ADMIN_WALLET"))
+    }
+
     /// The chaincode name `fabric-net.sh env` prints (the first of `FABRIC_CHAINCODE_NAMES`).
     pub fn chaincode(&self) -> &str {
         self.var("ORCHESTRATOR_FABRIC_CHAINCODE")
