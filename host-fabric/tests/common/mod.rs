@@ -232,8 +232,10 @@ impl FabricDriver {
         assert_eq!(code, ValidationCode::Valid, "a sequential driver never conflicts ({method})");
         let delivered = self.peer(channel).events();
         let seen = self.delivered.entry(channel.to_owned()).or_default();
-        for d in delivered.get(*seen..).unwrap_or_default() {
-            assert_eq!(d.event.event_name, encoding::EVENT_NAME);
+        // The logic's events only (a `logic-activated` event is the shim's: docs/modes.md §3.7).
+        for d in
+            delivered.get(*seen..).unwrap_or_default().iter().filter(|d| d.event.event_name == encoding::EVENT_NAME)
+        {
             assert_eq!(d.event.tx_id, proposal.txid);
             self.events.extend(decode_events(&d.event.payload));
         }
