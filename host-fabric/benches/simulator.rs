@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::FabricDriver;
 use orchestrator_fabric_testing::{StateRequests, ValidationCode};
-use orchestrator_logic::error::{ErrorKind, OrcError};
+use orchestrator_logic::error::{ErrorKind, LogicError};
 use orchestrator_logic::testing::Driver;
 use orchestrator_logic::testing::scenarios::computetask::{DM1, TRAIN, make_ready, setup_world, train_task};
 use orchestrator_logic::testing::scenarios::{CHANNEL, ORG1, key, method, new_data_sample};
@@ -129,7 +129,7 @@ impl StandaloneCount {
         channel: &str,
         method: &str,
         request: &[u8],
-    ) -> (u64, Result<Vec<u8>, OrcError>) {
+    ) -> (u64, Result<Vec<u8>, LogicError>) {
         self.n += 1;
         let ctx = Context {
             msp_id: msp.to_owned(),
@@ -152,14 +152,14 @@ impl StandaloneCount {
             }
             Err(err) => {
                 let kind = ErrorKind::from_message(&err.message).unwrap_or(ErrorKind::Unknown);
-                (reads + 2, Err(OrcError { kind, message: err.message }))
+                (reads + 2, Err(LogicError { kind, message: err.message }))
             }
         }
     }
 }
 
 impl Driver for StandaloneCount {
-    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError> {
+    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, LogicError> {
         self.round_trips(msp, channel, method, request).1
     }
 

@@ -407,7 +407,7 @@ async fn execute(runtime: &Runtime, message: &ChaincodeMessage, link: &Arc<PeerL
     };
     let mut response = match invocation.result {
         Ok(response) => response,
-        Err(error) => return Ok(Completion::failed(encoding::status_for(error.kind), error.message)),
+        Err(error) => return Ok(Completion::failed(error.kind.fabric_status(), error.message)),
     };
     // QueryVersion names the component this chaincode ran; the facade passes it on.
     identity::stamp_logic_sha256(method, &mut response, &invocation.logic.sha256);

@@ -2,7 +2,7 @@
 
 use prost::Message;
 
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::host::Host;
 use crate::tx::{Context, Tx};
 use crate::{
@@ -27,7 +27,7 @@ where
     Req: Message + Default,
     Resp: Message,
 {
-    let request = Req::decode(bytes).map_err(OrcError::malformed)?;
+    let request = Req::decode(bytes).map_err(LogicError::malformed)?;
     Ok(f(tx, request)?.encode_to_vec())
 }
 
@@ -101,10 +101,10 @@ pub fn version() -> &'static str {
 /// Run one method against a host. On error the host must discard the call's writes and events.
 pub fn invoke(ctx: &Context, host: &mut dyn Host, method: &str, request: &[u8]) -> Result<Vec<u8>> {
     let Some(m) = find(method) else {
-        return Err(OrcError::unimplemented(format!("unknown method {method:?}")));
+        return Err(LogicError::unimplemented(format!("unknown method {method:?}")));
     };
     let Some(handler) = m.handler else {
-        return Err(OrcError::unimplemented(format!("{method} is not implemented yet")));
+        return Err(LogicError::unimplemented(format!("{method} is not implemented yet")));
     };
     let mut tx = Tx::new(ctx, host);
     handler(&mut tx, request)

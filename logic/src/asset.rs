@@ -16,7 +16,7 @@ use orchestrator_proto::{
 };
 use prost::Message;
 
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::tx::Tx;
 use crate::{computeplan, datamanager, datasample, failurereport, function, keys, model, organization, performance};
 
@@ -45,7 +45,7 @@ pub trait Owned: Stored {
 
 /// The asset stored under `key`, or NOT_FOUND.
 pub fn load<A: Stored>(tx: &mut Tx<'_>, key: &str) -> Result<A> {
-    tx.load(&A::state_key(key))?.ok_or_else(|| OrcError::not_found(A::NAME, key))
+    tx.load(&A::state_key(key))?.ok_or_else(|| LogicError::not_found(A::NAME, key))
 }
 
 /// The asset stored under `key` (NOT_FOUND first), if the requester owns it (PERMISSION_DENIED
@@ -58,12 +58,12 @@ pub fn load_owned<A: Owned>(tx: &mut Tx<'_>, key: &str, denial: &str) -> Result<
 
 /// PERMISSION_DENIED with `denial` unless the requester owns `asset`.
 pub fn require_owner<A: Owned>(tx: &Tx<'_>, asset: &A, denial: &str) -> Result<()> {
-    if asset.owner() == tx.requester() { Ok(()) } else { Err(OrcError::permission_denied(denial)) }
+    if asset.owner() == tx.requester() { Ok(()) } else { Err(LogicError::permission_denied(denial)) }
 }
 
 /// ALREADY_EXISTS if an asset is stored under `key`.
 pub fn require_new<A: Stored>(tx: &mut Tx<'_>, key: &str) -> Result<()> {
-    if tx.exists(&A::state_key(key))? { Err(OrcError::already_exists(A::NAME, key)) } else { Ok(()) }
+    if tx.exists(&A::state_key(key))? { Err(LogicError::already_exists(A::NAME, key)) } else { Ok(()) }
 }
 
 /// Writes the asset's record.

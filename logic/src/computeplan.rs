@@ -14,7 +14,7 @@ use orchestrator_proto::{
 
 use crate::asset::{self, load, load_owned, require_new, store, store_updated};
 use crate::computetask;
-use crate::error::{ErrorKind, OrcError, Result};
+use crate::error::{ErrorKind, LogicError, Result};
 use crate::keys;
 use crate::organization::require_registered;
 use crate::pagination::query_index;
@@ -37,8 +37,8 @@ pub fn is_terminated(plan: &ComputePlan) -> bool {
 }
 
 /// OE0109 `compute plan <key> is already terminated` (UNKNOWN in the reference's mapping).
-pub fn terminated_error(key: &str) -> OrcError {
-    OrcError::new(ErrorKind::TerminatedComputePlan, format!("compute plan {key} is already terminated"))
+pub fn terminated_error(key: &str) -> LogicError {
+    LogicError::new(ErrorKind::TerminatedComputePlan, format!("compute plan {key} is already terminated"))
 }
 
 pub fn register(tx: &mut Tx<'_>, req: NewComputePlan) -> Result<ComputePlan> {
@@ -48,7 +48,7 @@ pub fn register(tx: &mut Tx<'_>, req: NewComputePlan) -> Result<ComputePlan> {
     require_name(&mut errs, "name", &req.name);
     check_metadata(&mut errs, "metadata", &req.metadata);
     if let Some(details) = errs.into_message() {
-        return Err(OrcError::invalid(ASSET, details));
+        return Err(LogicError::invalid(ASSET, details));
     }
     require_new::<ComputePlan>(tx, &req.key)?;
     let owner = tx.requester().to_owned();
@@ -88,7 +88,7 @@ pub fn update(tx: &mut Tx<'_>, req: UpdateComputePlanParam) -> Result<UpdateComp
     require_uuid(&mut errs, "key", &req.key);
     require_name(&mut errs, "name", &req.name);
     if let Some(details) = errs.into_message() {
-        return Err(OrcError::invalid(ASSET, details));
+        return Err(LogicError::invalid(ASSET, details));
     }
     let mut plan: ComputePlan = load_owned(tx, &req.key, "requester does not own the compute plan")?;
     plan.name = req.name;
@@ -101,7 +101,7 @@ pub fn update(tx: &mut Tx<'_>, req: UpdateComputePlanParam) -> Result<UpdateComp
 pub fn apply_action(tx: &mut Tx<'_>, req: ApplyPlanActionParam) -> Result<ApplyPlanActionResponse> {
     let mut plan: ComputePlan = load_owned(tx, &req.key, "only plan owner can act on it")?;
     if req.action != ComputePlanAction::PlanActionCanceled as i32 {
-        return Err(OrcError::unimplemented("plan action unimplemented"));
+        return Err(LogicError::unimplemented("plan action unimplemented"));
     }
     if is_terminated(&plan) {
         return Err(terminated_error(&plan.key));

@@ -6,7 +6,7 @@ use orchestrator_proto::{
 };
 
 use crate::asset::{self, load, load_owned, require_new, store, store_updated};
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::keys;
 use crate::organization::require_registered;
 use crate::pagination::query_index;
@@ -32,7 +32,7 @@ pub fn register(tx: &mut Tx<'_>, req: NewDataManager) -> Result<DataManager> {
         errs.add("logs_permission", "cannot be blank");
     }
     if let Some(details) = errs.into_message() {
-        return Err(OrcError::invalid(ASSET, details));
+        return Err(LogicError::invalid(ASSET, details));
     }
 
     require_new::<DataManager>(tx, &req.key)?;
@@ -75,7 +75,7 @@ pub fn update(tx: &mut Tx<'_>, req: UpdateDataManagerParam) -> Result<UpdateData
     require_uuid(&mut errs, "key", &req.key);
     require_name(&mut errs, "name", &req.name);
     if let Some(details) = errs.into_message() {
-        return Err(OrcError::invalid(ASSET, details));
+        return Err(LogicError::invalid(ASSET, details));
     }
     let mut dm: DataManager = load_owned(tx, &req.key, "requester does not own the data manager")?;
     dm.name = req.name;

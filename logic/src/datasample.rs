@@ -10,7 +10,7 @@ use orchestrator_proto::{
 
 use crate::asset::{self, load, require_owner, store, store_updated};
 use crate::datamanager;
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::keys;
 use crate::organization::require_registered;
 use crate::pagination::{paginate_vec, query_index};
@@ -39,9 +39,9 @@ fn check_managers(tx: &mut Tx<'_>, dm_keys: &[String]) -> Result<()> {
         match loaded.get(key.as_str()) {
             Some(Some(dm)) if dm.owner == tx.requester() => {}
             Some(Some(_)) => {
-                return Err(OrcError::permission_denied(format!("requester does not own the datamanager {key:?}")));
+                return Err(LogicError::permission_denied(format!("requester does not own the datamanager {key:?}")));
             }
-            _ => return Err(OrcError::not_found(datamanager::ASSET, key)),
+            _ => return Err(LogicError::not_found(datamanager::ASSET, key)),
         }
     }
     Ok(())
@@ -78,20 +78,22 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterDataSamplesParam) -> Result<Regist
         errs.nested("data_manager_keys", dm_errs);
         require_checksum(&mut errs, "checksum", &sample.checksum);
         if let Some(details) = errs.into_message() {
-            return Err(OrcError::invalid(ASSET, details));
+            return Err(LogicError::invalid(ASSET, details));
         }
         for dm in &sample.data_manager_keys {
             match managers.get(dm) {
                 Some(Some(m)) if m.owner == owner => {}
                 Some(Some(_)) => {
-                    return Err(OrcError::permission_denied(format!("requester does not own the datamanager {dm:?}")));
+                    return Err(LogicError::permission_denied(format!(
+                        "requester does not own the datamanager {dm:?}"
+                    )));
                 }
-                _ => return Err(OrcError::not_found(datamanager::ASSET, dm)),
+                _ => return Err(LogicError::not_found(datamanager::ASSET, dm)),
             }
         }
         // A key repeated inside the batch is a conflict too (the reference fails in the DB).
         if exists || !seen.insert(sample.key.clone()) {
-            return Err(OrcError::already_exists(ASSET, &sample.key));
+            return Err(LogicError::already_exists(ASSET, &sample.key));
         }
         created.push(DataSample {
             key: sample.key,
@@ -130,7 +132,7 @@ pub fn update(tx: &mut Tx<'_>, req: UpdateDataSamplesParam) -> Result<UpdateData
     }
     errs.nested("data_manager_keys", dm_errs);
     if let Some(details) = errs.into_message() {
-        return Err(OrcError::invalid(ASSET, details));
+        return Err(LogicError::invalid(ASSET, details));
     }
     check_managers(tx, &req.data_manager_keys)?;
 
@@ -141,7 +143,7 @@ pub fn update(tx: &mut Tx<'_>, req: UpdateDataSamplesParam) -> Result<UpdateData
         // A key listed twice sees its own earlier update.
         let mut sample = match updated.remove(key).or(loaded) {
             Some(s) => s,
-            None => return Err(OrcError::not_found(ASSET, key)),
+            None => return Err(LogicError::not_found(ASSET, key)),
         };
         require_owner(tx, &sample, "requester does not own the datasample")?;
         let created = sample.creation_date.as_ref().map(timestamp_to_micros).unwrap_or_default();

@@ -11,7 +11,7 @@ use orchestrator_proto::{
 use crate::asset::{self, load, require_new, store};
 use crate::computetask;
 use crate::datamanager::addressable_parts;
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::function;
 use crate::tx::Tx;
 use crate::validation::{FieldErrors, check_in, go_quote, require_absent, require_addressable, require_uuid};
@@ -50,7 +50,7 @@ fn validate(new: &NewFailureReport) -> Result<()> {
         &[FailedAssetKind::FailedAssetComputeTask as i32, FailedAssetKind::FailedAssetFunction as i32],
     );
     match errs.into_message() {
-        Some(msg) => Err(OrcError::invalid(VALIDATION_KIND, msg)),
+        Some(msg) => Err(LogicError::invalid(VALIDATION_KIND, msg)),
         None => Ok(()),
     }
 }
@@ -65,7 +65,7 @@ pub fn register(tx: &mut Tx<'_>, new: NewFailureReport) -> Result<FailureReport>
         Ok(FailedAssetKind::FailedAssetComputeTask) => fail_task(tx, &new.asset_key, &requester)?,
         Ok(FailedAssetKind::FailedAssetFunction) => fail_function(tx, &new.asset_key, &requester)?,
         _ => {
-            return Err(OrcError::bad_request(
+            return Err(LogicError::bad_request(
                 "can only register failure for asset_kind values function and compute task",
             ));
         }
@@ -86,13 +86,13 @@ pub fn register(tx: &mut Tx<'_>, new: NewFailureReport) -> Result<FailureReport>
 fn fail_task(tx: &mut Tx<'_>, key: &str, requester: &str) -> Result<()> {
     let record = computetask::load_record(tx, key)?;
     if record.task.worker != requester {
-        return Err(OrcError::permission_denied(format!(
+        return Err(LogicError::permission_denied(format!(
             "only {} worker can register failure report for compute task",
             go_quote(&record.task.worker)
         )));
     }
     if record.status() != ComputeTaskStatus::StatusExecuting {
-        return Err(OrcError::bad_request(format!(
+        return Err(LogicError::bad_request(format!(
             "cannot register failure report for task with status {}",
             go_quote(record.status().as_str_name())
         )));
@@ -112,7 +112,7 @@ fn fail_function(tx: &mut Tx<'_>, key: &str, requester: &str) -> Result<()> {
     let f: Function = load(tx, key)?;
     // Not `asset::require_owner`: this denial names the owner.
     if f.owner != requester {
-        return Err(OrcError::permission_denied(format!(
+        return Err(LogicError::permission_denied(format!(
             "only {} owner can register failure report for function",
             go_quote(&f.owner)
         )));

@@ -8,7 +8,7 @@ use orchestrator_proto::{
 
 use crate::asset::{self, load, load_owned, require_new, store, store_updated};
 use crate::datamanager::addressable_parts;
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::keys;
 use crate::organization::require_registered;
 use crate::pagination::query_index;
@@ -114,7 +114,7 @@ fn output_error(req: &NewFunction) -> Option<String> {
 
 pub fn register(tx: &mut Tx<'_>, req: NewFunction) -> Result<Function> {
     if let Some(details) = validate_new(&req) {
-        return Err(OrcError::invalid(ASSET, details));
+        return Err(LogicError::invalid(ASSET, details));
     }
     require_new::<Function>(tx, &req.key)?;
     let owner = tx.requester().to_owned();
@@ -156,7 +156,7 @@ pub fn update(tx: &mut Tx<'_>, req: UpdateFunctionParam) -> Result<UpdateFunctio
     require_uuid(&mut errs, "key", &req.key);
     require_name(&mut errs, "name", &req.name);
     if let Some(details) = errs.into_message() {
-        return Err(OrcError::invalid(ASSET, details));
+        return Err(LogicError::invalid(ASSET, details));
     }
     let mut function: Function = load_owned(tx, &req.key, "requester does not own the function")?;
     function.name = req.name;
@@ -165,7 +165,7 @@ pub fn update(tx: &mut Tx<'_>, req: UpdateFunctionParam) -> Result<UpdateFunctio
     }
     let image_empty = function.image.as_ref().is_none_or(|i| i.checksum.is_empty());
     if image_empty && function.status == FunctionStatus::Ready as i32 {
-        return Err(OrcError::invalid_asset("Image checksum should not be empty when function status is ready"));
+        return Err(LogicError::invalid_asset("Image checksum should not be empty when function status is ready"));
     }
     store_updated(tx, function)?;
     Ok(UpdateFunctionResponse {})
@@ -177,7 +177,7 @@ pub fn apply_action(tx: &mut Tx<'_>, req: ApplyFunctionActionParam) -> Result<Ap
         Ok(FunctionAction::Canceled) => FunctionStatus::Canceled,
         Ok(FunctionAction::Failed) => FunctionStatus::Failed,
         Ok(FunctionAction::Ready) => FunctionStatus::Ready,
-        _ => return Err(OrcError::bad_request("unsupported action")),
+        _ => return Err(LogicError::bad_request("unsupported action")),
     };
     let function = load_owned(tx, &req.function_key, "only function owner can update it")?;
     transition(tx, function, target, REASON_USER_ACTION)?;
@@ -199,7 +199,7 @@ pub fn transition(tx: &mut Tx<'_>, mut function: Function, to: FunctionStatus, r
     );
     if !allowed {
         // Same words as the reference's state machine library (a plain error: UNKNOWN).
-        return Err(OrcError::unknown(format!(
+        return Err(LogicError::unknown(format!(
             "event {} inappropriate in current state {}",
             transition_name(to),
             from.as_str_name()

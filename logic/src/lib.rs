@@ -36,6 +36,6 @@ mod guest;
 pub mod testing;
 
 pub use api::{METHODS, invoke, version};
-pub use error::{ErrorKind, OrcError};
+pub use error::{ErrorKind, LogicError};
 pub use host::{Host, ScanPage, StateError};
 pub use tx::{Context, Tx};

@@ -5,7 +5,7 @@ use orchestrator_proto::{
 };
 
 use crate::asset::{self, require_new, store};
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::keys;
 use crate::tx::Tx;
 use crate::validation::{FieldErrors, is_request_url};
@@ -18,7 +18,7 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterOrganizationParam) -> Result<Organ
     if !req.address.is_empty() && !is_request_url(&req.address) {
         let mut errs = FieldErrors::new();
         errs.add("address", "must be a valid request URL");
-        return Err(OrcError::invalid(ASSET, errs.into_message().unwrap_or_default()));
+        return Err(LogicError::invalid(ASSET, errs.into_message().unwrap_or_default()));
     }
     let id = tx.requester().to_owned();
     require_new::<Organization>(tx, &id)?;
@@ -36,7 +36,7 @@ pub fn get_all(tx: &mut Tx<'_>, _req: GetAllOrganizationsParam) -> Result<GetAll
         let page = tx.scan(&start, &end, 1_000, cursor.as_deref())?;
         for (key, bytes) in &page.entries {
             let org: Organization = prost::Message::decode(bytes.as_slice())
-                .map_err(|e| OrcError::internal(format!("corrupt state at {key:?}: {e}")))?;
+                .map_err(|e| LogicError::internal(format!("corrupt state at {key:?}: {e}")))?;
             organizations.push(org);
         }
         match page.next_cursor {
@@ -50,7 +50,7 @@ pub fn get_all(tx: &mut Tx<'_>, _req: GetAllOrganizationsParam) -> Result<GetAll
 /// Assets can only be owned by organizations registered in the channel (the reference enforces
 /// it with foreign keys, surfacing UNKNOWN; here it is NOT_FOUND naming the organization).
 pub fn require_registered(tx: &mut Tx<'_>, id: &str) -> Result<()> {
-    if tx.exists(&keys::organization(id))? { Ok(()) } else { Err(OrcError::not_found(ASSET, id)) }
+    if tx.exists(&keys::organization(id))? { Ok(()) } else { Err(LogicError::not_found(ASSET, id)) }
 }
 
 /// Whether every id is a registered organization of the channel (one state call).

@@ -5,7 +5,7 @@
 //! whatever the size of the channel. Tokens are opaque to clients; decimal offsets are still
 //! accepted, so a client that builds `"0"` or an offset itself keeps working.
 
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::host::{ScanPage, key_fault};
 use crate::tx::Tx;
 use crate::validation::go_quote;
@@ -29,7 +29,7 @@ pub fn parse_token(token: &str) -> Result<PageStart> {
     if token.is_empty() {
         return Ok(PageStart::Offset(0));
     }
-    let invalid = || OrcError::unknown(format!("invalid page token {}", go_quote(token)));
+    let invalid = || LogicError::unknown(format!("invalid page token {}", go_quote(token)));
     if let Some(cursor) = token.strip_prefix(CURSOR_PREFIX) {
         // Cursors are keys handed out by a previous page; anything else is not one of ours.
         return match key_fault(cursor) {
@@ -102,7 +102,7 @@ pub fn paginate_vec<T>(items: Vec<T>, token: &str, page_size: u32) -> Result<(Ve
     let offset = match parse_token(token)? {
         PageStart::Offset(n) => usize::try_from(n).unwrap_or(usize::MAX),
         PageStart::Cursor(_) => {
-            return Err(OrcError::unknown(format!("invalid page token {token:?}")));
+            return Err(LogicError::unknown(format!("invalid page token {token:?}")));
         }
     };
     let total = items.len();
@@ -128,7 +128,7 @@ pub fn query_index<M: prost::Message + Default>(
     let items = records
         .into_iter()
         .zip(&keys)
-        .map(|(record, key)| record.ok_or_else(|| OrcError::internal(format!("index points to missing {key}"))))
+        .map(|(record, key)| record.ok_or_else(|| LogicError::internal(format!("index points to missing {key}"))))
         .collect::<Result<Vec<M>>>()?;
     Ok((items, page.next_page_token))
 }

@@ -17,7 +17,7 @@ use orchestrator_proto::{
 
 use crate::asset::{self, Stored, require_new, store};
 use crate::computetask;
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::keys;
 use crate::model::missing_output;
 use crate::pagination::{paginate_vec, scan_page};
@@ -36,7 +36,7 @@ fn validate(new: &NewPerformance) -> Result<()> {
     require_uuid(&mut errs, "compute_task_key", &new.compute_task_key);
     require_present(&mut errs, "compute_task_output_identifier", !new.compute_task_output_identifier.is_empty());
     match errs.into_message() {
-        Some(msg) => Err(OrcError::invalid(ASSET, msg)),
+        Some(msg) => Err(LogicError::invalid(ASSET, msg)),
         None => Ok(()),
     }
 }
@@ -45,13 +45,13 @@ pub fn register(tx: &mut Tx<'_>, new: NewPerformance) -> Result<Performance> {
     validate(&new)?;
     let mut record = computetask::load_record(tx, &new.compute_task_key)?;
     if record.task.worker != tx.requester() {
-        return Err(OrcError::permission_denied(format!(
+        return Err(LogicError::permission_denied(format!(
             "only {} worker can register performance",
             go_quote(&record.task.worker)
         )));
     }
     if record.status() != ComputeTaskStatus::StatusExecuting {
-        return Err(OrcError::bad_request(format!(
+        return Err(LogicError::bad_request(format!(
             "cannot register performance for task with status {}",
             go_quote(record.status().as_str_name())
         )));
@@ -132,7 +132,7 @@ pub fn query(tx: &mut Tx<'_>, req: QueryPerformancesParam) -> Result<QueryPerfor
         .load_many::<Performance>(&record_keys)?
         .into_iter()
         .zip(&record_keys)
-        .map(|(p, k)| p.ok_or_else(|| OrcError::internal(format!("index points to missing {k}"))))
+        .map(|(p, k)| p.ok_or_else(|| LogicError::internal(format!("index points to missing {k}"))))
         .collect::<Result<Vec<_>>>()?;
     Ok(QueryPerformancesResponse { performances, next_page_token: page.next_page_token })
 }

@@ -3,7 +3,7 @@
 
 use orchestrator_proto::{NewPermissions, Permission, Permissions};
 
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::organization;
 use crate::tx::Tx;
 
@@ -12,7 +12,7 @@ use crate::tx::Tx;
 pub fn new_permission(tx: &mut Tx<'_>, owner: &str, input: &NewPermissions) -> Result<Permission> {
     check_size(input)?;
     if !input.public && !organization::all_registered(tx, &input.authorized_ids)? {
-        return Err(OrcError::bad_request("invalid permission input values"));
+        return Err(LogicError::bad_request("invalid permission input values"));
     }
     let mut authorized_ids = input.authorized_ids.clone();
     if !authorized_ids.iter().any(|id| id == owner) {
@@ -29,7 +29,7 @@ pub const MAX_AUTHORIZED_IDS: usize = 1_000;
 pub fn check_size(input: &NewPermissions) -> Result<()> {
     let given = input.authorized_ids.len();
     if given > MAX_AUTHORIZED_IDS {
-        return Err(OrcError::invalid(
+        return Err(LogicError::invalid(
             "permissions",
             format!("authorized_ids: at most {MAX_AUTHORIZED_IDS} organizations ({given} given)"),
         ));

@@ -4,7 +4,7 @@
 use orchestrator_proto::ProfilingStep;
 
 use crate::asset;
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::tx::Tx;
 use crate::validation::{FieldErrors, require_name, require_present, require_uuid};
 
@@ -16,7 +16,7 @@ pub fn register(tx: &mut Tx<'_>, step: ProfilingStep) -> Result<()> {
     require_name(&mut errs, "step", &step.step);
     require_present(&mut errs, "duration", step.duration > 0);
     if let Some(msg) = errs.into_message() {
-        return Err(OrcError::invalid(VALIDATION_KIND, msg));
+        return Err(LogicError::invalid(VALIDATION_KIND, msg));
     }
     asset::emit_created(tx, step);
     Ok(())

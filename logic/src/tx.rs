@@ -6,18 +6,11 @@ use orchestrator_proto::{AssetKind, Event, EventKind, event};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::host::{Host, MAX_VALUE_BYTES, ScanPage, key_fault};
 use crate::validation::{cut_at_char, go_quote};
 
-/// Per-call context given by the host (the WIT `context` record).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Context {
-    pub msp_id: String,
-    pub channel: String,
-    pub tx_id: String,
-    pub tx_time_micros: i64,
-}
+pub use orchestrator_contract::Context;
 
 /// A call in progress.
 pub struct Tx<'a> {
@@ -133,7 +126,7 @@ impl<'a> Tx<'a> {
         refuse_unstorable(key)?;
         // The fields that can grow are capped by validation; this catches what adds up.
         if value.len() > MAX_VALUE_BYTES {
-            return Err(OrcError::invalid_asset(format!(
+            return Err(LogicError::invalid_asset(format!(
                 "the asset takes {} bytes once encoded, over the {MAX_VALUE_BYTES} bytes an asset may take",
                 value.len()
             )));
@@ -207,13 +200,13 @@ fn common_prefix<'k>(start: &'k str, end: &str) -> &'k str {
 /// A write under a key built from input that the validation let through: the input's fault.
 fn refuse_unstorable(key: &str) -> Result<()> {
     match key_fault(key) {
-        Some(fault) => Err(OrcError::invalid_asset(format!("a field used as a key {fault}: {}", go_quote(key)))),
+        Some(fault) => Err(LogicError::invalid_asset(format!("a field used as a key {fault}: {}", go_quote(key)))),
         None => Ok(()),
     }
 }
 
 fn decode_stored<M: Message + Default>(key: &str, bytes: &[u8]) -> Result<M> {
-    M::decode(bytes).map_err(|e| OrcError::internal(format!("corrupt state at {key:?}: {e}")))
+    M::decode(bytes).map_err(|e| LogicError::internal(format!("corrupt state at {key:?}: {e}")))
 }
 
 pub fn micros_to_timestamp(micros: i64) -> prost_types::Timestamp {

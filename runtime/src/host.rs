@@ -2,8 +2,8 @@
 
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
-use crate::overlay::{Overlay, StateError};
-use crate::{BackendError, Context, ErrorKind, LogicError, StateBackend, StateWrite};
+use crate::overlay::Overlay;
+use crate::{BackendError, StateBackend, StateWrite};
 
 /// Generated bindings of the `orchestrator` world (private: the crate's API mirrors them).
 pub(crate) mod bindings {
@@ -16,6 +16,8 @@ pub(crate) mod bindings {
 }
 
 use bindings::substra::orchestrator::{events, state, types};
+
+orchestrator_contract::wit_conversions!(types: bindings::substra::orchestrator::types, state: bindings::substra::orchestrator::state);
 
 /// Host state of one call's store.
 pub(crate) struct HostState {
@@ -52,16 +54,6 @@ pub(crate) struct CallOutput {
     pub failure: Option<BackendError>,
 }
 
-impl From<StateError> for state::StateError {
-    fn from(error: StateError) -> Self {
-        match error {
-            StateError::InvalidKey(message) => state::StateError::InvalidKey(message),
-            StateError::ValueTooLarge(size) => state::StateError::ValueTooLarge(size),
-            StateError::Backend(message) => state::StateError::Backend(message),
-        }
-    }
-}
-
 impl state::Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, state::StateError> {
         Ok(self.overlay.get(&key).await?)
@@ -86,11 +78,7 @@ impl state::Host for HostState {
         limit: u32,
         cursor: Option<String>,
     ) -> Result<state::ScanPage, state::StateError> {
-        let page = self.overlay.scan(&start, &end, limit, cursor.as_deref()).await?;
-        Ok(state::ScanPage {
-            entries: page.entries.into_iter().map(|(key, value)| state::Entry { key, value }).collect(),
-            next_cursor: page.next_cursor,
-        })
+        Ok(self.overlay.scan(&start, &end, limit, cursor.as_deref()).await?.into())
     }
 }
 
@@ -101,44 +89,3 @@ impl events::Host for HostState {
 }
 
 impl types::Host for HostState {}
-
-impl From<&Context> for types::Context {
-    fn from(ctx: &Context) -> Self {
-        types::Context {
-            msp_id: ctx.msp_id.clone(),
-            channel: ctx.channel.clone(),
-            tx_id: ctx.tx_id.clone(),
-            tx_time_micros: ctx.tx_time_micros,
-        }
-    }
-}
-
-impl From<types::ErrorKind> for ErrorKind {
-    fn from(kind: types::ErrorKind) -> Self {
-        use types::ErrorKind as W;
-        match kind {
-            W::NotFound => ErrorKind::NotFound,
-            W::BadRequest => ErrorKind::BadRequest,
-            W::Conflict => ErrorKind::Conflict,
-            W::Internal => ErrorKind::Internal,
-            W::Unimplemented => ErrorKind::Unimplemented,
-            W::InvalidAsset => ErrorKind::InvalidAsset,
-            W::PermissionDenied => ErrorKind::PermissionDenied,
-            W::IncompatibleTaskStatus => ErrorKind::IncompatibleTaskStatus,
-            W::CannotDisableModel => ErrorKind::CannotDisableModel,
-            W::MissingTaskOutput => ErrorKind::MissingTaskOutput,
-            W::IncompatibleKind => ErrorKind::IncompatibleKind,
-            W::CannotDisableOutput => ErrorKind::CannotDisableOutput,
-            W::TerminatedComputePlan => ErrorKind::TerminatedComputePlan,
-            W::TerminatedComputeTask => ErrorKind::TerminatedComputeTask,
-            W::Unknown => ErrorKind::Unknown,
-            W::MalformedRequest => ErrorKind::MalformedRequest,
-        }
-    }
-}
-
-impl From<types::Error> for LogicError {
-    fn from(error: types::Error) -> Self {
-        LogicError { kind: error.kind.into(), message: error.message }
-    }
-}

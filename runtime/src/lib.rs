@@ -42,66 +42,7 @@ pub type StateEntry = (String, Vec<u8>);
 /// A net write of a call: `Some(value)` = put, `None` = delete.
 pub type StateWrite = (String, Option<Vec<u8>>);
 
-/// Call context (mirrors the WIT record).
-#[derive(Clone, Debug)]
-pub struct Context {
-    /// MSP id of the caller.
-    pub msp_id: String,
-    /// Channel the call is scoped to.
-    pub channel: String,
-    /// Transaction id, unique per call attempt.
-    pub tx_id: String,
-    /// Transaction time in microseconds since the Unix epoch.
-    pub tx_time_micros: i64,
-}
-
-/// Mirrors the WIT `error-kind` enum one to one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// OE0002
-    NotFound,
-    /// OE0003
-    BadRequest,
-    /// OE0006
-    Conflict,
-    /// OE0007
-    Internal,
-    /// OE0010
-    Unimplemented,
-    /// OE0101
-    InvalidAsset,
-    /// OE0102
-    PermissionDenied,
-    /// OE0104
-    IncompatibleTaskStatus,
-    /// OE0105
-    CannotDisableModel,
-    /// OE0106
-    MissingTaskOutput,
-    /// OE0107
-    IncompatibleKind,
-    /// OE0108
-    CannotDisableOutput,
-    /// OE0109
-    TerminatedComputePlan,
-    /// OE0110
-    TerminatedComputeTask,
-    /// A plain error without OE code.
-    Unknown,
-    /// The request bytes are not a valid protobuf encoding of the method's message.
-    MalformedRequest,
-}
-
-/// A business error returned by the logic. `message` is the full gRPC status message
-/// (OE prefix included).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct LogicError {
-    /// The error class, which the host maps to a gRPC status code.
-    pub kind: ErrorKind,
-    /// The complete status message.
-    pub message: String,
-}
+pub use orchestrator_contract::{Context, ErrorKind, LogicError};
 
 /// One entry of the component's method table.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,32 +9,11 @@ use std::ops::Bound;
 
 use crate::{BackendError, StateBackend, StateEntry, StateWrite};
 
-/// Longest key the logic may use, in bytes.
-pub const MAX_KEY_BYTES: usize = 1024;
-/// Largest value the logic may store, in bytes.
-pub const MAX_VALUE_BYTES: usize = 4 << 20;
-/// Page size of a scan called with `limit` 0.
-pub const DEFAULT_SCAN_LIMIT: u32 = 1000;
-/// Slack allowed on scan bounds over [`MAX_KEY_BYTES`] (room for one upper-bound character
-/// after a maximal prefix).
-const BOUND_SLACK_BYTES: usize = 4;
+pub use orchestrator_contract::{DEFAULT_SCAN_LIMIT, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use orchestrator_contract::{SCAN_BOUND_SLACK_BYTES as BOUND_SLACK_BYTES, ScanPage, StateError};
+
 /// How much of an offending key an error message quotes.
 const QUOTED_KEY_BYTES: usize = 128;
-
-/// Mirrors the WIT `state-error` variant.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum StateError {
-    InvalidKey(String),
-    ValueTooLarge(u64),
-    Backend(String),
-}
-
-/// One page of a scan (mirrors the WIT `scan-page` record).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ScanPage {
-    pub entries: Vec<StateEntry>,
-    pub next_cursor: Option<String>,
-}
 
 /// Net writes of a call, by key: `Some` = put, `None` = delete.
 pub(crate) type WriteSet = BTreeMap<String, Option<Vec<u8>>>;

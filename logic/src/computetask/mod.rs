@@ -35,7 +35,7 @@ mod state;
 use orchestrator_proto::{ComputeTask, ComputeTaskStatus, GetTaskParam, compute_task_input};
 use prost::Message;
 
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::keys;
 use crate::tx::{Tx, timestamp_to_micros};
 
@@ -103,7 +103,7 @@ pub fn get(tx: &mut Tx<'_>, req: GetTaskParam) -> Result<ComputeTask> {
 /// The task's record, or NOT_FOUND. A task is stored as its record, not as the `ComputeTask`
 /// events carry, so it has its own load and store rather than `asset::load`/`asset::store`.
 pub fn load_record(tx: &mut Tx<'_>, key: &str) -> Result<TaskRecord> {
-    tx.load(&keys::computetask(key))?.ok_or_else(|| OrcError::not_found(ASSET, key))
+    tx.load(&keys::computetask(key))?.ok_or_else(|| LogicError::not_found(ASSET, key))
 }
 
 /// Records of many tasks in one state call (one result per key, in order).

@@ -11,7 +11,7 @@ use orchestrator_proto::{
 
 use super::{OutputAsset, TaskRecord, children_prefix, load_record, load_records, status_of};
 use crate::asset::{self, load};
-use crate::error::{ErrorKind, OrcError, Result};
+use crate::error::{ErrorKind, LogicError, Result};
 use crate::keys;
 use crate::model;
 use crate::pagination::scan_all_keys;
@@ -44,7 +44,7 @@ pub fn input_assets(tx: &mut Tx<'_>, req: GetTaskInputAssetsParam) -> Result<Get
     let record = load_record(tx, &req.compute_task_key)?;
     let status = record.status();
     if !INPUTS_DEFINED.contains(&status) {
-        return Err(OrcError::bad_request(format!(
+        return Err(LogicError::bad_request(format!(
             "Task inputs may not be defined in current task status ({})",
             go_quote(status.as_str_name())
         )));
@@ -59,7 +59,7 @@ pub fn input_assets(tx: &mut Tx<'_>, req: GetTaskInputAssetsParam) -> Result<Get
     let mut assets = Vec::with_capacity(record.task.inputs.len());
     for input in &record.task.inputs {
         let Some(function_input) = function.inputs.get(&input.identifier) else {
-            return Err(OrcError::internal("missing function input"));
+            return Err(LogicError::internal("missing function input"));
         };
         match &input.r#ref {
             Some(compute_task_input::Ref::AssetKey(key)) => {
@@ -67,13 +67,13 @@ pub fn input_assets(tx: &mut Tx<'_>, req: GetTaskInputAssetsParam) -> Result<Get
             }
             Some(compute_task_input::Ref::ParentTaskOutput(parent)) => {
                 let Some(parent_record) = parent_records.get(&parent.parent_task_key) else {
-                    return Err(OrcError::not_found(super::ASSET, &parent.parent_task_key));
+                    return Err(LogicError::not_found(super::ASSET, &parent.parent_task_key));
                 };
                 for asset in parent_record.output_assets.iter().filter(|a| a.identifier == parent.output_identifier) {
                     assets.push(input_asset(tx, asset.asset_kind, &asset.asset_key, &input.identifier)?);
                 }
             }
-            None => return Err(OrcError::unimplemented("unsupported input type: <nil>")),
+            None => return Err(LogicError::unimplemented("unsupported input type: <nil>")),
         }
     }
     Ok(GetTaskInputAssetsResponse { assets })
@@ -87,7 +87,7 @@ fn input_asset(tx: &mut Tx<'_>, kind: i32, key: &str, identifier: &str) -> Resul
         Ok(AssetKind::AssetDataSample) => Asset::DataSample(load(tx, key)?),
         other => {
             let name = other.map(|k| k.as_str_name()).unwrap_or("ASSET_UNKNOWN");
-            return Err(OrcError::unimplemented(format!("unsupported input kind: {}", go_quote(name))));
+            return Err(LogicError::unimplemented(format!("unsupported input kind: {}", go_quote(name))));
         }
     };
     Ok(ComputeTaskInputAsset { identifier: identifier.to_owned(), asset: Some(asset) })
@@ -103,15 +103,15 @@ fn is_final(status: ComputeTaskStatus) -> bool {
     )
 }
 
-fn cannot_disable(text: impl std::fmt::Display) -> OrcError {
-    OrcError::new(ErrorKind::CannotDisableOutput, text)
+fn cannot_disable(text: impl std::fmt::Display) -> LogicError {
+    LogicError::new(ErrorKind::CannotDisableOutput, text)
 }
 
 /// Frees the models of a transient output once every consumer of the task is finished.
 pub fn disable_output(tx: &mut Tx<'_>, req: DisableOutputParam) -> Result<DisableOutputResponse> {
     let record = load_record(tx, &req.compute_task_key)?;
     if record.task.worker != tx.requester() {
-        return Err(OrcError::permission_denied("only the worker can disable a task output"));
+        return Err(LogicError::permission_denied("only the worker can disable a task output"));
     }
     if !is_final(record.status()) {
         return Err(cannot_disable("cannot disable asset: task not in final state"));

@@ -12,7 +12,7 @@ use super::{
     IndexEntry, created_prefix, function_prefix, function_status_prefix, plan_prefix, plan_status_prefix,
     status_prefix, worker_prefix, worker_status_prefix,
 };
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::keys;
 use crate::pagination::{PageStart, effective_page_size, parse_token};
 use crate::tx::Tx;
@@ -66,7 +66,7 @@ impl Plan {
             return Ok(true);
         }
         let entry = IndexEntry::decode(value)
-            .map_err(|e| OrcError::internal(format!("corrupt index entry at {key:?}: {e}")))?;
+            .map_err(|e| LogicError::internal(format!("corrupt index entry at {key:?}: {e}")))?;
         Ok(self.worker.as_ref().is_none_or(|w| *w == entry.worker)
             && self.compute_plan_key.as_ref().is_none_or(|p| *p == entry.compute_plan_key)
             && self.function_key.as_ref().is_none_or(|f| *f == entry.function_key))
@@ -114,7 +114,7 @@ pub fn query(tx: &mut Tx<'_>, req: QueryTasksParam) -> Result<EncodedTasksPage> 
     let record_keys: Vec<String> = entries.iter().map(|k| keys::computetask(keys::last_component(k))).collect();
     let mut tasks = Vec::with_capacity(record_keys.len());
     for (key, record) in record_keys.iter().zip(tx.load_many::<EncodedTaskOfRecord>(&record_keys)?) {
-        let record = record.ok_or_else(|| OrcError::internal(format!("index points to missing {key}")))?;
+        let record = record.ok_or_else(|| LogicError::internal(format!("index points to missing {key}")))?;
         tasks.push(record.task);
     }
     Ok(EncodedTasksPage { tasks, next_page_token })

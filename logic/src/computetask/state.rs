@@ -13,7 +13,7 @@ use super::{
 };
 use crate::asset;
 use crate::computeplan;
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::function::REASON_USER_ACTION;
 use crate::keys;
 use crate::pagination::scan_all_keys;
@@ -98,7 +98,7 @@ pub fn apply_action(tx: &mut Tx<'_>, req: ApplyTaskActionParam) -> Result<ApplyT
     // The log becomes the event's `reason`: event metadata is stored where NUL cannot go
     // (PostgreSQL jsonb), and refusing it here keeps every host alike.
     if req.log.contains('\0') {
-        return Err(OrcError::invalid("compute task action", "log: contains NUL"));
+        return Err(LogicError::invalid("compute task action", "log: contains NUL"));
     }
     let mut record = load_record(tx, &req.compute_task_key)?;
     let requester = tx.requester();
@@ -113,7 +113,7 @@ pub fn apply_action(tx: &mut Tx<'_>, req: ApplyTaskActionParam) -> Result<ApplyT
         _ => None,
     };
     let Some(transition) = permitted else {
-        return Err(OrcError::permission_denied("only task owner can update it"));
+        return Err(LogicError::permission_denied("only task owner can update it"));
     };
     let reason = if req.log.is_empty() { REASON_USER_ACTION } else { req.log.as_str() };
     apply_transition(tx, &mut record, transition, reason, Snapshot::Full)?;
@@ -133,7 +133,7 @@ pub fn apply_transition(
 ) -> Result<()> {
     let from = record.status();
     if !transition.allowed_from(from) {
-        return Err(OrcError::unknown(format!(
+        return Err(LogicError::unknown(format!(
             "event {} inappropriate in current state {}",
             transition.name(),
             from.as_str_name()
@@ -211,7 +211,7 @@ pub fn on_function_status(tx: &mut Tx<'_>, function: &Function, reason: &str) ->
     for chunk in task_keys.chunks(CHUNK) {
         let mut records = Vec::with_capacity(chunk.len());
         for (key, record) in chunk.iter().zip(load_records(tx, chunk)?) {
-            records.push(record.ok_or_else(|| OrcError::internal(format!("index points to missing {ASSET} {key}")))?);
+            records.push(record.ok_or_else(|| LogicError::internal(format!("index points to missing {ASSET} {key}")))?);
         }
         match transition {
             Some(transition) => {

@@ -13,14 +13,14 @@ use std::ops::Bound;
 use orchestrator_proto::Event;
 use prost::Message;
 
-use crate::error::OrcError;
+use crate::error::LogicError;
 use crate::host::{Host, MAX_KEY_BYTES, SCAN_BOUND_SLACK_BYTES, ScanPage, StateError, key_fault};
 use crate::tx::Context;
 
 /// Something that runs API calls with commit-on-success semantics.
 pub trait Driver {
     /// Run one call as `msp` on `channel`; its writes and events commit only if it succeeds.
-    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError>;
+    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, LogicError>;
     /// Every committed event so far, in commit and emission order.
     fn events(&self) -> Vec<Event>;
 }
@@ -32,9 +32,9 @@ pub fn call<Req: Message, Resp: Message + Default>(
     channel: &str,
     method: &str,
     request: &Req,
-) -> Result<Resp, OrcError> {
+) -> Result<Resp, LogicError> {
     let bytes = driver.call_raw(msp, channel, method, &request.encode_to_vec())?;
-    Resp::decode(bytes.as_slice()).map_err(|e| OrcError::internal(format!("bad response: {e}")))
+    Resp::decode(bytes.as_slice()).map_err(|e| LogicError::internal(format!("bad response: {e}")))
 }
 
 /// Committed state of one channel.
@@ -196,7 +196,7 @@ impl Harness {
 
     /// Runs one call in the given context (tx id and time chosen by the caller, so that two
     /// drivers can run the same call alike); commits on success like [`Driver::call_raw`].
-    pub fn call_in(&mut self, ctx: &Context, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError> {
+    pub fn call_in(&mut self, ctx: &Context, method: &str, request: &[u8]) -> Result<Vec<u8>, LogicError> {
         let state = self.channels.entry(ctx.channel.clone()).or_default();
         let mut host = MemHost::new(&state.entries);
         let response = crate::api::invoke(ctx, &mut host, method, request)?;
@@ -208,7 +208,7 @@ impl Harness {
             };
         }
         for bytes in events {
-            let event = Event::decode(bytes.as_slice()).map_err(|e| OrcError::internal(format!("bad event: {e}")))?;
+            let event = Event::decode(bytes.as_slice()).map_err(|e| LogicError::internal(format!("bad event: {e}")))?;
             self.events.push(event);
         }
         Ok(response)
@@ -216,7 +216,7 @@ impl Harness {
 }
 
 impl Driver for Harness {
-    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError> {
+    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, LogicError> {
         self.calls += 1;
         self.clock_micros += 1_000;
         let ctx = Context {

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use orchestrator_proto::{ComputeTask, NewComputeTask, RegisterTasksParam, RegisterTasksResponse};
 
 use super::{ASSET, TaskRecord, insert, load_records, parent_keys};
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::tx::{Tx, timestamp_to_micros};
 use crate::{asset, function, organization};
 use create::{create_task, permission_with_owner};
@@ -34,11 +34,11 @@ use prefetch::{World, prefetch_known};
 pub fn register(tx: &mut Tx<'_>, req: RegisterTasksParam) -> Result<RegisterTasksResponse> {
     let new_tasks = req.tasks;
     if new_tasks.is_empty() {
-        return Err(OrcError::bad_request("no task to register"));
+        return Err(LogicError::bad_request("no task to register"));
     }
     for task in &new_tasks {
         if let Some(details) = validate(task) {
-            return Err(OrcError::invalid(ASSET, details));
+            return Err(LogicError::invalid(ASSET, details));
         }
     }
 
@@ -52,7 +52,7 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterTasksParam) -> Result<RegisterTask
     let mut seen = BTreeSet::new();
     for task in &new_tasks {
         if !seen.insert(task.key.as_str()) {
-            return Err(OrcError::already_exists(ASSET, &task.key));
+            return Err(LogicError::already_exists(ASSET, &task.key));
         }
     }
 
@@ -75,7 +75,7 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterTasksParam) -> Result<RegisterTask
         .collect();
     let order =
         topological_order(&parents_of, &batch_index, |p| stored_parents.contains_key(p)).map_err(|unsorted| {
-            OrcError::invalid_asset(format!(
+            LogicError::invalid_asset(format!(
                 "cyclic dependency in compute plan graph or unknown task parent, unsorted_tasks_count: {unsorted}"
             ))
         })?;
@@ -83,7 +83,7 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterTasksParam) -> Result<RegisterTask
     let owner = tx.requester().to_owned();
     let world = World::fetch(tx, &owner, &new_tasks, stored_parents)?;
     if !world.organizations.contains(&owner) {
-        return Err(OrcError::not_found(organization::ASSET, &owner));
+        return Err(LogicError::not_found(organization::ASSET, &owner));
     }
 
     let now = tx.now();
@@ -125,7 +125,7 @@ fn resend(
     stored: Vec<Option<TaskRecord>>,
     first: usize,
 ) -> Result<RegisterTasksResponse> {
-    let conflict = || OrcError::already_exists(ASSET, &new_tasks[first].key);
+    let conflict = || LogicError::already_exists(ASSET, &new_tasks[first].key);
     let mut tasks = Vec::with_capacity(stored.len());
     for (new, record) in new_tasks.iter().zip(stored) {
         match record {

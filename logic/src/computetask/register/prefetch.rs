@@ -10,7 +10,7 @@ use orchestrator_proto::{
 };
 
 use crate::computetask::{TaskRecord, parent_keys, status_of};
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::tx::Tx;
 use crate::{datamanager, function, keys, model};
 
@@ -138,15 +138,18 @@ impl World {
     }
 
     pub(super) fn function(&self, key: &str) -> Result<&Function> {
-        self.functions.get(key).and_then(Option::as_ref).ok_or_else(|| OrcError::not_found(function::ASSET, key))
+        self.functions.get(key).and_then(Option::as_ref).ok_or_else(|| LogicError::not_found(function::ASSET, key))
     }
 
     pub(super) fn data_manager(&self, key: &str) -> Result<&DataManager> {
-        self.data_managers.get(key).and_then(Option::as_ref).ok_or_else(|| OrcError::not_found(datamanager::ASSET, key))
+        self.data_managers
+            .get(key)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| LogicError::not_found(datamanager::ASSET, key))
     }
 
     pub(super) fn model(&self, key: &str) -> Result<&Model> {
-        self.models.get(key).and_then(Option::as_ref).ok_or_else(|| OrcError::not_found(model::ASSET, key))
+        self.models.get(key).and_then(Option::as_ref).ok_or_else(|| LogicError::not_found(model::ASSET, key))
     }
 }
 
