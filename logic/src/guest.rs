@@ -3,8 +3,8 @@
 
 #![allow(unsafe_code)] // generated bindings
 
-use crate::host::{Host, ScanPage, StateError};
-use crate::{api, tx};
+use crate::imports::{Imports, ScanPage, StateError};
+use crate::{api, call};
 
 wit_bindgen::generate!({
     world: "orchestrator",
@@ -17,9 +17,9 @@ use substra::orchestrator::{events, state, types};
 orchestrator_contract::wit_conversions!(types: substra::orchestrator::types, state: substra::orchestrator::state);
 
 /// The host behind the WIT imports.
-struct WitHost;
+struct WitImports;
 
-impl Host for WitHost {
+impl Imports for WitImports {
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         Ok(state::get(key)?)
     }
@@ -52,8 +52,8 @@ impl Guest for Component {
     }
 
     fn invoke(ctx: types::Context, method: String, request: Vec<u8>) -> Result<Vec<u8>, types::Error> {
-        let ctx = tx::Context::from(ctx);
-        api::invoke(&ctx, &mut WitHost, &method, &request).map_err(types::Error::from)
+        let ctx = call::Context::from(ctx);
+        api::invoke(&ctx, &mut WitImports, &method, &request).map_err(types::Error::from)
     }
 }
 

@@ -13,11 +13,11 @@ use orchestrator_proto::{
 };
 
 use crate::asset::{self, load, store};
+use crate::call::Call;
 use crate::computetask::{self, OutputAsset, TaskRecord};
 use crate::datamanager::addressable_parts;
 use crate::error::{LogicError, Result};
 use crate::keys;
-use crate::tx::Tx;
 use crate::validation::{FieldErrors, go_quote, require_addressable, require_present, require_uuid};
 
 pub const ASSET: &str = "model";
@@ -36,20 +36,20 @@ fn validate(new: &NewModel) -> Result<()> {
 }
 
 /// RegisterModel (deprecated): RegisterModels with one model.
-pub fn register_one(tx: &mut Tx<'_>, new: NewModel) -> Result<Model> {
-    let mut models = register(tx, RegisterModelsParam { models: vec![new] })?.models;
+pub fn register_one(call: &mut Call<'_>, new: NewModel) -> Result<Model> {
+    let mut models = register(call, RegisterModelsParam { models: vec![new] })?.models;
     models.pop().ok_or_else(|| LogicError::internal("no model registered"))
 }
 
 /// RegisterModels: every model of the batch belongs to the task of the first one; all or none.
-pub fn register(tx: &mut Tx<'_>, req: RegisterModelsParam) -> Result<RegisterModelsResponse> {
+pub fn register(call: &mut Call<'_>, req: RegisterModelsParam) -> Result<RegisterModelsResponse> {
     // The reference indexes the first element unconditionally (and crashes on an empty list).
     let Some(first) = req.models.first() else {
         return Err(LogicError::invalid(ASSET, "models: cannot be blank."));
     };
-    let mut record = computetask::load_record(tx, &first.compute_task_key)?;
+    let mut record = computetask::load_record(call, &first.compute_task_key)?;
     let task_key = record.task.key.clone();
-    let requester = tx.requester().to_owned();
+    let requester = call.requester().to_owned();
 
     // Assets already registered per output (the single-output rule counts them with the batch's).
     let mut per_output: BTreeMap<String, usize> = BTreeMap::new();
@@ -85,7 +85,7 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterModelsParam) -> Result<RegisterMod
         };
         let f = match &function {
             Some(f) => f,
-            None => function.insert(load::<Function>(tx, &record.task.function_key)?),
+            None => function.insert(load::<Function>(call, &record.task.function_key)?),
         };
         let Some(function_output) = f.outputs.get(identifier) else {
             return Err(LogicError::internal(format!(
@@ -119,40 +119,40 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterModelsParam) -> Result<RegisterMod
             address: new.address.clone(),
             permissions: output.permissions.clone(),
             owner: requester.clone(),
-            creation_date: Some(tx.now()),
+            creation_date: Some(call.now()),
         });
     }
     let model_keys: Vec<String> = models.iter().map(|m| keys::model(&m.key)).collect();
-    if let Some(pos) = tx.exist_many(&model_keys)?.iter().position(|exists| *exists) {
+    if let Some(pos) = call.exist_many(&model_keys)?.iter().position(|exists| *exists) {
         return Err(LogicError::already_exists(ASSET, &models[pos].key));
     }
 
     for (model, new) in models.iter().zip(&req.models) {
-        store(tx, model)?;
-        asset::emit_created(tx, model.clone());
+        store(call, model)?;
+        asset::emit_created(call, model.clone());
         computetask::add_output_asset(
-            tx,
+            call,
             &mut record,
             &new.compute_task_output_identifier,
             AssetKind::AssetModel,
             &model.key,
         );
     }
-    computetask::store_record(tx, &record)?;
+    computetask::store_record(call, &record)?;
     Ok(RegisterModelsResponse { models })
 }
 
-pub fn get(tx: &mut Tx<'_>, req: GetModelParam) -> Result<Model> {
-    load(tx, &req.key)
+pub fn get(call: &mut Call<'_>, req: GetModelParam) -> Result<Model> {
+    load(call, &req.key)
 }
 
 /// Every model the task registered, on any output, in registration order; an unknown task has
 /// none.
-pub fn task_output_models(tx: &mut Tx<'_>, req: GetComputeTaskModelsParam) -> Result<GetComputeTaskModelsResponse> {
-    let Some(record) = tx.load::<TaskRecord>(&keys::computetask(&req.compute_task_key))? else {
+pub fn task_output_models(call: &mut Call<'_>, req: GetComputeTaskModelsParam) -> Result<GetComputeTaskModelsResponse> {
+    let Some(record) = call.load::<TaskRecord>(&keys::computetask(&req.compute_task_key))? else {
         return Ok(GetComputeTaskModelsResponse { models: Vec::new() });
     };
-    let models = load_assets(tx, &models_of(&record.output_assets))?;
+    let models = load_assets(call, &models_of(&record.output_assets))?;
     Ok(GetComputeTaskModelsResponse { models })
 }
 
@@ -163,9 +163,9 @@ pub fn models_of(assets: &[OutputAsset]) -> Vec<String> {
 
 /// Many models by key in one state call; a missing one is an internal error (a task record
 /// points to it).
-pub fn load_assets(tx: &mut Tx<'_>, model_keys: &[String]) -> Result<Vec<Model>> {
+pub fn load_assets(call: &mut Call<'_>, model_keys: &[String]) -> Result<Vec<Model>> {
     let record_keys: Vec<String> = model_keys.iter().map(|k| keys::model(k)).collect();
-    tx.load_many::<Model>(&record_keys)?
+    call.load_many::<Model>(&record_keys)?
         .into_iter()
         .zip(model_keys)
         .map(|(m, k)| m.ok_or_else(|| LogicError::internal(format!("task output points to missing model {k}"))))
@@ -173,10 +173,10 @@ pub fn load_assets(tx: &mut Tx<'_>, model_keys: &[String]) -> Result<Vec<Model>>
 }
 
 /// Frees a model's storage: its address is removed; MODEL/DISABLED carries the model without it.
-pub fn disable(tx: &mut Tx<'_>, mut model: Model) -> Result<()> {
+pub fn disable(call: &mut Call<'_>, mut model: Model) -> Result<()> {
     model.address = None;
-    store(tx, &model)?;
-    asset::emit(tx, EventKind::EventAssetDisabled, model, BTreeMap::new());
+    store(call, &model)?;
+    asset::emit(call, EventKind::EventAssetDisabled, model, BTreeMap::new());
     Ok(())
 }
 

@@ -4,13 +4,13 @@
 use orchestrator_proto::ProfilingStep;
 
 use crate::asset;
+use crate::call::Call;
 use crate::error::{LogicError, Result};
-use crate::tx::Tx;
 use crate::validation::{FieldErrors, require_name, require_present, require_uuid};
 
 const VALIDATION_KIND: &str = "profiling_step";
 
-pub fn register(tx: &mut Tx<'_>, step: ProfilingStep) -> Result<()> {
+pub fn register(call: &mut Call<'_>, step: ProfilingStep) -> Result<()> {
     let mut errs = FieldErrors::new();
     require_uuid(&mut errs, "asset_key", &step.asset_key);
     require_name(&mut errs, "step", &step.step);
@@ -18,6 +18,6 @@ pub fn register(tx: &mut Tx<'_>, step: ProfilingStep) -> Result<()> {
     if let Some(msg) = errs.into_message() {
         return Err(LogicError::invalid(VALIDATION_KIND, msg));
     }
-    asset::emit_created(tx, step);
+    asset::emit_created(call, step);
     Ok(())
 }

@@ -29,8 +29,8 @@ use super::record::Recording;
 use super::scenarios::{CHANNEL, ORG1, ORG2, OTHER_CHANNEL, UNREGISTERED};
 use super::wire::{Field, Payload, encode, is_message, key, parse, varint};
 use crate::api::{METHODS, find};
+use crate::call::Context;
 use crate::error::{ErrorKind, LogicError, MAX_MESSAGE_BYTES};
-use crate::tx::Context;
 
 /// Cases run on one copy of a world before the next copy.
 pub const BURST: u64 = 64;

@@ -13,9 +13,9 @@ use std::ops::Bound;
 use orchestrator_proto::Event;
 use prost::Message;
 
+use crate::call::Context;
 use crate::error::LogicError;
-use crate::host::{Host, MAX_KEY_BYTES, SCAN_BOUND_SLACK_BYTES, ScanPage, StateError, key_fault};
-use crate::tx::Context;
+use crate::imports::{Imports, MAX_KEY_BYTES, SCAN_BOUND_SLACK_BYTES, ScanPage, StateError, key_fault};
 
 /// Something that runs API calls with commit-on-success semantics.
 pub trait Driver {
@@ -47,15 +47,15 @@ pub struct MemState {
 pub type WriteSet = BTreeMap<String, Option<Vec<u8>>>;
 
 /// The host of one call: the committed state plus this call's overlay.
-pub struct MemHost<'a> {
+pub struct MemImports<'a> {
     committed: &'a BTreeMap<String, Vec<u8>>,
     overlay: WriteSet,
     events: Vec<Vec<u8>>,
 }
 
-impl<'a> MemHost<'a> {
+impl<'a> MemImports<'a> {
     pub fn new(committed: &'a BTreeMap<String, Vec<u8>>) -> Self {
-        MemHost { committed, overlay: BTreeMap::new(), events: Vec::new() }
+        MemImports { committed, overlay: BTreeMap::new(), events: Vec::new() }
     }
 
     /// The call's net writes and events, to apply on success.
@@ -80,7 +80,7 @@ fn check_bound(bound: &str) -> Result<(), StateError> {
     Ok(())
 }
 
-impl Host for MemHost<'_> {
+impl Imports for MemImports<'_> {
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         check_key(key)?;
         Ok(match self.overlay.get(key) {
@@ -194,11 +194,11 @@ impl Harness {
         }
     }
 
-    /// Runs one call in the given context (tx id and time chosen by the caller, so that two
+    /// Runs one call in the given context (transaction id and time chosen by the caller, so that two
     /// drivers can run the same call alike); commits on success like [`Driver::call_raw`].
     pub fn call_in(&mut self, ctx: &Context, method: &str, request: &[u8]) -> Result<Vec<u8>, LogicError> {
         let state = self.channels.entry(ctx.channel.clone()).or_default();
-        let mut host = MemHost::new(&state.entries);
+        let mut host = MemImports::new(&state.entries);
         let response = crate::api::invoke(ctx, &mut host, method, request)?;
         let (writes, events) = host.into_parts();
         for (key, value) in writes {

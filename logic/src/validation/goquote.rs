@@ -2,7 +2,7 @@
 //! messages use) and the cut that keeps a quoted input short.
 //!
 //! Every module that names client input in an error (validation, pagination, the asset
-//! modules, `tx.rs`, `error.rs`) uses these, not only the field rules.
+//! modules, `call.rs`, `error.rs`) uses these, not only the field rules.
 
 use std::fmt::Write as _;
 

@@ -424,12 +424,3 @@ fn overlay_matches_a_btreemap_model() {
         }
     }
 }
-
-/// The WIT state limits are written twice, here (the host enforcing them) and in the logic
-/// (which must not ask for keys no host accepts); they must agree.
-#[test]
-fn limits_agree_with_the_logic() {
-    assert_eq!(MAX_KEY_BYTES, orchestrator_logic::host::MAX_KEY_BYTES);
-    assert_eq!(MAX_VALUE_BYTES, orchestrator_logic::host::MAX_VALUE_BYTES);
-    assert_eq!(BOUND_SLACK_BYTES, orchestrator_logic::host::SCAN_BOUND_SLACK_BYTES);
-}

@@ -7,24 +7,24 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::error::{LogicError, Result};
-use crate::host::{Host, MAX_VALUE_BYTES, ScanPage, key_fault};
+use crate::imports::{Imports, MAX_VALUE_BYTES, ScanPage, key_fault};
 use crate::validation::{cut_at_char, go_quote};
 
 pub use orchestrator_contract::Context;
 
 /// A call in progress.
-pub struct Tx<'a> {
+pub struct Call<'a> {
     ctx: &'a Context,
-    host: &'a mut dyn Host,
+    host: &'a mut dyn Imports,
     events_emitted: u32,
-    /// Values fetched ahead by [`Tx::prefetch`], served until the key is written (then read
+    /// Values fetched ahead by [`Call::prefetch`], served until the key is written (then read
     /// from the host again), so read-your-writes holds.
     prefetched: BTreeMap<String, Option<Vec<u8>>>,
 }
 
-impl<'a> Tx<'a> {
-    pub fn new(ctx: &'a Context, host: &'a mut dyn Host) -> Self {
-        Tx { ctx, host, events_emitted: 0, prefetched: BTreeMap::new() }
+impl<'a> Call<'a> {
+    pub fn new(ctx: &'a Context, host: &'a mut dyn Imports) -> Self {
+        Call { ctx, host, events_emitted: 0, prefetched: BTreeMap::new() }
     }
 
     /// Fetches `keys` in one state call for the reads that follow. Every state call is a round
@@ -150,7 +150,7 @@ impl<'a> Tx<'a> {
         Ok(self.host.scan(start, end, limit, cursor)?)
     }
 
-    /// Emit an event: fills the envelope (id derived from the tx id, channel, timestamp).
+    /// Emit an event: fills the envelope (id derived from the transaction id, channel, timestamp).
     /// Assets emit through [`crate::asset::emit`].
     pub fn emit(
         &mut self,
@@ -174,7 +174,7 @@ impl<'a> Tx<'a> {
         self.host.emit(event.encode_to_vec());
     }
 
-    /// Event ids are UUID-shaped and unique, but derived from (tx id, index) rather than random:
+    /// Event ids are UUID-shaped and unique, but derived from (transaction id, index) rather than random:
     /// every Fabric endorser must compute the same events.
     fn next_event_id(&mut self) -> String {
         let mut hasher = Sha256::new();
@@ -237,8 +237,8 @@ mod tests {
 
     use super::*;
     use crate::error::ErrorKind;
-    use crate::host::MAX_KEY_BYTES;
-    use crate::testing::MemHost;
+    use crate::imports::MAX_KEY_BYTES;
+    use crate::testing::MemImports;
 
     fn ctx() -> Context {
         Context { msp_id: "MyOrg1MSP".into(), channel: "mychannel".into(), tx_id: "t".into(), tx_time_micros: 1 }
@@ -247,21 +247,21 @@ mod tests {
     #[test]
     fn unstorable_keys_are_absent_to_reads_and_invalid_to_writes() {
         let committed = BTreeMap::from([("a/b".to_owned(), vec![1])]);
-        let mut host = MemHost::new(&committed);
+        let mut host = MemImports::new(&committed);
         let ctx = ctx();
-        let mut tx = Tx::new(&ctx, &mut host);
+        let mut call = Call::new(&ctx, &mut host);
         let long = "k".repeat(MAX_KEY_BYTES + 1);
         for bad in [long.as_str(), "a\0b"] {
-            assert_eq!(tx.get_raw(bad).expect("read"), None);
-            assert_eq!(tx.exist_many(&[bad.to_owned(), "a/b".to_owned()]).expect("read"), vec![false, true]);
+            assert_eq!(call.get_raw(bad).expect("read"), None);
+            assert_eq!(call.exist_many(&[bad.to_owned(), "a/b".to_owned()]).expect("read"), vec![false, true]);
             let (start, end) = crate::keys::prefix_range(bad);
-            assert!(tx.scan(&start, &end, 10, None).expect("scan").entries.is_empty());
-            let err = tx.put_raw(bad, vec![]).expect_err("write");
+            assert!(call.scan(&start, &end, 10, None).expect("scan").entries.is_empty());
+            let err = call.put_raw(bad, vec![]).expect_err("write");
             assert_eq!(err.kind, ErrorKind::InvalidAsset, "{}", err.message);
             assert!(err.message.len() < 400, "{}", err.message);
         }
-        let err = tx.put_raw("a/c", vec![0; MAX_VALUE_BYTES + 1]).expect_err("too large");
+        let err = call.put_raw("a/c", vec![0; MAX_VALUE_BYTES + 1]).expect_err("too large");
         assert_eq!(err.kind, ErrorKind::InvalidAsset, "{}", err.message);
-        tx.put_raw("a/c", vec![0; MAX_VALUE_BYTES]).expect("the limit itself fits");
+        call.put_raw("a/c", vec![0; MAX_VALUE_BYTES]).expect("the limit itself fits");
     }
 }

@@ -9,7 +9,7 @@ pub use orchestrator_contract::{
 };
 
 /// State and events as the logic sees them; every method is one WIT import call.
-pub trait Host {
+pub trait Imports {
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StateError>;
     /// One result per key, in order.
     fn get_many(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError>;
