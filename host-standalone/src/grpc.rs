@@ -286,32 +286,31 @@ impl Handler {
                 duration_ms = elapsed_ms,
                 "call"
             ),
-            Err(status) if matches!(status.code(), Code::Internal | Code::Unknown) => {
-                tracing::error!(
-                    request_id = %request_id,
-                    method = %method,
-                    mspid,
-                    channel,
-                    code = ?status.code(),
-                    attempts = log.attempts,
-                    logic_sha256 = log.logic_sha256(),
-                    duration_ms = elapsed_ms,
-                    error = status.message(),
-                    "call"
-                );
+            // tracing wants the level as a constant: one line, written once, per level.
+            Err(status) => {
+                macro_rules! failed_call {
+                    ($level:expr) => {
+                        tracing::event!(
+                            $level,
+                            request_id = %request_id,
+                            method = %method,
+                            mspid,
+                            channel,
+                            code = ?status.code(),
+                            attempts = log.attempts,
+                            logic_sha256 = log.logic_sha256(),
+                            duration_ms = elapsed_ms,
+                            error = status.message(),
+                            "call"
+                        )
+                    };
+                }
+                if matches!(status.code(), Code::Internal | Code::Unknown) {
+                    failed_call!(tracing::Level::ERROR)
+                } else {
+                    failed_call!(tracing::Level::WARN)
+                }
             }
-            Err(status) => tracing::warn!(
-                request_id = %request_id,
-                method = %method,
-                mspid,
-                channel,
-                code = ?status.code(),
-                attempts = log.attempts,
-                logic_sha256 = log.logic_sha256(),
-                duration_ms = elapsed_ms,
-                error = status.message(),
-                "call"
-            ),
         }
         result
     }
