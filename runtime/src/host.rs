@@ -2,8 +2,8 @@
 
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
-use crate::overlay::{Overlay, StateError};
-use crate::{BackendError, Context, ErrorKind, LogicError, StateBackend, StateWrite};
+use crate::overlay::{Overlay, OwnedBackend, StateError};
+use crate::{BackendError, Context, ErrorKind, LogicError, StateWrite};
 
 /// Generated bindings of the `orchestrator` world (private: the crate's API mirrors them).
 pub(crate) mod bindings {
@@ -25,7 +25,7 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub fn new(backend: Box<dyn StateBackend>, max_memory_bytes: usize) -> Self {
+    pub fn new(backend: Box<dyn OwnedBackend>, max_memory_bytes: usize) -> Self {
         Self {
             overlay: Overlay::new(backend),
             events: Vec::new(),
@@ -38,10 +38,10 @@ impl HostState {
         }
     }
 
-    /// Ends the call: net writes, events and the first backend failure.
+    /// Ends the call: net writes, events, the first backend failure and the backend.
     pub fn finish(self) -> CallOutput {
-        let (writes, failure) = self.overlay.finish();
-        CallOutput { writes, events: self.events, failure }
+        let (writes, failure, backend) = self.overlay.finish();
+        CallOutput { writes, events: self.events, failure, backend }
     }
 }
 
@@ -50,6 +50,7 @@ pub(crate) struct CallOutput {
     pub writes: Vec<StateWrite>,
     pub events: Vec<Vec<u8>>,
     pub failure: Option<BackendError>,
+    pub backend: Box<dyn OwnedBackend>,
 }
 
 impl From<StateError> for state::StateError {

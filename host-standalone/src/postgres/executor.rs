@@ -152,7 +152,7 @@ pub(super) async fn invoke_with(
         tx_id: uuid::Uuid::new_v4().to_string(),
         tx_time_micros: now_micros(),
     };
-    runtime.invoke(&ctx, &call.method, &call.request, backend).await.map_err(|err| match err {
+    runtime.invoke(&ctx, &call.method, &call.request, backend).await.outcome.map_err(|err| match err {
         RuntimeError::Backend(be) if be.retryable => AttemptError::Retryable(CallError::Database(be.message)),
         RuntimeError::Backend(be) => AttemptError::Final(CallError::Database(be.message)),
         RuntimeError::Trap(message) => AttemptError::Final(CallError::Trap(message)),
