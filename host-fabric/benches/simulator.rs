@@ -140,8 +140,7 @@ impl StandaloneCount {
         let state = self.states.entry(channel.to_owned()).or_default().clone();
         let before = self.calls.load(Ordering::Relaxed);
         let backend = Counting { inner: state.clone(), calls: Arc::clone(&self.calls) };
-        let invocation =
-            self.rt.block_on(self.runtime.invoke(&ctx, method, request, Box::new(backend))).expect("invoke");
+        let invocation = self.rt.block_on(self.runtime.invoke(&ctx, method, request, backend)).outcome.expect("invoke");
         let reads = self.calls.load(Ordering::Relaxed) - before;
         match invocation.result {
             Ok(response) => {

@@ -398,7 +398,7 @@ async fn execute(runtime: &Runtime, message: &ChaincodeMessage, link: &Arc<PeerL
         return Ok(Completion::failed(STATUS_UNKNOWN_METHOD, format!("OE0010: unknown method {method:?}")));
     };
     let backend = PeerBackend { link: Arc::clone(link) };
-    let invocation = match runtime.invoke(&ctx, method, request, Box::new(backend)).await {
+    let invocation = match runtime.invoke(&ctx, method, request, backend).await.outcome {
         Ok(invocation) => invocation,
         Err(RuntimeError::Trap(trap)) => {
             return Ok(Completion::failed(STATUS_INTERNAL, format!("OE0007: logic trapped: {trap}")));

@@ -190,7 +190,7 @@ async fn fuel_of(runtime: &Runtime, backend: &MemoryBackend, msp: &str, method: 
         tx_id: format!("fuel-{method}-{}", backend.len()),
         tx_time_micros: 1_700_000_000_000_000,
     };
-    let invocation = runtime.invoke(&ctx, method, request, backend.boxed()).await.expect("invoke");
+    let invocation = runtime.invoke(&ctx, method, request, backend.clone()).await.outcome.expect("invoke");
     invocation.result.expect("the call succeeds");
     backend.apply(&invocation.writes);
     invocation.fuel_consumed

@@ -2,8 +2,8 @@
 
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
-use crate::overlay::Overlay;
-use crate::{BackendError, StateBackend, StateWrite};
+use crate::overlay::{Overlay, OwnedBackend};
+use crate::{BackendError, StateWrite};
 
 /// Generated bindings of the `orchestrator` world (private: the crate's API mirrors them).
 pub(crate) mod bindings {
@@ -27,7 +27,7 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub fn new(backend: Box<dyn StateBackend>, max_memory_bytes: usize) -> Self {
+    pub fn new(backend: Box<dyn OwnedBackend>, max_memory_bytes: usize) -> Self {
         Self {
             overlay: Overlay::new(backend),
             events: Vec::new(),
@@ -40,10 +40,10 @@ impl HostState {
         }
     }
 
-    /// Ends the call: net writes, events and the first backend failure.
+    /// Ends the call: net writes, events, the first backend failure and the backend.
     pub fn finish(self) -> CallOutput {
-        let (writes, failure) = self.overlay.finish();
-        CallOutput { writes, events: self.events, failure }
+        let (writes, failure, backend) = self.overlay.finish();
+        CallOutput { writes, events: self.events, failure, backend }
     }
 }
 
@@ -52,6 +52,7 @@ pub(crate) struct CallOutput {
     pub writes: Vec<StateWrite>,
     pub events: Vec<Vec<u8>>,
     pub failure: Option<BackendError>,
+    pub backend: Box<dyn OwnedBackend>,
 }
 
 impl state::Host for HostState {

@@ -4,6 +4,7 @@
 //! provides the WIT `state` semantics itself: every read consults the write set first, scans
 //! merge the write set into backend pages, and backends only ever see reads.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -18,9 +19,22 @@ const QUOTED_KEY_BYTES: usize = 128;
 /// Net writes of a call, by key: `Some` = put, `None` = delete.
 pub(crate) type WriteSet = BTreeMap<String, Option<Vec<u8>>>;
 
+/// A backend the runtime can hand back to its owner as the concrete type it was given: the
+/// store of a call must be of one type (the linker's), so the backend travels boxed and is
+/// downcast back after the call.
+pub(crate) trait OwnedBackend: StateBackend {
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+impl<B: StateBackend + 'static> OwnedBackend for B {
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}
+
 /// The state one call sees: its write set over a backend.
 pub(crate) struct Overlay {
-    backend: Box<dyn StateBackend>,
+    backend: Box<dyn OwnedBackend>,
     writes: WriteSet,
     /// The first backend failure; once set every further state call fails without touching the
     /// backend, and the call fails with it whatever the logic answers.
@@ -67,7 +81,7 @@ fn check_value(value: &[u8]) -> Result<(), StateError> {
 }
 
 impl Overlay {
-    pub fn new(backend: Box<dyn StateBackend>) -> Self {
+    pub fn new(backend: Box<dyn OwnedBackend>) -> Self {
         Self { backend, writes: WriteSet::new(), failure: None, read_ahead_cap: usize::MAX }
     }
 
@@ -77,9 +91,10 @@ impl Overlay {
         self
     }
 
-    /// Ends the call: its net writes (sorted by key) and its first backend failure.
-    pub fn finish(self) -> (Vec<StateWrite>, Option<BackendError>) {
-        (self.writes.into_iter().collect(), self.failure)
+    /// Ends the call: its net writes (sorted by key), its first backend failure, and the
+    /// backend itself.
+    pub fn finish(self) -> (Vec<StateWrite>, Option<BackendError>, Box<dyn OwnedBackend>) {
+        (self.writes.into_iter().collect(), self.failure, self.backend)
     }
 
     fn check_healthy(&self) -> Result<(), StateError> {

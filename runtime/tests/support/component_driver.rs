@@ -79,7 +79,7 @@ impl ComponentDriver {
             return Ok(Err(LogicError::unimplemented(format!("unknown method {method:?}"))));
         }
         let backend = self.channels.entry(ctx.channel.clone()).or_default();
-        let invocation = self.tokio.block_on(self.runtime.invoke(&ctx, method, request, backend.boxed()))?;
+        let invocation = self.tokio.block_on(self.runtime.invoke(&ctx, method, request, backend.clone())).outcome?;
         let response = match invocation.result {
             Ok(response) => response,
             Err(e) => return Ok(Err(e)),
