@@ -25,7 +25,8 @@ run: wasm-target
 run-distributed: wasm-target
 	scripts/run-distributed.sh
 
-## Every test: logic (native), the component through the runtime, the gRPC server on PostgreSQL,
+## Every test: logic (native), the component through the runtime (and the runtime's doc example),
+## the embedding example (examples/embedded, run and checked), the gRPC server on PostgreSQL,
 ## and, when FABRIC_BIN_DIR names Fabric 2.5 binaries, both hosts on a real local Fabric network.
 test: wasm-target
 	@if [ -n "$$FABRIC_BIN_DIR" ]; then echo "Fabric tests on a real network: FABRIC_BIN_DIR=$$FABRIC_BIN_DIR"; \

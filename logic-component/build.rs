@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.parent().expect("workspace root").to_path_buf();
-    for watched in ["logic", "proto", "wit"] {
+    for watched in ["contract", "logic", "proto", "wit"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
     println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use base64::Engine;
-use orchestrator_host_fabric::signing::{IdentityError, P256_ORDER, der, normalize_low_s};
+use orchestrator_host_fabric::signing::{IdentityError, der, negate_scalar, normalize_low_s};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 
@@ -161,24 +161,7 @@ pub fn flip_s(signature: &[u8]) -> Result<Vec<u8>, IdentityError> {
     let digits = s.strip_prefix(&[0]).unwrap_or(s);
     let mut s = [0u8; 32];
     s[32 - digits.len()..].copy_from_slice(digits);
-    Ok(der::tlv(0x30, &[der::unsigned_integer(r), der::unsigned_integer(&sub_be(&P256_ORDER, &s))].concat()))
-}
-
-/// a − b for 32-byte big-endian unsigned integers with a ≥ b.
-fn sub_be(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    let mut borrow = 0u16;
-    for i in (0..32).rev() {
-        let (x, y) = (u16::from(a[i]), u16::from(b[i]) + borrow);
-        if x >= y {
-            out[i] = (x - y) as u8;
-            borrow = 0;
-        } else {
-            out[i] = (x + 256 - y) as u8;
-            borrow = 1;
-        }
-    }
-    out
+    Ok(der::tlv(0x30, &[der::unsigned_integer(r), der::unsigned_integer(&negate_scalar(&s))].concat()))
 }
 
 /// PEM armour, 64 base64 characters per line.

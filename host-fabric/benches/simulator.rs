@@ -25,7 +25,7 @@ use orchestrator_fabric_testing::{Identity, IssueIdentity, SimProposal, StateReq
 use orchestrator_host_fabric::admin;
 use orchestrator_host_fabric::encoding;
 use orchestrator_host_fabric::fabric::orchestrator_fabric::{ActivateLogic, LogicVersion};
-use orchestrator_logic::error::{ErrorKind, OrcError};
+use orchestrator_logic::error::{ErrorKind, LogicError};
 use orchestrator_logic::testing::Driver;
 use orchestrator_logic::testing::scenarios::computetask::{DM1, TRAIN, make_ready, setup_world, train_task};
 use orchestrator_logic::testing::scenarios::{CHANNEL, ORG1, key, method, new_data_sample};
@@ -138,7 +138,7 @@ impl StandaloneCount {
         channel: &str,
         method: &str,
         request: &[u8],
-    ) -> (u64, Result<Vec<u8>, OrcError>) {
+    ) -> (u64, Result<Vec<u8>, LogicError>) {
         self.n += 1;
         let ctx = Context {
             msp_id: msp.to_owned(),
@@ -149,8 +149,7 @@ impl StandaloneCount {
         let state = self.states.entry(channel.to_owned()).or_default().clone();
         let before = self.calls.load(Ordering::Relaxed);
         let backend = Counting { inner: state.clone(), calls: Arc::clone(&self.calls) };
-        let invocation =
-            self.rt.block_on(self.runtime.invoke(&ctx, method, request, Box::new(backend))).expect("invoke");
+        let invocation = self.rt.block_on(self.runtime.invoke(&ctx, method, request, backend)).outcome.expect("invoke");
         let reads = self.calls.load(Ordering::Relaxed) - before;
         match invocation.result {
             Ok(response) => {
@@ -161,14 +160,14 @@ impl StandaloneCount {
             }
             Err(err) => {
                 let kind = ErrorKind::from_message(&err.message).unwrap_or(ErrorKind::Unknown);
-                (reads + 2, Err(OrcError { kind, message: err.message }))
+                (reads + 2, Err(LogicError { kind, message: err.message }))
             }
         }
     }
 }
 
 impl Driver for StandaloneCount {
-    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError> {
+    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, LogicError> {
         self.round_trips(msp, channel, method, request).1
     }
 

@@ -39,7 +39,7 @@ pub fn is_admin_method(method: &str) -> bool {
 }
 
 fn refused(kind: ErrorKind, message: String) -> Completion {
-    Completion::failed(encoding::status_for(kind), message)
+    Completion::failed(kind.fabric_status(), message)
 }
 
 /// Runs one of the shim's own methods. `Err`: the transaction fails (ERROR), as for the logic's.

@@ -1,6 +1,5 @@
 //! How the orchestrator's calls are laid out on Fabric (documented in README.md).
 
-use orchestrator_runtime::ErrorKind;
 use prost::Message;
 
 use crate::fabric::orchestrator_fabric::ChaincodeUpdates;
@@ -38,48 +37,8 @@ pub fn decode_value(mut stored: Vec<u8>) -> Option<Vec<u8>> {
     }
 }
 
-/// `Response.status` of a business error: HTTP-like codes, all >= 400 so the peer never
-/// endorses a failed call.
-pub fn status_for(kind: ErrorKind) -> i32 {
-    match kind {
-        ErrorKind::NotFound => 404,
-        ErrorKind::PermissionDenied => 403,
-        ErrorKind::Conflict => 409,
-        ErrorKind::BadRequest => 412,
-        ErrorKind::InvalidAsset
-        | ErrorKind::IncompatibleTaskStatus
-        | ErrorKind::CannotDisableModel
-        | ErrorKind::MissingTaskOutput
-        | ErrorKind::IncompatibleKind => 400,
-        ErrorKind::Unimplemented => 501,
-        ErrorKind::Internal
-        | ErrorKind::MalformedRequest
-        | ErrorKind::CannotDisableOutput
-        | ErrorKind::TerminatedComputePlan
-        | ErrorKind::TerminatedComputeTask
-        | ErrorKind::Unknown => 500,
-    }
-}
-
-/// An error kind with the gRPC code of the chaincode's failed `Response`, as a Gateway client
-/// recovers it: the inverse of [`status_for`] up to kinds that share a code. 500 covers both
-/// INTERNAL kinds (`OE0007`, undecodable requests) and UNKNOWN ones: the message tells them apart.
-pub fn kind_of(status: i32, message: &str) -> ErrorKind {
-    match status {
-        404 => ErrorKind::NotFound,
-        403 => ErrorKind::PermissionDenied,
-        409 => ErrorKind::Conflict,
-        412 => ErrorKind::BadRequest,
-        400 => ErrorKind::InvalidAsset,
-        501 => ErrorKind::Unimplemented,
-        _ if message.starts_with("OE0007") => ErrorKind::Internal,
-        _ if message.starts_with(MALFORMED_REQUEST_PREFIX) => ErrorKind::MalformedRequest,
-        _ => ErrorKind::Unknown,
-    }
-}
-
-/// How the logic's message for request bytes that do not decode begins (grpc-go's wording).
-const MALFORMED_REQUEST_PREFIX: &str = "grpc: error unmarshalling request";
+// A business error's `Response.status` is its kind's `fabric_status()` (orchestrator-contract),
+// and a Gateway client recovers the kind with `ErrorKind::from_fabric`.
 
 /// Status of a successful call.
 pub const STATUS_OK: i32 = 200;
@@ -150,28 +109,6 @@ mod tests {
         assert_eq!(parse_args(&[]), Err(ArgsError::NoMethod));
         assert_eq!(parse_args(&[vec![0xff]]), Err(ArgsError::MethodNotUtf8));
         assert_eq!(parse_args(&[vec![], vec![], vec![]]), Err(ArgsError::TooMany(3)));
-    }
-
-    #[test]
-    fn kinds_come_back_with_their_grpc_class() {
-        use ErrorKind as K;
-        for kind in [K::NotFound, K::PermissionDenied, K::Conflict, K::BadRequest, K::InvalidAsset, K::Unimplemented] {
-            assert_eq!(kind_of(status_for(kind), "OE0000: x"), kind);
-        }
-        for kind in [K::IncompatibleTaskStatus, K::CannotDisableModel, K::MissingTaskOutput, K::IncompatibleKind] {
-            assert_eq!(kind_of(status_for(kind), "x"), K::InvalidAsset, "all INVALID_ARGUMENT");
-        }
-        assert_eq!(kind_of(status_for(K::Internal), "OE0007: logic trapped: x"), K::Internal);
-        let malformed = "grpc: error unmarshalling request: x";
-        assert_eq!(kind_of(status_for(K::MalformedRequest), malformed), K::MalformedRequest);
-        for (kind, message) in [
-            (K::CannotDisableOutput, "OE0108: x"),
-            (K::TerminatedComputePlan, "OE0109: x"),
-            (K::TerminatedComputeTask, "OE0110: x"),
-            (K::Unknown, "illegal transition"),
-        ] {
-            assert_eq!(kind_of(status_for(kind), message), K::Unknown, "{kind:?} is UNKNOWN");
-        }
     }
 
     #[test]

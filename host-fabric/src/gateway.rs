@@ -16,7 +16,7 @@
 //! # How chaincode errors arrive
 //!
 //! The chaincode answers a business error with `Response{status ≥ 400, message = "OE…: …"}`
-//! ([`crate::encoding::status_for`]). The peer does not endorse it and the Gateway turns it
+//! (`ErrorKind::fabric_status`). The peer does not endorse it and the Gateway turns it
 //! into a gRPC error. Observed on a 2.5.16 peer (`tests/gateway_network.rs`), identical for
 //! 409, 500 and 501:
 //!
@@ -95,7 +95,7 @@ const EVALUATE_ERROR: &str = "evaluate call to endorser returned error: ";
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     /// The chaincode answered an error: its response status (as
-    /// [`crate::encoding::status_for`] set it) and message, both exactly as the chaincode
+    /// `ErrorKind::fabric_status` set it) and message, both exactly as the chaincode
     /// returned them (see the module documentation for where they come from).
     #[error("chaincode error {status}: {message}")]
     Chaincode {

@@ -426,7 +426,7 @@ async fn execute(
         return Ok(Completion::failed(STATUS_UNKNOWN_METHOD, format!("OE0010: unknown method {method:?}")));
     };
     let backend = PeerBackend { link: Arc::clone(link) };
-    let invocation = match runtime.invoke(&ctx, method, request, Box::new(backend)).await {
+    let invocation = match runtime.invoke(&ctx, method, request, backend).await.outcome {
         Ok(invocation) => invocation,
         Err(RuntimeError::Trap(trap)) => {
             return Ok(Completion::failed(STATUS_INTERNAL, format!("OE0007: logic trapped: {trap}")));
@@ -435,7 +435,7 @@ async fn execute(
     };
     let mut response = match invocation.result {
         Ok(response) => response,
-        Err(error) => return Ok(Completion::failed(encoding::status_for(error.kind), error.message)),
+        Err(error) => return Ok(Completion::failed(error.kind.fabric_status(), error.message)),
     };
     // QueryVersion names the component this chaincode ran; the facade passes it on.
     identity::stamp_logic_sha256(method, &mut response, &invocation.logic.sha256);

@@ -115,7 +115,7 @@ pub fn verify(public_key: &[u8], message: &[u8], signature: &[u8]) -> Result<(),
 /// (re-encoded).
 pub fn normalize_low_s(signature: &[u8]) -> Result<Vec<u8>, IdentityError> {
     let (r, s) = parse_signature(signature)?;
-    let s = if cmp_be(&s, &P256_HALF_ORDER).is_gt() { sub_be(&P256_ORDER, &s) } else { s };
+    let s = if cmp_be(&s, &P256_HALF_ORDER).is_gt() { negate_scalar(&s) } else { s };
     Ok(encode_signature(&r, &s))
 }
 
@@ -127,6 +127,11 @@ fn cmp_be(a: &[u8; 32], b: &[u8; 32]) -> std::cmp::Ordering {
         }
     }
     std::cmp::Ordering::Equal
+}
+
+/// n − s for a P-256 scalar 0 < s < n: the other valid `s` of an ECDSA signature (low-S ↔ high-S).
+pub fn negate_scalar(s: &[u8; 32]) -> [u8; 32] {
+    sub_be(&P256_ORDER, s)
 }
 
 /// a − b for 32-byte big-endian unsigned integers with a ≥ b.

@@ -19,7 +19,7 @@ use orchestrator_logic::testing::scenarios::computetask::{DM1, DM2, PLAN, TRAIN,
 use orchestrator_logic::testing::scenarios::{
     CHANNEL, ORG1, ORG2, OTHER_CHANNEL, UNREGISTERED, key, method, new_data_manager, new_data_sample, new_function,
 };
-use orchestrator_logic::{ErrorKind, OrcError};
+use orchestrator_logic::{ErrorKind, LogicError};
 use orchestrator_proto::{
     GetAllOrganizationsParam, QueryDataSamplesParam, QueryTasksParam, RegisterDataSamplesParam,
     RegisterOrganizationParam, RegisterTasksParam, TaskQueryFilter,
@@ -158,7 +158,7 @@ fn random_workload(seed: u64, steps: u64, twin: bool) -> (Vec<u8>, Outcomes, usi
     (d.transcript.finalize().to_vec(), outcomes, events)
 }
 
-fn count(outcomes: &mut Outcomes, result: Result<bool, OrcError>) {
+fn count(outcomes: &mut Outcomes, result: Result<bool, LogicError>) {
     match result {
         Ok(true) => outcomes.queries += 1,
         Ok(false) => outcomes.committed += 1,
@@ -190,7 +190,7 @@ async fn fuel_of(runtime: &Runtime, backend: &MemoryBackend, msp: &str, method: 
         tx_id: format!("fuel-{method}-{}", backend.len()),
         tx_time_micros: 1_700_000_000_000_000,
     };
-    let invocation = runtime.invoke(&ctx, method, request, backend.boxed()).await.expect("invoke");
+    let invocation = runtime.invoke(&ctx, method, request, backend.clone()).await.outcome.expect("invoke");
     invocation.result.expect("the call succeeds");
     backend.apply(&invocation.writes);
     invocation.fuel_consumed

@@ -146,7 +146,7 @@ async fn gateway_client_against_a_real_network() {
         .expect_err("registered twice");
     println!("RegisterOrganization again (submit): {error:?}");
     let GatewayError::Chaincode { status, message } = &error else { panic!("not a chaincode error: {error:?}") };
-    assert_eq!(*status, 409, "encoding::status_for(Conflict)");
+    assert_eq!(*status, 409, "ErrorKind::Conflict.fabric_status()");
     assert!(message.starts_with("OE"), "the logic's OE message: {message:?}");
     assert!(message.contains("MyOrg1MSP"), "{message:?}");
     let (submit_status, submit_message) = (*status, message.clone());

@@ -43,12 +43,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::network::Network;
-use common::{Client, Headers, TestServer, facade, percentile};
+use common::{RawCaller, TestServer, facade, percentile};
 use orchestrator_host_fabric::encoding;
 use orchestrator_host_fabric::gateway::{GatewayClient, RoundTrips, SigningIdentity};
-use orchestrator_host_standalone::codec::RawCodec;
 use orchestrator_logic::testing::scenarios::computetask::{DM1, TRAIN, train_task};
 use orchestrator_logic::testing::scenarios::{
     CHANNEL, ORG1, ORG2, key, new_data_manager, new_data_sample, new_function,
@@ -58,9 +56,6 @@ use orchestrator_proto::{
     NewComputeTask, RegisterDataSamplesParam, RegisterOrganizationParam, RegisterTasksParam,
 };
 use prost::Message;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
-use tonic::{Request, Response, Status};
 
 /// Scales the call counts (trial runs).
 const SCALE_ENV: &str = "DISTRIBUTED_BENCH_SCALE";
@@ -96,37 +91,8 @@ const TRIVIAL: &str = "trivial";
 
 /// One client connection to an orchestrator, as `msp` on [`CHANNEL`]; sends message bytes as
 /// they are (the same bytes to both sides).
-#[derive(Clone)]
-struct Caller {
-    grpc: tonic::client::Grpc<Client>,
-}
-
-impl Caller {
-    async fn connect(addr: SocketAddr, msp: &str) -> Self {
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(CALL_TIMEOUT)
-            .connect()
-            .await
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        let service = InterceptedService::new(channel, Headers::new(&[("mspid", msp), ("channel", CHANNEL)]));
-        Self { grpc: tonic::client::Grpc::new(service) }
-    }
-
-    /// Sends `body` to `orchestrator.<method>`.
-    async fn call(&mut self, method: &str, body: Vec<u8>) -> Result<Bytes, Status> {
-        self.grpc.ready().await.map_err(|e| Status::unavailable(format!("client not ready: {e}")))?;
-        let path = http::uri::PathAndQuery::try_from(format!("/orchestrator.{method}")).expect("path");
-        self.grpc.unary(Request::new(body), path, RawCodec).await.map(Response::into_inner)
-    }
-
-    /// Sends `message`; a failure is fatal (setup calls).
-    async fn must<M: Message>(&mut self, method: &str, message: &M) {
-        if let Err(status) = self.call(method, message.encode_to_vec()).await {
-            panic!("{method}: {status:?}");
-        }
-    }
+async fn caller(addr: SocketAddr, msp: &str) -> RawCaller {
+    RawCaller::connect("orchestrator", addr, msp, CHANNEL, CALL_TIMEOUT).await
 }
 
 /// What one client saw: each call's latency and outcome.
@@ -135,7 +101,7 @@ type Log = Vec<(Duration, Result<(), String>)>;
 /// The calls of one client, one after the other.
 type Script = Vec<(&'static str, Vec<u8>)>;
 
-async fn run_script(mut caller: Caller, script: Script) -> Log {
+async fn run_script(mut caller: RawCaller, script: Script) -> Log {
     let mut log = Vec::with_capacity(script.len());
     for (method, body) in script {
         let t = Instant::now();
@@ -224,7 +190,7 @@ where
 async fn orchestrator(addr: SocketAddr, scripts: &[Script]) -> Measured {
     let mut clients = Vec::with_capacity(scripts.len());
     for script in scripts {
-        clients.push(run_script(Caller::connect(addr, ORG1).await, script.clone()));
+        clients.push(run_script(caller(addr, ORG1).await, script.clone()));
     }
     measure(clients).await
 }
@@ -275,8 +241,8 @@ fn action(n: u64, action: ComputeTaskAction) -> Vec<u8> {
 /// Organizations, DM1 (MyOrg1MSP) with samples 20 and 21, TRAIN (WAITING) and READY (built),
 /// the plan. Independent calls at once: through the facade each costs about a block time.
 async fn setup(addr: SocketAddr) {
-    let mut org1 = Caller::connect(addr, ORG1).await;
-    let mut org2 = Caller::connect(addr, ORG2).await;
+    let mut org1 = caller(addr, ORG1).await;
+    let mut org2 = caller(addr, ORG2).await;
     let organization = RegisterOrganizationParam::default();
     tokio::join!(
         org1.must("OrganizationService/RegisterOrganization", &organization),
@@ -521,7 +487,7 @@ async fn main() {
     //    worker: EXECUTING then DONE, each client on its own tasks.
     let tasks = scaled(96, scale, CLIENTS as u64);
     for side in sides {
-        let mut caller = Caller::connect(side, ORG1).await;
+        let mut caller = caller(side, ORG1).await;
         for first in (0..tasks).step_by(BATCH as usize) {
             let batch = (first..tasks.min(first + BATCH)).map(|i| task(ACTION_BASE + i, &[])).collect();
             caller.must(REGISTER_TASKS, &RegisterTasksParam { tasks: batch }).await;

@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Client, DM_KEY, Orchestrator, PG_SERVER, percentile, replace_file, sha256_of, uuid};
+use common::{Client, DM_KEY, Orchestrator, PG_SERVER, new_samples, percentile, replace_file, sha256_of};
 use orchestrator_proto::data_manager_service_client::DataManagerServiceClient;
 use orchestrator_proto::data_sample_service_client::DataSampleServiceClient;
 use orchestrator_proto::info_service_client::InfoServiceClient;
-use orchestrator_proto::{GetDataManagerParam, NewDataSample, QueryVersionParam, RegisterDataSamplesParam};
+use orchestrator_proto::{GetDataManagerParam, QueryVersionParam};
 
 const WRITERS: usize = 8;
 const READERS: usize = 2;
@@ -42,17 +42,7 @@ async fn write_load(client: Client, w: usize, base: u64, stop: Arc<AtomicBool>) 
     let mut latencies = Vec::new();
     let mut n: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
-        let first = base + ((w as u64) << 24) + n * SAMPLES_PER_CALL;
-        let param = RegisterDataSamplesParam {
-            samples: (first..first + SAMPLES_PER_CALL)
-                .map(|k| NewDataSample {
-                    key: uuid(k),
-                    data_manager_keys: vec![DM_KEY.to_owned()],
-                    test_only: false,
-                    checksum: "b".repeat(64),
-                })
-                .collect(),
-        };
+        let param = new_samples(base + ((w as u64) << 24) + n * SAMPLES_PER_CALL, SAMPLES_PER_CALL);
         let started = Instant::now();
         samples.register_data_samples(param).await.expect("RegisterDataSamples");
         latencies.push(started.elapsed());

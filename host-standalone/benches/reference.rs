@@ -27,9 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use common::{Client, Headers, TestServer, percentile};
-use orchestrator_host_standalone::codec::RawCodec;
+use common::{RawCaller, TestServer, percentile};
 use orchestrator_host_standalone::postgres;
 use orchestrator_logic::testing::scenarios::computetask::{DM1, DM2, TRAIN, train_task};
 use orchestrator_logic::testing::scenarios::{
@@ -38,13 +36,10 @@ use orchestrator_logic::testing::scenarios::{
 use orchestrator_proto::{
     ApplyFunctionActionParam, ApplyTaskActionParam, ComputeTaskAction, FunctionAction, NewComputePlan, NewComputeTask,
     QueryEventsParam, QueryEventsResponse, QueryTasksParam, QueryTasksResponse, QueryVersionParam,
-    RegisterDataSamplesParam, RegisterOrganizationParam, RegisterTasksParam, SortOrder, SubscribeToEventsParam,
-    TaskQueryFilter,
+    RegisterDataSamplesParam, RegisterOrganizationParam, RegisterTasksParam, SortOrder, TaskQueryFilter,
 };
 use prost::Message;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
 
 /// Directory of the reference (README.md, run.sh, bin/orchestrator), overriding the default.
 const REFERENCE_DIR_ENV: &str = "ORCHESTRATOR_REFERENCE_DIR";
@@ -59,8 +54,8 @@ const WORKLOADS_ENV: &str = "REFERENCE_BENCH_WORKLOADS";
 const DEFAULT_BUDGET: Duration = Duration::from_secs(2);
 /// Transaction retry budget of the 16-writer workload, both sides (upstream's CI value).
 const CONTENTION_BUDGET: Duration = Duration::from_millis(500);
-/// Largest message the clients accept (QueryTasks of 5,000 tasks exceeds tonic's 4 MiB default).
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+/// Long enough for any one call of the workloads: a call that takes longer is a hang.
+const CALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A function that is built (READY): its tasks wait for their parents or for an executor slot.
 /// TRAIN stays WAITING: its tasks wait for a builder slot.
@@ -94,50 +89,6 @@ const REGISTER_DATA_SAMPLES: &str = "DataSampleService/RegisterDataSamples";
 // ---------------------------------------------------------------------------------------------
 // The clients: the same calls, on either side, by address.
 
-/// One client connection to an orchestrator, whose requests carry `mspid` and `channel`; it
-/// sends message bytes as they are.
-#[derive(Clone)]
-struct Caller {
-    side: &'static str,
-    grpc: tonic::client::Grpc<Client>,
-}
-
-impl Caller {
-    /// A new connection to `addr`, as `msp` on [`CHANNEL`].
-    async fn connect(side: &'static str, addr: SocketAddr, msp: &str) -> Self {
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .unwrap_or_else(|e| panic!("{side}: connect to {addr}: {e}"));
-        let service = InterceptedService::new(channel, Headers::new(&[("mspid", msp), ("channel", CHANNEL)]));
-        let grpc = tonic::client::Grpc::new(service).max_decoding_message_size(MAX_MESSAGE);
-        Self { side, grpc }
-    }
-
-    /// Sends `body` to `orchestrator.<method>`.
-    async fn call(&mut self, method: &str, body: Vec<u8>) -> Result<Bytes, Status> {
-        self.grpc.ready().await.map_err(|e| Status::unavailable(format!("client not ready: {e}")))?;
-        let path = http::uri::PathAndQuery::try_from(format!("/orchestrator.{method}")).expect("path");
-        self.grpc.unary(Request::new(body), path, RawCodec).await.map(Response::into_inner)
-    }
-
-    /// Sends `message` to `orchestrator.<method>`; a failure is fatal (setup calls).
-    async fn must<M: Message>(&mut self, method: &str, message: &M) -> Bytes {
-        let side = self.side;
-        self.call(method, message.encode_to_vec()).await.unwrap_or_else(|s| panic!("{side}: {method}: {s:?}"))
-    }
-
-    /// Opens a SubscribeToEvents stream that starts after event `start`.
-    async fn subscribe(&mut self, start: &str) -> Result<Streaming<Bytes>, Status> {
-        self.grpc.ready().await.map_err(|e| Status::unavailable(format!("client not ready: {e}")))?;
-        let body = SubscribeToEventsParam { start_event_id: start.to_owned() }.encode_to_vec();
-        let path = http::uri::PathAndQuery::from_static("/orchestrator.EventService/SubscribeToEvents");
-        self.grpc.server_streaming(Request::new(body), path, RawCodec).await.map(Response::into_inner)
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The two sides.
 
@@ -170,8 +121,8 @@ impl Side {
         Self { name: "reference", addr, backend: Backend::Reference(server) }
     }
 
-    async fn caller(&self, msp: &str) -> Caller {
-        Caller::connect(self.name, self.addr, msp).await
+    async fn caller(&self, msp: &str) -> RawCaller {
+        RawCaller::connect(self.name, self.addr, msp, CHANNEL, CALL_TIMEOUT).await
     }
 
     async fn stop(self) {
@@ -250,7 +201,7 @@ impl ReferenceServer {
                 tail(&self.log)
             );
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                let mut caller = Caller::connect("reference", addr, ORG1).await;
+                let mut caller = RawCaller::connect("reference", addr, ORG1, CHANNEL, CALL_TIMEOUT).await;
                 if caller.call("InfoService/QueryVersion", QueryVersionParam::default().encode_to_vec()).await.is_ok() {
                     return;
                 }

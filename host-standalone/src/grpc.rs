@@ -93,27 +93,9 @@ pub fn declared_methods(file_descriptor_set: &[u8]) -> Result<BTreeMap<String, M
     Ok(methods)
 }
 
-/// The gRPC status code of a logic error kind (docs/api-contract.md §7.1).
+/// The gRPC status code of a logic error kind: the contract's table (docs/api-contract.md §7.1).
 pub fn logic_code(kind: ErrorKind) -> Code {
-    match kind {
-        ErrorKind::NotFound => Code::NotFound,
-        ErrorKind::BadRequest => Code::FailedPrecondition,
-        ErrorKind::Conflict => Code::AlreadyExists,
-        ErrorKind::Internal => Code::Internal,
-        ErrorKind::Unimplemented => Code::Unimplemented,
-        ErrorKind::InvalidAsset
-        | ErrorKind::IncompatibleTaskStatus
-        | ErrorKind::CannotDisableModel
-        | ErrorKind::MissingTaskOutput
-        | ErrorKind::IncompatibleKind => Code::InvalidArgument,
-        ErrorKind::PermissionDenied => Code::PermissionDenied,
-        ErrorKind::CannotDisableOutput
-        | ErrorKind::TerminatedComputePlan
-        | ErrorKind::TerminatedComputeTask
-        | ErrorKind::Unknown => Code::Unknown,
-        // grpc-go answers a request it cannot unmarshal with INTERNAL.
-        ErrorKind::MalformedRequest => Code::Internal,
-    }
+    Code::from(kind.grpc_code().as_i32())
 }
 
 fn internal_message(message: &str) -> String {
@@ -304,32 +286,31 @@ impl Handler {
                 duration_ms = elapsed_ms,
                 "call"
             ),
-            Err(status) if matches!(status.code(), Code::Internal | Code::Unknown) => {
-                tracing::error!(
-                    request_id = %request_id,
-                    method = %method,
-                    mspid,
-                    channel,
-                    code = ?status.code(),
-                    attempts = log.attempts,
-                    logic_sha256 = log.logic_sha256(),
-                    duration_ms = elapsed_ms,
-                    error = status.message(),
-                    "call"
-                );
+            // tracing wants the level as a constant: one line, written once, per level.
+            Err(status) => {
+                macro_rules! failed_call {
+                    ($level:expr) => {
+                        tracing::event!(
+                            $level,
+                            request_id = %request_id,
+                            method = %method,
+                            mspid,
+                            channel,
+                            code = ?status.code(),
+                            attempts = log.attempts,
+                            logic_sha256 = log.logic_sha256(),
+                            duration_ms = elapsed_ms,
+                            error = status.message(),
+                            "call"
+                        )
+                    };
+                }
+                if matches!(status.code(), Code::Internal | Code::Unknown) {
+                    failed_call!(tracing::Level::ERROR)
+                } else {
+                    failed_call!(tracing::Level::WARN)
+                }
             }
-            Err(status) => tracing::warn!(
-                request_id = %request_id,
-                method = %method,
-                mspid,
-                channel,
-                code = ?status.code(),
-                attempts = log.attempts,
-                logic_sha256 = log.logic_sha256(),
-                duration_ms = elapsed_ms,
-                error = status.message(),
-                "call"
-            ),
         }
         result
     }
@@ -538,6 +519,11 @@ mod tests {
         assert_eq!(logic_code(ErrorKind::Conflict), Code::AlreadyExists);
         assert_eq!(logic_code(ErrorKind::CannotDisableOutput), Code::Unknown);
         assert_eq!(logic_code(ErrorKind::MalformedRequest), Code::Internal);
+        // Every code the table uses has tonic's number for it.
+        for &kind in ErrorKind::ALL {
+            assert_eq!(logic_code(kind) as i32, kind.grpc_code().as_i32(), "{kind:?}");
+            assert_ne!(logic_code(kind), Code::Ok);
+        }
         assert_eq!(internal_message("boom"), "OE0007: boom");
         assert_eq!(internal_message("OE0007: boom"), "OE0007: boom");
     }

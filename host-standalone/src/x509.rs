@@ -177,21 +177,9 @@ fn read_extensions(explicit: &[u8], info: &mut CertInfo) -> Result<(), ParseErro
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use orchestrator_host_fabric::signing::der::tlv;
 
-    fn tlv(tag: u8, contents: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        let len = contents.len();
-        if len < 0x80 {
-            out.push(len as u8);
-        } else if len < 0x100 {
-            out.extend([0x81, len as u8]);
-        } else {
-            out.extend([0x82, (len >> 8) as u8, len as u8]);
-        }
-        out.extend_from_slice(contents);
-        out
-    }
+    use super::*;
 
     fn attribute(oid: &[u8], tag: u8, value: &[u8]) -> Vec<u8> {
         let mut seq = tlv(TAG_OID, oid);

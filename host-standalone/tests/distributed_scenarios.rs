@@ -55,7 +55,7 @@ use orchestrator_logic::testing::scenarios::{
     CHANNEL, ORG1, ORG2, OTHER_CHANNEL, UNREGISTERED, key, method, new_data_manager, new_data_sample, new_function,
 };
 use orchestrator_logic::testing::{Driver, Harness};
-use orchestrator_logic::{ErrorKind, OrcError};
+use orchestrator_logic::{ErrorKind, LogicError};
 use orchestrator_proto::{
     ApplyFunctionActionParam, ApplyPlanActionParam, ApplyTaskActionParam, ErrorType, Event, FailedAssetKind,
     GetAllOrganizationsParam, GetAllOrganizationsResponse, Organization, QueryDataManagersParam, QueryDataSamplesParam,
@@ -165,14 +165,9 @@ fn show(outcome: &Seen) -> String {
     }
 }
 
-/// The logic's error as a scenario expects it: the kind from the OE prefix, else the code.
-fn orc_error(code: Code, message: String) -> OrcError {
-    let kind = ErrorKind::from_message(&message).unwrap_or(match code {
-        Code::Internal => ErrorKind::MalformedRequest,
-        Code::Unimplemented => ErrorKind::Unimplemented,
-        _ => ErrorKind::Unknown,
-    });
-    OrcError { kind, message }
+/// The logic's error as a scenario expects it (the contract's [`ErrorKind::from_grpc`]).
+fn logic_error(code: Code, message: String) -> LogicError {
+    LogicError { kind: ErrorKind::from_grpc(code as i32, &message), message }
 }
 
 /// Compares messages with what legitimately differs between the modes blanked: every
@@ -424,7 +419,7 @@ impl FacadeDriver {
 }
 
 impl Driver for FacadeDriver {
-    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError> {
+    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, LogicError> {
         self.calls += 1;
         if is_write(method) {
             self.writes += 1;
@@ -447,7 +442,7 @@ impl Driver for FacadeDriver {
                         self.tokens.insert(theirs, own);
                     }
                 }
-                got.map(|bytes| bytes.to_vec()).map_err(|(code, message)| orc_error(code, message))
+                got.map(|bytes| bytes.to_vec()).map_err(|(code, message)| logic_error(code, message))
             }
             Err(difference) => {
                 panic!("{}: call {} ({method} as {msp} on {channel}): {difference}", self.chaincode, self.calls)
@@ -471,7 +466,7 @@ struct Counting {
 }
 
 impl Driver for Counting {
-    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError> {
+    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, LogicError> {
         let result = self.native.call_raw(msp, channel, method, request);
         if result.is_ok() && is_write(method) {
             self.committed += 1;

@@ -11,10 +11,10 @@ use std::path::PathBuf;
 
 use common::TestServer;
 use orchestrator_logic::testing::Driver;
-use orchestrator_logic::{ErrorKind, OrcError};
+use orchestrator_logic::{ErrorKind, LogicError};
 use orchestrator_proto::Event;
 use prost::Message;
-use tonic::{Code, Status};
+use tonic::Status;
 
 struct GrpcDriver {
     rt: tokio::runtime::Runtime,
@@ -42,47 +42,23 @@ impl Drop for GrpcDriver {
     }
 }
 
-/// The gRPC code the host must use for each kind (docs/api-contract.md §7.1).
-fn expected_code(kind: ErrorKind) -> Code {
-    match kind {
-        ErrorKind::NotFound => Code::NotFound,
-        ErrorKind::BadRequest => Code::FailedPrecondition,
-        ErrorKind::Conflict => Code::AlreadyExists,
-        ErrorKind::Internal | ErrorKind::MalformedRequest => Code::Internal,
-        ErrorKind::Unimplemented => Code::Unimplemented,
-        ErrorKind::InvalidAsset
-        | ErrorKind::IncompatibleTaskStatus
-        | ErrorKind::CannotDisableModel
-        | ErrorKind::MissingTaskOutput
-        | ErrorKind::IncompatibleKind => Code::InvalidArgument,
-        ErrorKind::PermissionDenied => Code::PermissionDenied,
-        ErrorKind::CannotDisableOutput
-        | ErrorKind::TerminatedComputePlan
-        | ErrorKind::TerminatedComputeTask
-        | ErrorKind::Unknown => Code::Unknown,
-    }
-}
-
-/// Recover the logic's error kind from what a client sees: the OE prefix, else the code.
-fn to_orc_error(status: &Status) -> OrcError {
+/// Recovers the logic's error from what a client sees (the contract's [`ErrorKind::from_grpc`])
+/// and asserts that the code is the one of the contract's table.
+fn to_logic_error(status: &Status) -> LogicError {
     let message = status.message().to_owned();
-    let kind = ErrorKind::from_message(&message).unwrap_or(match status.code() {
-        Code::Internal => ErrorKind::MalformedRequest,
-        Code::Unimplemented => ErrorKind::Unimplemented,
-        _ => ErrorKind::Unknown,
-    });
-    assert_eq!(status.code(), expected_code(kind), "gRPC code of {message:?}");
-    OrcError { kind, message }
+    let kind = ErrorKind::from_grpc(status.code() as i32, &message);
+    assert_eq!(status.code() as i32, kind.grpc_code().as_i32(), "gRPC code of {message:?}");
+    LogicError { kind, message }
 }
 
 impl Driver for GrpcDriver {
-    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError> {
+    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, LogicError> {
         let path = format!("/{method}");
         let headers = [("mspid", msp), ("channel", channel)];
         self.rt
             .block_on(self.server().raw_call(&path, request.to_vec(), &headers))
             .map(|bytes| bytes.to_vec())
-            .map_err(|status| to_orc_error(&status))
+            .map_err(|status| to_logic_error(&status))
     }
 
     fn events(&self) -> Vec<Event> {
@@ -223,7 +199,7 @@ mod query_events {
     use orchestrator_logic::testing::scenarios::computetask::{TRAIN, make_ready, setup_world};
     use orchestrator_logic::testing::scenarios::{CHANNEL, ORG1, OTHER_CHANNEL, key, register_organization};
     use orchestrator_logic::testing::{Driver, call};
-    use orchestrator_logic::{ErrorKind, OrcError};
+    use orchestrator_logic::{ErrorKind, LogicError};
     use orchestrator_proto::{
         AssetKind, Event, EventKind, EventQueryFilter, QueryEventsParam, QueryEventsResponse, SortOrder,
     };
@@ -238,7 +214,7 @@ mod query_events {
         sort: SortOrder,
         token: &str,
         size: u32,
-    ) -> Result<QueryEventsResponse, OrcError> {
+    ) -> Result<QueryEventsResponse, LogicError> {
         let param =
             QueryEventsParam { page_token: token.to_owned(), page_size: size, filter: Some(filter), sort: sort as i32 };
         call(d, ORG1, CHANNEL, QUERY_EVENTS, &param)

@@ -15,14 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Client, DM_KEY, EMPTY_COMPONENT, Orchestrator, PG_SERVER, replace_file, sha256_of, uuid};
+use common::{Client, EMPTY_COMPONENT, Orchestrator, PG_SERVER, new_samples, replace_file, sha256_of};
 use orchestrator_host_standalone::config::Mode;
 use orchestrator_host_standalone::metrics::Metrics;
 use orchestrator_host_standalone::reload::{ReloadError, Reloaded, Reloader};
 use orchestrator_proto::data_sample_service_client::DataSampleServiceClient;
 use orchestrator_proto::event_service_client::EventServiceClient;
 use orchestrator_proto::info_service_client::InfoServiceClient;
-use orchestrator_proto::{NewDataSample, QueryVersionParam, RegisterDataSamplesParam, SubscribeToEventsParam};
+use orchestrator_proto::{QueryVersionParam, SubscribeToEventsParam};
 use orchestrator_runtime::{Runtime, RuntimeConfig, RuntimeError};
 
 const WRITERS: usize = 8;
@@ -131,17 +131,7 @@ async fn writer(client: Client, w: usize, stop: Arc<AtomicBool>) -> Vec<Record> 
     let mut records = Vec::new();
     let mut n: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
-        let first = (1 << 40) + ((w as u64) << 24) + n * SAMPLES_PER_CALL;
-        let param = RegisterDataSamplesParam {
-            samples: (first..first + SAMPLES_PER_CALL)
-                .map(|k| NewDataSample {
-                    key: uuid(k),
-                    data_manager_keys: vec![DM_KEY.to_owned()],
-                    test_only: false,
-                    checksum: "b".repeat(64),
-                })
-                .collect(),
-        };
+        let param = new_samples((1 << 40) + ((w as u64) << 24) + n * SAMPLES_PER_CALL, SAMPLES_PER_CALL);
         let request_id = format!("hs-w{w}-{n}");
         let started = Instant::now();
         let result = samples

@@ -2,15 +2,15 @@
 
 use prost::Message;
 
-use crate::error::{OrcError, Result};
-use crate::host::Host;
-use crate::tx::{Context, Tx};
+use crate::call::{Call, Context};
+use crate::error::{LogicError, Result};
+use crate::imports::Imports;
 use crate::{
     computeplan, computetask, datamanager, datasample, dataset, failurereport, function, info, model, organization,
     performance, profiling,
 };
 
-type Handler = fn(&mut Tx<'_>, &[u8]) -> Result<Vec<u8>>;
+type MethodFn = fn(&mut Call<'_>, &[u8]) -> Result<Vec<u8>>;
 
 /// One unary method of the orchestrator API.
 pub struct Method {
@@ -18,22 +18,22 @@ pub struct Method {
     pub name: &'static str,
     /// Never writes state nor emits events.
     pub read_only: bool,
-    handler: Option<Handler>,
+    handler: Option<MethodFn>,
 }
 
 /// Decode the request, run the handler, encode the response.
-fn call<Req, Resp>(tx: &mut Tx<'_>, bytes: &[u8], f: fn(&mut Tx<'_>, Req) -> Result<Resp>) -> Result<Vec<u8>>
+fn run_typed<Req, Resp>(call: &mut Call<'_>, bytes: &[u8], f: fn(&mut Call<'_>, Req) -> Result<Resp>) -> Result<Vec<u8>>
 where
     Req: Message + Default,
     Resp: Message,
 {
-    let request = Req::decode(bytes).map_err(OrcError::malformed)?;
-    Ok(f(tx, request)?.encode_to_vec())
+    let request = Req::decode(bytes).map_err(LogicError::malformed)?;
+    Ok(f(call, request)?.encode_to_vec())
 }
 
 macro_rules! rpc {
     ($name:literal, $ro:expr, $f:path) => {
-        Method { name: $name, read_only: $ro, handler: Some(|tx, bytes| call(tx, bytes, $f)) }
+        Method { name: $name, read_only: $ro, handler: Some(|call, bytes| run_typed(call, bytes, $f)) }
     };
     // In the contract, not written yet: answers UNIMPLEMENTED (OE0010).
     ($name:literal, $ro:expr) => {
@@ -99,15 +99,15 @@ pub fn version() -> &'static str {
 }
 
 /// Run one method against a host. On error the host must discard the call's writes and events.
-pub fn invoke(ctx: &Context, host: &mut dyn Host, method: &str, request: &[u8]) -> Result<Vec<u8>> {
+pub fn invoke(ctx: &Context, host: &mut dyn Imports, method: &str, request: &[u8]) -> Result<Vec<u8>> {
     let Some(m) = find(method) else {
-        return Err(OrcError::unimplemented(format!("unknown method {method:?}")));
+        return Err(LogicError::unimplemented(format!("unknown method {method:?}")));
     };
     let Some(handler) = m.handler else {
-        return Err(OrcError::unimplemented(format!("{method} is not implemented yet")));
+        return Err(LogicError::unimplemented(format!("{method} is not implemented yet")));
     };
-    let mut tx = Tx::new(ctx, host);
-    handler(&mut tx, request)
+    let mut call = Call::new(ctx, host);
+    handler(&mut call, request)
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@ use orchestrator_proto::{
 };
 use prost::Message;
 
-use crate::error::{OrcError, Result};
-use crate::tx::Tx;
+use crate::call::Call;
+use crate::error::{LogicError, Result};
 use crate::{computeplan, datamanager, datasample, failurereport, function, keys, model, organization, performance};
 
 /// An asset as events carry it.
@@ -44,53 +44,53 @@ pub trait Owned: Stored {
 }
 
 /// The asset stored under `key`, or NOT_FOUND.
-pub fn load<A: Stored>(tx: &mut Tx<'_>, key: &str) -> Result<A> {
-    tx.load(&A::state_key(key))?.ok_or_else(|| OrcError::not_found(A::NAME, key))
+pub fn load<A: Stored>(call: &mut Call<'_>, key: &str) -> Result<A> {
+    call.load(&A::state_key(key))?.ok_or_else(|| LogicError::not_found(A::NAME, key))
 }
 
 /// The asset stored under `key` (NOT_FOUND first), if the requester owns it (PERMISSION_DENIED
 /// with `denial`: each call site has the reference's own words).
-pub fn load_owned<A: Owned>(tx: &mut Tx<'_>, key: &str, denial: &str) -> Result<A> {
-    let asset = load::<A>(tx, key)?;
-    require_owner(tx, &asset, denial)?;
+pub fn load_owned<A: Owned>(call: &mut Call<'_>, key: &str, denial: &str) -> Result<A> {
+    let asset = load::<A>(call, key)?;
+    require_owner(call, &asset, denial)?;
     Ok(asset)
 }
 
 /// PERMISSION_DENIED with `denial` unless the requester owns `asset`.
-pub fn require_owner<A: Owned>(tx: &Tx<'_>, asset: &A, denial: &str) -> Result<()> {
-    if asset.owner() == tx.requester() { Ok(()) } else { Err(OrcError::permission_denied(denial)) }
+pub fn require_owner<A: Owned>(call: &Call<'_>, asset: &A, denial: &str) -> Result<()> {
+    if asset.owner() == call.requester() { Ok(()) } else { Err(LogicError::permission_denied(denial)) }
 }
 
 /// ALREADY_EXISTS if an asset is stored under `key`.
-pub fn require_new<A: Stored>(tx: &mut Tx<'_>, key: &str) -> Result<()> {
-    if tx.exists(&A::state_key(key))? { Err(OrcError::already_exists(A::NAME, key)) } else { Ok(()) }
+pub fn require_new<A: Stored>(call: &mut Call<'_>, key: &str) -> Result<()> {
+    if call.exists(&A::state_key(key))? { Err(LogicError::already_exists(A::NAME, key)) } else { Ok(()) }
 }
 
 /// Writes the asset's record.
-pub fn store<A: Stored>(tx: &mut Tx<'_>, asset: &A) -> Result<()> {
-    tx.store(&A::state_key(&asset.key()), asset)
+pub fn store<A: Stored>(call: &mut Call<'_>, asset: &A) -> Result<()> {
+    call.store(&A::state_key(&asset.key()), asset)
 }
 
 /// Emits `<KIND>/<event_kind>` carrying `asset`, keyed by its key.
-pub fn emit<A: Asset>(tx: &mut Tx<'_>, event_kind: EventKind, asset: A, metadata: BTreeMap<String, String>) {
+pub fn emit<A: Asset>(call: &mut Call<'_>, event_kind: EventKind, asset: A, metadata: BTreeMap<String, String>) {
     let key = asset.key().into_owned();
-    tx.emit(A::KIND, event_kind, key, asset.into_event(), metadata);
+    call.emit(A::KIND, event_kind, key, asset.into_event(), metadata);
 }
 
 /// Emits `<KIND>/CREATED` carrying `asset`.
-pub fn emit_created<A: Asset>(tx: &mut Tx<'_>, asset: A) {
-    emit(tx, EventKind::EventAssetCreated, asset, BTreeMap::new());
+pub fn emit_created<A: Asset>(call: &mut Call<'_>, asset: A) {
+    emit(call, EventKind::EventAssetCreated, asset, BTreeMap::new());
 }
 
 /// A status change: `<KIND>/UPDATED` with the `reason` metadata key.
-pub fn emit_status_change<A: Asset>(tx: &mut Tx<'_>, asset: A, reason: &str) {
-    emit(tx, EventKind::EventAssetUpdated, asset, BTreeMap::from([("reason".to_owned(), reason.to_owned())]));
+pub fn emit_status_change<A: Asset>(call: &mut Call<'_>, asset: A, reason: &str) {
+    emit(call, EventKind::EventAssetUpdated, asset, BTreeMap::from([("reason".to_owned(), reason.to_owned())]));
 }
 
 /// Writes the changed asset's record, then emits `<KIND>/UPDATED` carrying it.
-pub fn store_updated<A: Stored>(tx: &mut Tx<'_>, asset: A) -> Result<()> {
-    store(tx, &asset)?;
-    emit(tx, EventKind::EventAssetUpdated, asset, BTreeMap::new());
+pub fn store_updated<A: Stored>(call: &mut Call<'_>, asset: A) -> Result<()> {
+    store(call, &asset)?;
+    emit(call, EventKind::EventAssetUpdated, asset, BTreeMap::new());
     Ok(())
 }
 

@@ -13,12 +13,12 @@ use orchestrator_proto::{
 };
 
 use crate::asset::{self, load, load_owned, require_new, store, store_updated};
+use crate::call::Call;
 use crate::computetask;
-use crate::error::{ErrorKind, OrcError, Result};
+use crate::error::{ErrorKind, LogicError, Result};
 use crate::keys;
 use crate::organization::require_registered;
 use crate::pagination::query_index;
-use crate::tx::Tx;
 use crate::validation::{FieldErrors, check_metadata, check_tag, require_name, require_uuid};
 
 pub const ASSET: &str = "computeplan";
@@ -37,77 +37,77 @@ pub fn is_terminated(plan: &ComputePlan) -> bool {
 }
 
 /// OE0109 `compute plan <key> is already terminated` (UNKNOWN in the reference's mapping).
-pub fn terminated_error(key: &str) -> OrcError {
-    OrcError::new(ErrorKind::TerminatedComputePlan, format!("compute plan {key} is already terminated"))
+pub fn terminated_error(key: &str) -> LogicError {
+    LogicError::new(ErrorKind::TerminatedComputePlan, format!("compute plan {key} is already terminated"))
 }
 
-pub fn register(tx: &mut Tx<'_>, req: NewComputePlan) -> Result<ComputePlan> {
+pub fn register(call: &mut Call<'_>, req: NewComputePlan) -> Result<ComputePlan> {
     let mut errs = FieldErrors::new();
     require_uuid(&mut errs, "key", &req.key);
     check_tag(&mut errs, "tag", &req.tag);
     require_name(&mut errs, "name", &req.name);
     check_metadata(&mut errs, "metadata", &req.metadata);
     if let Some(details) = errs.into_message() {
-        return Err(OrcError::invalid(ASSET, details));
+        return Err(LogicError::invalid(ASSET, details));
     }
-    require_new::<ComputePlan>(tx, &req.key)?;
-    let owner = tx.requester().to_owned();
-    require_registered(tx, &owner)?;
+    require_new::<ComputePlan>(call, &req.key)?;
+    let owner = call.requester().to_owned();
+    require_registered(call, &owner)?;
     let plan = ComputePlan {
         key: req.key,
         owner,
-        creation_date: Some(tx.now()),
+        creation_date: Some(call.now()),
         tag: req.tag,
         name: req.name,
         metadata: req.metadata,
         cancelation_date: None,
         failure_date: None,
     };
-    let now = tx.now_micros();
-    store(tx, &plan)?;
-    tx.put_raw(&keys::created_index(ASSET, now, &plan.key), Vec::new())?;
-    tx.put_raw(&by_owner_index(&plan.owner, now, &plan.key), Vec::new())?;
-    asset::emit_created(tx, plan.clone());
+    let now = call.now_micros();
+    store(call, &plan)?;
+    call.put_raw(&keys::created_index(ASSET, now, &plan.key), Vec::new())?;
+    call.put_raw(&by_owner_index(&plan.owner, now, &plan.key), Vec::new())?;
+    asset::emit_created(call, plan.clone());
     Ok(plan)
 }
 
-pub fn get(tx: &mut Tx<'_>, req: GetComputePlanParam) -> Result<ComputePlan> {
-    load(tx, &req.key)
+pub fn get(call: &mut Call<'_>, req: GetComputePlanParam) -> Result<ComputePlan> {
+    load(call, &req.key)
 }
 
-pub fn query(tx: &mut Tx<'_>, req: QueryPlansParam) -> Result<QueryPlansResponse> {
+pub fn query(call: &mut Call<'_>, req: QueryPlansParam) -> Result<QueryPlansResponse> {
     let owner = req.filter.map(|f| f.owner).unwrap_or_default();
     let prefix = if owner.is_empty() { keys::created_prefix(ASSET) } else { by_owner_prefix(&owner) };
-    let (plans, next_page_token) = query_index(tx, &prefix, &req.page_token, req.page_size, keys::computeplan)?;
+    let (plans, next_page_token) = query_index(call, &prefix, &req.page_token, req.page_size, keys::computeplan)?;
     Ok(QueryPlansResponse { plans, next_page_token })
 }
 
 /// Only the name is mutable; allowed on terminated plans too. Emits COMPUTE_PLAN/UPDATED.
-pub fn update(tx: &mut Tx<'_>, req: UpdateComputePlanParam) -> Result<UpdateComputePlanResponse> {
+pub fn update(call: &mut Call<'_>, req: UpdateComputePlanParam) -> Result<UpdateComputePlanResponse> {
     let mut errs = FieldErrors::new();
     require_uuid(&mut errs, "key", &req.key);
     require_name(&mut errs, "name", &req.name);
     if let Some(details) = errs.into_message() {
-        return Err(OrcError::invalid(ASSET, details));
+        return Err(LogicError::invalid(ASSET, details));
     }
-    let mut plan: ComputePlan = load_owned(tx, &req.key, "requester does not own the compute plan")?;
+    let mut plan: ComputePlan = load_owned(call, &req.key, "requester does not own the compute plan")?;
     plan.name = req.name;
-    store_updated(tx, plan)?;
+    store_updated(call, plan)?;
     Ok(UpdateComputePlanResponse {})
 }
 
 /// Cancellation only stamps `cancelation_date`: the tasks are not touched
 /// (docs/business-rules.md §7.1).
-pub fn apply_action(tx: &mut Tx<'_>, req: ApplyPlanActionParam) -> Result<ApplyPlanActionResponse> {
-    let mut plan: ComputePlan = load_owned(tx, &req.key, "only plan owner can act on it")?;
+pub fn apply_action(call: &mut Call<'_>, req: ApplyPlanActionParam) -> Result<ApplyPlanActionResponse> {
+    let mut plan: ComputePlan = load_owned(call, &req.key, "only plan owner can act on it")?;
     if req.action != ComputePlanAction::PlanActionCanceled as i32 {
-        return Err(OrcError::unimplemented("plan action unimplemented"));
+        return Err(LogicError::unimplemented("plan action unimplemented"));
     }
     if is_terminated(&plan) {
         return Err(terminated_error(&plan.key));
     }
-    plan.cancelation_date = Some(tx.now());
-    store_updated(tx, plan)?;
+    plan.cancelation_date = Some(call.now());
+    store_updated(call, plan)?;
     Ok(ApplyPlanActionResponse {})
 }
 
@@ -123,20 +123,20 @@ const ACTIVE_STATUSES: [ComputeTaskStatus; 5] = [
 /// Running ⇔ not terminated, no task canceled or failed, and at least one task waiting,
 /// building or executing. Unknown plan → NOT_FOUND (the reference crashes). Every check is a
 /// one-entry probe of the plan+status index, whatever the number of tasks.
-pub fn is_running(tx: &mut Tx<'_>, req: IsPlanRunningParam) -> Result<IsPlanRunningResponse> {
-    let plan: ComputePlan = load(tx, &req.key)?;
-    let is_running = !is_terminated(&plan) && running_by_tasks(tx, &plan.key)?;
+pub fn is_running(call: &mut Call<'_>, req: IsPlanRunningParam) -> Result<IsPlanRunningResponse> {
+    let plan: ComputePlan = load(call, &req.key)?;
+    let is_running = !is_terminated(&plan) && running_by_tasks(call, &plan.key)?;
     Ok(IsPlanRunningResponse { is_running })
 }
 
-fn running_by_tasks(tx: &mut Tx<'_>, plan: &str) -> Result<bool> {
+fn running_by_tasks(call: &mut Call<'_>, plan: &str) -> Result<bool> {
     for stopped in [ComputeTaskStatus::StatusCanceled, ComputeTaskStatus::StatusFailed] {
-        if computetask::plan_has_status(tx, plan, stopped)? {
+        if computetask::plan_has_status(call, plan, stopped)? {
             return Ok(false);
         }
     }
     for active in ACTIVE_STATUSES {
-        if computetask::plan_has_status(tx, plan, active)? {
+        if computetask::plan_has_status(call, plan, active)? {
             return Ok(true);
         }
     }
@@ -145,11 +145,11 @@ fn running_by_tasks(tx: &mut Tx<'_>, plan: &str) -> Result<bool> {
 
 /// A task of the plan failed: stamp `failure_date` unless the plan is already terminated (then
 /// nothing happens, silently). No event (docs/business-rules.md §13.2).
-pub fn fail_plan(tx: &mut Tx<'_>, plan_key: &str) -> Result<()> {
-    let mut plan: ComputePlan = load(tx, plan_key)?;
+pub fn fail_plan(call: &mut Call<'_>, plan_key: &str) -> Result<()> {
+    let mut plan: ComputePlan = load(call, plan_key)?;
     if is_terminated(&plan) {
         return Ok(());
     }
-    plan.failure_date = Some(tx.now());
-    store(tx, &plan)
+    plan.failure_date = Some(call.now());
+    store(call, &plan)
 }

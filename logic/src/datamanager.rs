@@ -6,17 +6,17 @@ use orchestrator_proto::{
 };
 
 use crate::asset::{self, load, load_owned, require_new, store, store_updated};
-use crate::error::{OrcError, Result};
+use crate::call::Call;
+use crate::error::{LogicError, Result};
 use crate::keys;
 use crate::organization::require_registered;
 use crate::pagination::query_index;
 use crate::permissions::{new_permission, new_permissions};
-use crate::tx::Tx;
 use crate::validation::{FieldErrors, check_metadata, require_addressable, require_name, require_uuid};
 
 pub const ASSET: &str = "datamanager";
 
-pub fn register(tx: &mut Tx<'_>, req: NewDataManager) -> Result<DataManager> {
+pub fn register(call: &mut Call<'_>, req: NewDataManager) -> Result<DataManager> {
     let mut errs = FieldErrors::new();
     require_uuid(&mut errs, "key", &req.key);
     require_name(&mut errs, "name", &req.name);
@@ -32,15 +32,15 @@ pub fn register(tx: &mut Tx<'_>, req: NewDataManager) -> Result<DataManager> {
         errs.add("logs_permission", "cannot be blank");
     }
     if let Some(details) = errs.into_message() {
-        return Err(OrcError::invalid(ASSET, details));
+        return Err(LogicError::invalid(ASSET, details));
     }
 
-    require_new::<DataManager>(tx, &req.key)?;
-    let owner = tx.requester().to_owned();
-    require_registered(tx, &owner)?;
+    require_new::<DataManager>(call, &req.key)?;
+    let owner = call.requester().to_owned();
+    require_registered(call, &owner)?;
     let default_permissions = Default::default();
-    let permissions = new_permissions(tx, &owner, req.new_permissions.as_ref().unwrap_or(&default_permissions))?;
-    let logs_permission = new_permission(tx, &owner, req.logs_permission.as_ref().unwrap_or(&default_permissions))?;
+    let permissions = new_permissions(call, &owner, req.new_permissions.as_ref().unwrap_or(&default_permissions))?;
+    let logs_permission = new_permission(call, &owner, req.logs_permission.as_ref().unwrap_or(&default_permissions))?;
 
     let dm = DataManager {
         key: req.key,
@@ -50,36 +50,36 @@ pub fn register(tx: &mut Tx<'_>, req: NewDataManager) -> Result<DataManager> {
         description: req.description,
         opener: req.opener,
         r#type: String::new(), // accepted on input, never stored (as the reference)
-        creation_date: Some(tx.now()),
+        creation_date: Some(call.now()),
         logs_permission: Some(logs_permission),
         metadata: req.metadata,
     };
-    store(tx, &dm)?;
-    tx.put_raw(&keys::created_index(ASSET, tx.now_micros(), &dm.key), Vec::new())?;
-    asset::emit_created(tx, dm.clone());
+    store(call, &dm)?;
+    call.put_raw(&keys::created_index(ASSET, call.now_micros(), &dm.key), Vec::new())?;
+    asset::emit_created(call, dm.clone());
     Ok(dm)
 }
 
-pub fn get(tx: &mut Tx<'_>, req: GetDataManagerParam) -> Result<DataManager> {
-    load(tx, &req.key)
+pub fn get(call: &mut Call<'_>, req: GetDataManagerParam) -> Result<DataManager> {
+    load(call, &req.key)
 }
 
-pub fn query(tx: &mut Tx<'_>, req: QueryDataManagersParam) -> Result<QueryDataManagersResponse> {
+pub fn query(call: &mut Call<'_>, req: QueryDataManagersParam) -> Result<QueryDataManagersResponse> {
     let (data_managers, next_page_token) =
-        query_index(tx, &keys::created_prefix(ASSET), &req.page_token, req.page_size, keys::datamanager)?;
+        query_index(call, &keys::created_prefix(ASSET), &req.page_token, req.page_size, keys::datamanager)?;
     Ok(QueryDataManagersResponse { data_managers, next_page_token })
 }
 
-pub fn update(tx: &mut Tx<'_>, req: UpdateDataManagerParam) -> Result<UpdateDataManagerResponse> {
+pub fn update(call: &mut Call<'_>, req: UpdateDataManagerParam) -> Result<UpdateDataManagerResponse> {
     let mut errs = FieldErrors::new();
     require_uuid(&mut errs, "key", &req.key);
     require_name(&mut errs, "name", &req.name);
     if let Some(details) = errs.into_message() {
-        return Err(OrcError::invalid(ASSET, details));
+        return Err(LogicError::invalid(ASSET, details));
     }
-    let mut dm: DataManager = load_owned(tx, &req.key, "requester does not own the data manager")?;
+    let mut dm: DataManager = load_owned(call, &req.key, "requester does not own the data manager")?;
     dm.name = req.name;
-    store_updated(tx, dm)?;
+    store_updated(call, dm)?;
     Ok(UpdateDataManagerResponse {})
 }
 

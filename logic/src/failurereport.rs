@@ -9,11 +9,11 @@ use orchestrator_proto::{
 };
 
 use crate::asset::{self, load, require_new, store};
+use crate::call::Call;
 use crate::computetask;
 use crate::datamanager::addressable_parts;
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::function;
-use crate::tx::Tx;
 use crate::validation::{FieldErrors, check_in, go_quote, require_absent, require_addressable, require_uuid};
 
 pub const ASSET: &str = "failure report";
@@ -50,22 +50,22 @@ fn validate(new: &NewFailureReport) -> Result<()> {
         &[FailedAssetKind::FailedAssetComputeTask as i32, FailedAssetKind::FailedAssetFunction as i32],
     );
     match errs.into_message() {
-        Some(msg) => Err(OrcError::invalid(VALIDATION_KIND, msg)),
+        Some(msg) => Err(LogicError::invalid(VALIDATION_KIND, msg)),
         None => Ok(()),
     }
 }
 
-pub fn register(tx: &mut Tx<'_>, new: NewFailureReport) -> Result<FailureReport> {
+pub fn register(call: &mut Call<'_>, new: NewFailureReport) -> Result<FailureReport> {
     validate(&new)?;
     // One report per asset: the reference leaves this to its primary key (UNKNOWN after the
     // status change); an explicit check with its proper code, before anything is written.
-    require_new::<FailureReport>(tx, &new.asset_key)?;
-    let requester = tx.requester().to_owned();
+    require_new::<FailureReport>(call, &new.asset_key)?;
+    let requester = call.requester().to_owned();
     match FailedAssetKind::try_from(new.asset_type) {
-        Ok(FailedAssetKind::FailedAssetComputeTask) => fail_task(tx, &new.asset_key, &requester)?,
-        Ok(FailedAssetKind::FailedAssetFunction) => fail_function(tx, &new.asset_key, &requester)?,
+        Ok(FailedAssetKind::FailedAssetComputeTask) => fail_task(call, &new.asset_key, &requester)?,
+        Ok(FailedAssetKind::FailedAssetFunction) => fail_function(call, &new.asset_key, &requester)?,
         _ => {
-            return Err(OrcError::bad_request(
+            return Err(LogicError::bad_request(
                 "can only register failure for asset_kind values function and compute task",
             ));
         }
@@ -74,31 +74,31 @@ pub fn register(tx: &mut Tx<'_>, new: NewFailureReport) -> Result<FailureReport>
         asset_key: new.asset_key.clone(),
         error_type: new.error_type,
         logs_address: new.logs_address,
-        creation_date: Some(tx.now()),
+        creation_date: Some(call.now()),
         owner: requester,
         asset_type: new.asset_type,
     };
-    store(tx, &report)?;
-    asset::emit_created(tx, report.clone());
+    store(call, &report)?;
+    asset::emit_created(call, report.clone());
     Ok(report)
 }
 
-fn fail_task(tx: &mut Tx<'_>, key: &str, requester: &str) -> Result<()> {
-    let record = computetask::load_record(tx, key)?;
+fn fail_task(call: &mut Call<'_>, key: &str, requester: &str) -> Result<()> {
+    let record = computetask::load_record(call, key)?;
     if record.task.worker != requester {
-        return Err(OrcError::permission_denied(format!(
+        return Err(LogicError::permission_denied(format!(
             "only {} worker can register failure report for compute task",
             go_quote(&record.task.worker)
         )));
     }
     if record.status() != ComputeTaskStatus::StatusExecuting {
-        return Err(OrcError::bad_request(format!(
+        return Err(LogicError::bad_request(format!(
             "cannot register failure report for task with status {}",
             go_quote(record.status().as_str_name())
         )));
     }
     computetask::apply_action(
-        tx,
+        call,
         ApplyTaskActionParam {
             compute_task_key: key.to_owned(),
             action: ComputeTaskAction::TaskActionFailed as i32,
@@ -108,19 +108,19 @@ fn fail_task(tx: &mut Tx<'_>, key: &str, requester: &str) -> Result<()> {
     Ok(())
 }
 
-fn fail_function(tx: &mut Tx<'_>, key: &str, requester: &str) -> Result<()> {
-    let f: Function = load(tx, key)?;
+fn fail_function(call: &mut Call<'_>, key: &str, requester: &str) -> Result<()> {
+    let f: Function = load(call, key)?;
     // Not `asset::require_owner`: this denial names the owner.
     if f.owner != requester {
-        return Err(OrcError::permission_denied(format!(
+        return Err(LogicError::permission_denied(format!(
             "only {} owner can register failure report for function",
             go_quote(&f.owner)
         )));
     }
-    function::transition(tx, f, FunctionStatus::Failed, REASON)?;
+    function::transition(call, f, FunctionStatus::Failed, REASON)?;
     Ok(())
 }
 
-pub fn get(tx: &mut Tx<'_>, req: GetFailureReportParam) -> Result<FailureReport> {
-    load(tx, &req.asset_key)
+pub fn get(call: &mut Call<'_>, req: GetFailureReportParam) -> Result<FailureReport> {
+    load(call, &req.asset_key)
 }

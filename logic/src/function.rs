@@ -7,13 +7,13 @@ use orchestrator_proto::{
 };
 
 use crate::asset::{self, load, load_owned, require_new, store, store_updated};
+use crate::call::Call;
 use crate::datamanager::addressable_parts;
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::keys;
 use crate::organization::require_registered;
 use crate::pagination::query_index;
 use crate::permissions::new_permissions;
-use crate::tx::Tx;
 use crate::validation::{
     FieldErrors, check_metadata, require_addressable, require_identifier, require_name, require_uuid,
 };
@@ -112,14 +112,14 @@ fn output_error(req: &NewFunction) -> Option<String> {
     None
 }
 
-pub fn register(tx: &mut Tx<'_>, req: NewFunction) -> Result<Function> {
+pub fn register(call: &mut Call<'_>, req: NewFunction) -> Result<Function> {
     if let Some(details) = validate_new(&req) {
-        return Err(OrcError::invalid(ASSET, details));
+        return Err(LogicError::invalid(ASSET, details));
     }
-    require_new::<Function>(tx, &req.key)?;
-    let owner = tx.requester().to_owned();
-    require_registered(tx, &owner)?;
-    let permissions = new_permissions(tx, &owner, req.new_permissions.as_ref().unwrap_or(&Default::default()))?;
+    require_new::<Function>(call, &req.key)?;
+    let owner = call.requester().to_owned();
+    require_registered(call, &owner)?;
+    let permissions = new_permissions(call, &owner, req.new_permissions.as_ref().unwrap_or(&Default::default()))?;
     let function = Function {
         key: req.key,
         name: req.name,
@@ -127,67 +127,67 @@ pub fn register(tx: &mut Tx<'_>, req: NewFunction) -> Result<Function> {
         archive: req.archive,
         permissions: Some(permissions),
         owner,
-        creation_date: Some(tx.now()),
+        creation_date: Some(call.now()),
         metadata: req.metadata,
         inputs: req.inputs,
         outputs: req.outputs,
         status: FunctionStatus::Waiting as i32,
         image: Some(Addressable::default()),
     };
-    store(tx, &function)?;
-    tx.put_raw(&keys::created_index(ASSET, tx.now_micros(), &function.key), Vec::new())?;
-    asset::emit_created(tx, function.clone());
+    store(call, &function)?;
+    call.put_raw(&keys::created_index(ASSET, call.now_micros(), &function.key), Vec::new())?;
+    asset::emit_created(call, function.clone());
     Ok(function)
 }
 
-pub fn get(tx: &mut Tx<'_>, req: GetFunctionParam) -> Result<Function> {
-    load(tx, &req.key)
+pub fn get(call: &mut Call<'_>, req: GetFunctionParam) -> Result<Function> {
+    load(call, &req.key)
 }
 
-pub fn query(tx: &mut Tx<'_>, req: QueryFunctionsParam) -> Result<QueryFunctionsResponse> {
+pub fn query(call: &mut Call<'_>, req: QueryFunctionsParam) -> Result<QueryFunctionsResponse> {
     let plan = req.filter.map(|f| f.compute_plan_key).unwrap_or_default();
     let prefix = if plan.is_empty() { keys::created_prefix(ASSET) } else { by_plan_prefix(&plan) };
-    let (functions, next_page_token) = query_index(tx, &prefix, &req.page_token, req.page_size, keys::function)?;
+    let (functions, next_page_token) = query_index(call, &prefix, &req.page_token, req.page_size, keys::function)?;
     Ok(QueryFunctionsResponse { functions, next_page_token })
 }
 
-pub fn update(tx: &mut Tx<'_>, req: UpdateFunctionParam) -> Result<UpdateFunctionResponse> {
+pub fn update(call: &mut Call<'_>, req: UpdateFunctionParam) -> Result<UpdateFunctionResponse> {
     let mut errs = FieldErrors::new();
     require_uuid(&mut errs, "key", &req.key);
     require_name(&mut errs, "name", &req.name);
     if let Some(details) = errs.into_message() {
-        return Err(OrcError::invalid(ASSET, details));
+        return Err(LogicError::invalid(ASSET, details));
     }
-    let mut function: Function = load_owned(tx, &req.key, "requester does not own the function")?;
+    let mut function: Function = load_owned(call, &req.key, "requester does not own the function")?;
     function.name = req.name;
     if let Some(image) = req.image.filter(|i| !i.checksum.is_empty()) {
         function.image = Some(image);
     }
     let image_empty = function.image.as_ref().is_none_or(|i| i.checksum.is_empty());
     if image_empty && function.status == FunctionStatus::Ready as i32 {
-        return Err(OrcError::invalid_asset("Image checksum should not be empty when function status is ready"));
+        return Err(LogicError::invalid_asset("Image checksum should not be empty when function status is ready"));
     }
-    store_updated(tx, function)?;
+    store_updated(call, function)?;
     Ok(UpdateFunctionResponse {})
 }
 
-pub fn apply_action(tx: &mut Tx<'_>, req: ApplyFunctionActionParam) -> Result<ApplyFunctionActionResponse> {
+pub fn apply_action(call: &mut Call<'_>, req: ApplyFunctionActionParam) -> Result<ApplyFunctionActionResponse> {
     let target = match FunctionAction::try_from(req.action) {
         Ok(FunctionAction::Building) => FunctionStatus::Building,
         Ok(FunctionAction::Canceled) => FunctionStatus::Canceled,
         Ok(FunctionAction::Failed) => FunctionStatus::Failed,
         Ok(FunctionAction::Ready) => FunctionStatus::Ready,
-        _ => return Err(OrcError::bad_request("unsupported action")),
+        _ => return Err(LogicError::bad_request("unsupported action")),
     };
-    let function = load_owned(tx, &req.function_key, "only function owner can update it")?;
-    transition(tx, function, target, REASON_USER_ACTION)?;
+    let function = load_owned(call, &req.function_key, "only function owner can update it")?;
+    transition(call, function, target, REASON_USER_ACTION)?;
     Ok(ApplyFunctionActionResponse {})
 }
 
 /// The function state machine (docs/business-rules.md §6.3): store the new status and emit
 /// FUNCTION/UPDATED with the reason. Effects on the function's tasks (docs/business-rules.md §8.5
 /// T1-T3, T7, T8) come with compute tasks.
-pub fn transition(tx: &mut Tx<'_>, mut function: Function, to: FunctionStatus, reason: &str) -> Result<Function> {
+pub fn transition(call: &mut Call<'_>, mut function: Function, to: FunctionStatus, reason: &str) -> Result<Function> {
     let from = FunctionStatus::try_from(function.status).unwrap_or(FunctionStatus::Unknown);
     let allowed = matches!(
         (from, to),
@@ -199,16 +199,16 @@ pub fn transition(tx: &mut Tx<'_>, mut function: Function, to: FunctionStatus, r
     );
     if !allowed {
         // Same words as the reference's state machine library (a plain error: UNKNOWN).
-        return Err(OrcError::unknown(format!(
+        return Err(LogicError::unknown(format!(
             "event {} inappropriate in current state {}",
             transition_name(to),
             from.as_str_name()
         )));
     }
     function.status = to as i32;
-    store(tx, &function)?;
-    asset::emit_status_change(tx, function.clone(), reason);
-    crate::computetask::on_function_status(tx, &function, reason)?;
+    store(call, &function)?;
+    asset::emit_status_change(call, function.clone(), reason);
+    crate::computetask::on_function_status(call, &function, reason)?;
     Ok(function)
 }
 

@@ -3,8 +3,8 @@
 
 #![allow(unsafe_code)] // generated bindings
 
-use crate::host::{Host, ScanPage, StateError};
-use crate::{ErrorKind, api, tx};
+use crate::imports::{Imports, ScanPage, StateError};
+use crate::{api, call};
 
 wit_bindgen::generate!({
     world: "orchestrator",
@@ -14,61 +14,29 @@ wit_bindgen::generate!({
 use exports::substra::orchestrator::api::{Guest, MethodInfo};
 use substra::orchestrator::{events, state, types};
 
+orchestrator_contract::wit_conversions!(types: substra::orchestrator::types, state: substra::orchestrator::state);
+
 /// The host behind the WIT imports.
-struct WitHost;
+struct WitImports;
 
-fn state_error(err: state::StateError) -> StateError {
-    match err {
-        state::StateError::InvalidKey(key) => StateError::InvalidKey(key),
-        state::StateError::ValueTooLarge(size) => StateError::ValueTooLarge(size),
-        state::StateError::Backend(msg) => StateError::Backend(msg),
-    }
-}
-
-impl Host for WitHost {
+impl Imports for WitImports {
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        state::get(key).map_err(state_error)
+        Ok(state::get(key)?)
     }
     fn get_many(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
-        state::get_many(keys).map_err(state_error)
+        Ok(state::get_many(keys)?)
     }
     fn put(&mut self, key: &str, value: Vec<u8>) -> Result<(), StateError> {
-        state::put(key, &value).map_err(state_error)
+        Ok(state::put(key, &value)?)
     }
     fn delete(&mut self, key: &str) -> Result<(), StateError> {
-        state::delete(key).map_err(state_error)
+        Ok(state::delete(key)?)
     }
     fn scan(&mut self, start: &str, end: &str, limit: u32, cursor: Option<&str>) -> Result<ScanPage, StateError> {
-        let page = state::scan(start, end, limit, cursor).map_err(state_error)?;
-        Ok(ScanPage {
-            entries: page.entries.into_iter().map(|e| (e.key, e.value)).collect(),
-            next_cursor: page.next_cursor,
-        })
+        Ok(state::scan(start, end, limit, cursor)?.into())
     }
     fn emit(&mut self, event: Vec<u8>) {
         events::emit(&event);
-    }
-}
-
-fn wit_kind(kind: ErrorKind) -> types::ErrorKind {
-    use types::ErrorKind as W;
-    match kind {
-        ErrorKind::NotFound => W::NotFound,
-        ErrorKind::BadRequest => W::BadRequest,
-        ErrorKind::Conflict => W::Conflict,
-        ErrorKind::Internal => W::Internal,
-        ErrorKind::Unimplemented => W::Unimplemented,
-        ErrorKind::InvalidAsset => W::InvalidAsset,
-        ErrorKind::PermissionDenied => W::PermissionDenied,
-        ErrorKind::IncompatibleTaskStatus => W::IncompatibleTaskStatus,
-        ErrorKind::CannotDisableModel => W::CannotDisableModel,
-        ErrorKind::MissingTaskOutput => W::MissingTaskOutput,
-        ErrorKind::IncompatibleKind => W::IncompatibleKind,
-        ErrorKind::CannotDisableOutput => W::CannotDisableOutput,
-        ErrorKind::TerminatedComputePlan => W::TerminatedComputePlan,
-        ErrorKind::TerminatedComputeTask => W::TerminatedComputeTask,
-        ErrorKind::Unknown => W::Unknown,
-        ErrorKind::MalformedRequest => W::MalformedRequest,
     }
 }
 
@@ -84,14 +52,8 @@ impl Guest for Component {
     }
 
     fn invoke(ctx: types::Context, method: String, request: Vec<u8>) -> Result<Vec<u8>, types::Error> {
-        let ctx = tx::Context {
-            msp_id: ctx.msp_id,
-            channel: ctx.channel,
-            tx_id: ctx.tx_id,
-            tx_time_micros: ctx.tx_time_micros,
-        };
-        api::invoke(&ctx, &mut WitHost, &method, &request)
-            .map_err(|e| types::Error { kind: wit_kind(e.kind), message: e.message })
+        let ctx = call::Context::from(ctx);
+        api::invoke(&ctx, &mut WitImports, &method, &request).map_err(types::Error::from)
     }
 }
 

@@ -7,12 +7,12 @@
 
 pub mod api;
 pub mod asset;
+pub mod call;
 pub mod error;
-pub mod host;
+pub mod imports;
 pub mod keys;
 pub mod pagination;
 pub mod permissions;
-pub mod tx;
 pub mod validation;
 
 // One module per asset.
@@ -36,6 +36,6 @@ mod guest;
 pub mod testing;
 
 pub use api::{METHODS, invoke, version};
-pub use error::{ErrorKind, OrcError};
-pub use host::{Host, ScanPage, StateError};
-pub use tx::{Context, Tx};
+pub use call::{Call, Context};
+pub use error::{ErrorKind, LogicError};
+pub use imports::{Imports, ScanPage, StateError};

@@ -13,11 +13,11 @@ use orchestrator_proto::{
 };
 
 use crate::asset::{self, load, store};
+use crate::call::Call;
 use crate::computetask::{self, OutputAsset, TaskRecord};
 use crate::datamanager::addressable_parts;
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::keys;
-use crate::tx::Tx;
 use crate::validation::{FieldErrors, go_quote, require_addressable, require_present, require_uuid};
 
 pub const ASSET: &str = "model";
@@ -30,26 +30,26 @@ fn validate(new: &NewModel) -> Result<()> {
     let (present, checksum, address) = addressable_parts(new.address.as_ref());
     require_addressable(&mut errs, "address", present, checksum, address);
     match errs.into_message() {
-        Some(msg) => Err(OrcError::invalid(ASSET, msg)),
+        Some(msg) => Err(LogicError::invalid(ASSET, msg)),
         None => Ok(()),
     }
 }
 
 /// RegisterModel (deprecated): RegisterModels with one model.
-pub fn register_one(tx: &mut Tx<'_>, new: NewModel) -> Result<Model> {
-    let mut models = register(tx, RegisterModelsParam { models: vec![new] })?.models;
-    models.pop().ok_or_else(|| OrcError::internal("no model registered"))
+pub fn register_one(call: &mut Call<'_>, new: NewModel) -> Result<Model> {
+    let mut models = register(call, RegisterModelsParam { models: vec![new] })?.models;
+    models.pop().ok_or_else(|| LogicError::internal("no model registered"))
 }
 
 /// RegisterModels: every model of the batch belongs to the task of the first one; all or none.
-pub fn register(tx: &mut Tx<'_>, req: RegisterModelsParam) -> Result<RegisterModelsResponse> {
+pub fn register(call: &mut Call<'_>, req: RegisterModelsParam) -> Result<RegisterModelsResponse> {
     // The reference indexes the first element unconditionally (and crashes on an empty list).
     let Some(first) = req.models.first() else {
-        return Err(OrcError::invalid(ASSET, "models: cannot be blank."));
+        return Err(LogicError::invalid(ASSET, "models: cannot be blank."));
     };
-    let mut record = computetask::load_record(tx, &first.compute_task_key)?;
+    let mut record = computetask::load_record(call, &first.compute_task_key)?;
     let task_key = record.task.key.clone();
-    let requester = tx.requester().to_owned();
+    let requester = call.requester().to_owned();
 
     // Assets already registered per output (the single-output rule counts them with the batch's).
     let mut per_output: BTreeMap<String, usize> = BTreeMap::new();
@@ -64,17 +64,17 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterModelsParam) -> Result<RegisterMod
     let mut batch_keys = BTreeSet::new();
     for new in &req.models {
         if new.compute_task_key != task_key {
-            return Err(OrcError::bad_request("All models should be part of the same task"));
+            return Err(LogicError::bad_request("All models should be part of the same task"));
         }
         validate(new)?;
         if record.task.worker != requester {
-            return Err(OrcError::permission_denied(format!(
+            return Err(LogicError::permission_denied(format!(
                 "only {} worker can register model",
                 go_quote(&record.task.worker)
             )));
         }
         if record.status() != ComputeTaskStatus::StatusExecuting {
-            return Err(OrcError::bad_request(format!(
+            return Err(LogicError::bad_request(format!(
                 "cannot register model for task with status {}",
                 go_quote(record.status().as_str_name())
             )));
@@ -85,10 +85,10 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterModelsParam) -> Result<RegisterMod
         };
         let f = match &function {
             Some(f) => f,
-            None => function.insert(load::<Function>(tx, &record.task.function_key)?),
+            None => function.insert(load::<Function>(call, &record.task.function_key)?),
         };
         let Some(function_output) = f.outputs.get(identifier) else {
-            return Err(OrcError::internal(format!(
+            return Err(LogicError::internal(format!(
                 "missing function output {} for task {}",
                 go_quote(identifier),
                 go_quote(&task_key)
@@ -99,7 +99,7 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterModelsParam) -> Result<RegisterMod
         }
         let count = per_output.entry(identifier.clone()).or_default();
         if *count >= 1 && !function_output.multiple {
-            return Err(OrcError::new(
+            return Err(LogicError::new(
                 crate::error::ErrorKind::Conflict,
                 format!(
                     "compute task {} already has its unique output {} registered",
@@ -111,7 +111,7 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterModelsParam) -> Result<RegisterMod
         *count += 1;
         // The reference relies on its database's primary key here (UNKNOWN); say it properly.
         if !batch_keys.insert(new.key.clone()) {
-            return Err(OrcError::already_exists(ASSET, &new.key));
+            return Err(LogicError::already_exists(ASSET, &new.key));
         }
         models.push(Model {
             key: new.key.clone(),
@@ -119,40 +119,40 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterModelsParam) -> Result<RegisterMod
             address: new.address.clone(),
             permissions: output.permissions.clone(),
             owner: requester.clone(),
-            creation_date: Some(tx.now()),
+            creation_date: Some(call.now()),
         });
     }
     let model_keys: Vec<String> = models.iter().map(|m| keys::model(&m.key)).collect();
-    if let Some(pos) = tx.exist_many(&model_keys)?.iter().position(|exists| *exists) {
-        return Err(OrcError::already_exists(ASSET, &models[pos].key));
+    if let Some(pos) = call.exist_many(&model_keys)?.iter().position(|exists| *exists) {
+        return Err(LogicError::already_exists(ASSET, &models[pos].key));
     }
 
     for (model, new) in models.iter().zip(&req.models) {
-        store(tx, model)?;
-        asset::emit_created(tx, model.clone());
+        store(call, model)?;
+        asset::emit_created(call, model.clone());
         computetask::add_output_asset(
-            tx,
+            call,
             &mut record,
             &new.compute_task_output_identifier,
             AssetKind::AssetModel,
             &model.key,
         );
     }
-    computetask::store_record(tx, &record)?;
+    computetask::store_record(call, &record)?;
     Ok(RegisterModelsResponse { models })
 }
 
-pub fn get(tx: &mut Tx<'_>, req: GetModelParam) -> Result<Model> {
-    load(tx, &req.key)
+pub fn get(call: &mut Call<'_>, req: GetModelParam) -> Result<Model> {
+    load(call, &req.key)
 }
 
 /// Every model the task registered, on any output, in registration order; an unknown task has
 /// none.
-pub fn task_output_models(tx: &mut Tx<'_>, req: GetComputeTaskModelsParam) -> Result<GetComputeTaskModelsResponse> {
-    let Some(record) = tx.load::<TaskRecord>(&keys::computetask(&req.compute_task_key))? else {
+pub fn task_output_models(call: &mut Call<'_>, req: GetComputeTaskModelsParam) -> Result<GetComputeTaskModelsResponse> {
+    let Some(record) = call.load::<TaskRecord>(&keys::computetask(&req.compute_task_key))? else {
         return Ok(GetComputeTaskModelsResponse { models: Vec::new() });
     };
-    let models = load_assets(tx, &models_of(&record.output_assets))?;
+    let models = load_assets(call, &models_of(&record.output_assets))?;
     Ok(GetComputeTaskModelsResponse { models })
 }
 
@@ -163,35 +163,35 @@ pub fn models_of(assets: &[OutputAsset]) -> Vec<String> {
 
 /// Many models by key in one state call; a missing one is an internal error (a task record
 /// points to it).
-pub fn load_assets(tx: &mut Tx<'_>, model_keys: &[String]) -> Result<Vec<Model>> {
+pub fn load_assets(call: &mut Call<'_>, model_keys: &[String]) -> Result<Vec<Model>> {
     let record_keys: Vec<String> = model_keys.iter().map(|k| keys::model(k)).collect();
-    tx.load_many::<Model>(&record_keys)?
+    call.load_many::<Model>(&record_keys)?
         .into_iter()
         .zip(model_keys)
-        .map(|(m, k)| m.ok_or_else(|| OrcError::internal(format!("task output points to missing model {k}"))))
+        .map(|(m, k)| m.ok_or_else(|| LogicError::internal(format!("task output points to missing model {k}"))))
         .collect()
 }
 
 /// Frees a model's storage: its address is removed; MODEL/DISABLED carries the model without it.
-pub fn disable(tx: &mut Tx<'_>, mut model: Model) -> Result<()> {
+pub fn disable(call: &mut Call<'_>, mut model: Model) -> Result<()> {
     model.address = None;
-    store(tx, &model)?;
-    asset::emit(tx, EventKind::EventAssetDisabled, model, BTreeMap::new());
+    store(call, &model)?;
+    asset::emit(call, EventKind::EventAssetDisabled, model, BTreeMap::new());
     Ok(())
 }
 
 /// `OE0106: Task "<t>" has no output named "<id>"`
-pub fn missing_output(task: &str, identifier: &str) -> OrcError {
-    OrcError::new(
+pub fn missing_output(task: &str, identifier: &str) -> LogicError {
+    LogicError::new(
         crate::error::ErrorKind::MissingTaskOutput,
         format!("Task {} has no output named {}", go_quote(task), go_quote(identifier)),
     )
 }
 
 /// `OE0107: Incompatible kind for task "<t>": output "<id>" expects "<KIND>", received "<KIND>"`
-pub fn incompatible_kind(task: &str, identifier: &str, expected: i32, actual: AssetKind) -> OrcError {
+pub fn incompatible_kind(task: &str, identifier: &str, expected: i32, actual: AssetKind) -> LogicError {
     let expected = AssetKind::try_from(expected).unwrap_or(AssetKind::AssetUnknown);
-    OrcError::new(
+    LogicError::new(
         crate::error::ErrorKind::IncompatibleKind,
         format!(
             "Incompatible kind for task {}: output {} expects {}, received {}",

@@ -5,9 +5,9 @@
 //! whatever the size of the channel. Tokens are opaque to clients; decimal offsets are still
 //! accepted, so a client that builds `"0"` or an offset itself keeps working.
 
-use crate::error::{OrcError, Result};
-use crate::host::{ScanPage, key_fault};
-use crate::tx::Tx;
+use crate::call::Call;
+use crate::error::{LogicError, Result};
+use crate::imports::{ScanPage, key_fault};
 use crate::validation::go_quote;
 
 /// Page size when the request says 0 (as the reference).
@@ -29,7 +29,7 @@ pub fn parse_token(token: &str) -> Result<PageStart> {
     if token.is_empty() {
         return Ok(PageStart::Offset(0));
     }
-    let invalid = || OrcError::unknown(format!("invalid page token {}", go_quote(token)));
+    let invalid = || LogicError::unknown(format!("invalid page token {}", go_quote(token)));
     if let Some(cursor) = token.strip_prefix(CURSOR_PREFIX) {
         // Cursors are keys handed out by a previous page; anything else is not one of ours.
         return match key_fault(cursor) {
@@ -57,12 +57,12 @@ pub struct Page {
 }
 
 /// Read one page of `[start, end)` as the request's token and size say.
-pub fn scan_page(tx: &mut Tx<'_>, start: &str, end: &str, token: &str, page_size: u32) -> Result<Page> {
+pub fn scan_page(call: &mut Call<'_>, start: &str, end: &str, token: &str, page_size: u32) -> Result<Page> {
     let size = effective_page_size(page_size);
     let cursor = match parse_token(token)? {
         PageStart::Cursor(key) => Some(key),
         PageStart::Offset(0) => None,
-        PageStart::Offset(n) => match skip(tx, start, end, n)? {
+        PageStart::Offset(n) => match skip(call, start, end, n)? {
             Some(cursor) => Some(cursor),
             None => return Ok(Page::default()),
         },
@@ -72,7 +72,7 @@ pub fn scan_page(tx: &mut Tx<'_>, start: &str, end: &str, token: &str, page_size
     if cursor.as_deref().is_some_and(|c| c >= end) {
         return Ok(Page::default());
     }
-    let ScanPage { entries, next_cursor } = tx.scan(start, end, size, cursor.as_deref())?;
+    let ScanPage { entries, next_cursor } = call.scan(start, end, size, cursor.as_deref())?;
     let next_page_token = match next_cursor {
         Some(next) if entries.len() as u32 == size => format!("{CURSOR_PREFIX}{next}"),
         _ => String::new(),
@@ -81,11 +81,11 @@ pub fn scan_page(tx: &mut Tx<'_>, start: &str, end: &str, token: &str, page_size
 }
 
 /// Skip `n` entries of the range; the cursor where the rest starts, `None` if nothing is left.
-fn skip(tx: &mut Tx<'_>, start: &str, end: &str, mut n: u64) -> Result<Option<String>> {
+fn skip(call: &mut Call<'_>, start: &str, end: &str, mut n: u64) -> Result<Option<String>> {
     let mut cursor: Option<String> = None;
     while n > 0 {
         let chunk = n.min(u64::from(SKIP_CHUNK)) as u32;
-        let page = tx.scan(start, end, chunk, cursor.as_deref())?;
+        let page = call.scan(start, end, chunk, cursor.as_deref())?;
         n -= page.entries.len() as u64;
         match page.next_cursor {
             Some(next) => cursor = Some(next),
@@ -102,7 +102,7 @@ pub fn paginate_vec<T>(items: Vec<T>, token: &str, page_size: u32) -> Result<(Ve
     let offset = match parse_token(token)? {
         PageStart::Offset(n) => usize::try_from(n).unwrap_or(usize::MAX),
         PageStart::Cursor(_) => {
-            return Err(OrcError::unknown(format!("invalid page token {token:?}")));
+            return Err(LogicError::unknown(format!("invalid page token {token:?}")));
         }
     };
     let total = items.len();
@@ -115,31 +115,31 @@ pub fn paginate_vec<T>(items: Vec<T>, token: &str, page_size: u32) -> Result<(Ve
 /// One page of records through a secondary index: scan `index_prefix`, whose keys end with the
 /// asset key, then load the records in one state call.
 pub fn query_index<M: prost::Message + Default>(
-    tx: &mut Tx<'_>,
+    call: &mut Call<'_>,
     index_prefix: &str,
     token: &str,
     page_size: u32,
     record_key: impl Fn(&str) -> String,
 ) -> Result<(Vec<M>, String)> {
     let (start, end) = crate::keys::prefix_range(index_prefix);
-    let page = scan_page(tx, &start, &end, token, page_size)?;
+    let page = scan_page(call, &start, &end, token, page_size)?;
     let keys: Vec<String> = page.entries.iter().map(|(k, _)| record_key(crate::keys::last_component(k))).collect();
-    let records = tx.load_many::<M>(&keys)?;
+    let records = call.load_many::<M>(&keys)?;
     let items = records
         .into_iter()
         .zip(&keys)
-        .map(|(record, key)| record.ok_or_else(|| OrcError::internal(format!("index points to missing {key}"))))
+        .map(|(record, key)| record.ok_or_else(|| LogicError::internal(format!("index points to missing {key}"))))
         .collect::<Result<Vec<M>>>()?;
     Ok((items, page.next_page_token))
 }
 
 /// Every key of a prefix (for unpaginated lists), in key order.
-pub fn scan_all_keys(tx: &mut Tx<'_>, prefix: &str) -> Result<Vec<String>> {
+pub fn scan_all_keys(call: &mut Call<'_>, prefix: &str) -> Result<Vec<String>> {
     let (start, end) = crate::keys::prefix_range(prefix);
     let mut keys = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = tx.scan(&start, &end, SKIP_CHUNK, cursor.as_deref())?;
+        let page = call.scan(&start, &end, SKIP_CHUNK, cursor.as_deref())?;
         keys.extend(page.entries.into_iter().map(|(k, _)| k));
         match page.next_cursor {
             Some(next) => cursor = Some(next),

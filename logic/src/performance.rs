@@ -16,12 +16,12 @@ use orchestrator_proto::{
 };
 
 use crate::asset::{self, Stored, require_new, store};
+use crate::call::{Call, timestamp_to_micros};
 use crate::computetask;
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::keys;
 use crate::model::missing_output;
 use crate::pagination::{paginate_vec, scan_page};
-use crate::tx::{Tx, timestamp_to_micros};
 use crate::validation::{FieldErrors, go_quote, require_present, require_uuid};
 
 pub const ASSET: &str = "performance";
@@ -36,22 +36,22 @@ fn validate(new: &NewPerformance) -> Result<()> {
     require_uuid(&mut errs, "compute_task_key", &new.compute_task_key);
     require_present(&mut errs, "compute_task_output_identifier", !new.compute_task_output_identifier.is_empty());
     match errs.into_message() {
-        Some(msg) => Err(OrcError::invalid(ASSET, msg)),
+        Some(msg) => Err(LogicError::invalid(ASSET, msg)),
         None => Ok(()),
     }
 }
 
-pub fn register(tx: &mut Tx<'_>, new: NewPerformance) -> Result<Performance> {
+pub fn register(call: &mut Call<'_>, new: NewPerformance) -> Result<Performance> {
     validate(&new)?;
-    let mut record = computetask::load_record(tx, &new.compute_task_key)?;
-    if record.task.worker != tx.requester() {
-        return Err(OrcError::permission_denied(format!(
+    let mut record = computetask::load_record(call, &new.compute_task_key)?;
+    if record.task.worker != call.requester() {
+        return Err(LogicError::permission_denied(format!(
             "only {} worker can register performance",
             go_quote(&record.task.worker)
         )));
     }
     if record.status() != ComputeTaskStatus::StatusExecuting {
-        return Err(OrcError::bad_request(format!(
+        return Err(LogicError::bad_request(format!(
             "cannot register performance for task with status {}",
             go_quote(record.status().as_str_name())
         )));
@@ -62,21 +62,21 @@ pub fn register(tx: &mut Tx<'_>, new: NewPerformance) -> Result<Performance> {
     }
     // Like the reference, the output's kind is not checked (a MODEL output accepts a value).
     let perf_key = key(&record.task.key, &identifier);
-    require_new::<Performance>(tx, &perf_key)?;
+    require_new::<Performance>(call, &perf_key)?;
     let perf = Performance {
         compute_task_key: record.task.key.clone(),
         compute_task_output_identifier: identifier.clone(),
         performance_value: new.performance_value,
-        creation_date: Some(tx.now()),
+        creation_date: Some(call.now()),
     };
-    store(tx, &perf)?;
+    store(call, &perf)?;
     let record_key = Performance::state_key(&perf_key);
     for index in index_keys(&perf) {
-        tx.put_raw(&index, record_key.clone().into_bytes())?;
+        call.put_raw(&index, record_key.clone().into_bytes())?;
     }
-    asset::emit_created(tx, perf.clone());
-    computetask::add_output_asset(tx, &mut record, &identifier, AssetKind::AssetPerformance, &perf_key);
-    computetask::store_record(tx, &record)?;
+    asset::emit_created(call, perf.clone());
+    computetask::add_output_asset(call, &mut record, &identifier, AssetKind::AssetPerformance, &perf_key);
+    computetask::store_record(call, &record)?;
     Ok(perf)
 }
 
@@ -108,14 +108,14 @@ fn index_keys(perf: &Performance) -> [String; 3] {
     ]
 }
 
-pub fn query(tx: &mut Tx<'_>, req: QueryPerformancesParam) -> Result<QueryPerformancesResponse> {
+pub fn query(call: &mut Call<'_>, req: QueryPerformancesParam) -> Result<QueryPerformancesResponse> {
     let filter = req.filter.unwrap_or_default();
     let prefix = match (filter.compute_task_key.is_empty(), filter.compute_task_output_identifier.is_empty()) {
         (true, true) => created_prefix(),
         (false, true) => task_prefix(&filter.compute_task_key),
         (true, false) => identifier_prefix(&filter.compute_task_output_identifier),
         (false, false) => {
-            let one = tx.load::<Performance>(&keys::performance(&key(
+            let one = call.load::<Performance>(&keys::performance(&key(
                 &filter.compute_task_key,
                 &filter.compute_task_output_identifier,
             )))?;
@@ -125,14 +125,14 @@ pub fn query(tx: &mut Tx<'_>, req: QueryPerformancesParam) -> Result<QueryPerfor
         }
     };
     let (start, end) = keys::prefix_range(&prefix);
-    let page = scan_page(tx, &start, &end, &req.page_token, req.page_size)?;
+    let page = scan_page(call, &start, &end, &req.page_token, req.page_size)?;
     let record_keys: Vec<String> =
         page.entries.into_iter().map(|(_, v)| String::from_utf8_lossy(&v).into_owned()).collect();
-    let performances = tx
+    let performances = call
         .load_many::<Performance>(&record_keys)?
         .into_iter()
         .zip(&record_keys)
-        .map(|(p, k)| p.ok_or_else(|| OrcError::internal(format!("index points to missing {k}"))))
+        .map(|(p, k)| p.ok_or_else(|| LogicError::internal(format!("index points to missing {k}"))))
         .collect::<Result<Vec<_>>>()?;
     Ok(QueryPerformancesResponse { performances, next_page_token: page.next_page_token })
 }

@@ -3,16 +3,16 @@
 
 use orchestrator_proto::{NewPermissions, Permission, Permissions};
 
-use crate::error::{OrcError, Result};
+use crate::call::Call;
+use crate::error::{LogicError, Result};
 use crate::organization;
-use crate::tx::Tx;
 
 /// docs/business-rules.md §1.2: a private list may only name registered organizations; the owner is
 /// always appended (also when public), order and duplicates of the input kept.
-pub fn new_permission(tx: &mut Tx<'_>, owner: &str, input: &NewPermissions) -> Result<Permission> {
+pub fn new_permission(call: &mut Call<'_>, owner: &str, input: &NewPermissions) -> Result<Permission> {
     check_size(input)?;
-    if !input.public && !organization::all_registered(tx, &input.authorized_ids)? {
-        return Err(OrcError::bad_request("invalid permission input values"));
+    if !input.public && !organization::all_registered(call, &input.authorized_ids)? {
+        return Err(LogicError::bad_request("invalid permission input values"));
     }
     let mut authorized_ids = input.authorized_ids.clone();
     if !authorized_ids.iter().any(|id| id == owner) {
@@ -29,7 +29,7 @@ pub const MAX_AUTHORIZED_IDS: usize = 1_000;
 pub fn check_size(input: &NewPermissions) -> Result<()> {
     let given = input.authorized_ids.len();
     if given > MAX_AUTHORIZED_IDS {
-        return Err(OrcError::invalid(
+        return Err(LogicError::invalid(
             "permissions",
             format!("authorized_ids: at most {MAX_AUTHORIZED_IDS} organizations ({given} given)"),
         ));
@@ -38,8 +38,8 @@ pub fn check_size(input: &NewPermissions) -> Result<()> {
 }
 
 /// The same permission for `process` and `download`.
-pub fn new_permissions(tx: &mut Tx<'_>, owner: &str, input: &NewPermissions) -> Result<Permissions> {
-    let permission = new_permission(tx, owner, input)?;
+pub fn new_permissions(call: &mut Call<'_>, owner: &str, input: &NewPermissions) -> Result<Permissions> {
+    let permission = new_permission(call, owner, input)?;
     Ok(Permissions { process: Some(permission.clone()), download: Some(permission) })
 }
 

@@ -4,20 +4,20 @@
 use orchestrator_proto::ProfilingStep;
 
 use crate::asset;
-use crate::error::{OrcError, Result};
-use crate::tx::Tx;
+use crate::call::Call;
+use crate::error::{LogicError, Result};
 use crate::validation::{FieldErrors, require_name, require_present, require_uuid};
 
 const VALIDATION_KIND: &str = "profiling_step";
 
-pub fn register(tx: &mut Tx<'_>, step: ProfilingStep) -> Result<()> {
+pub fn register(call: &mut Call<'_>, step: ProfilingStep) -> Result<()> {
     let mut errs = FieldErrors::new();
     require_uuid(&mut errs, "asset_key", &step.asset_key);
     require_name(&mut errs, "step", &step.step);
     require_present(&mut errs, "duration", step.duration > 0);
     if let Some(msg) = errs.into_message() {
-        return Err(OrcError::invalid(VALIDATION_KIND, msg));
+        return Err(LogicError::invalid(VALIDATION_KIND, msg));
     }
-    asset::emit_created(tx, step);
+    asset::emit_created(call, step);
     Ok(())
 }

@@ -3,22 +3,22 @@
 
 use std::collections::BTreeMap;
 
-use orchestrator_logic::host::{Host, ScanPage, StateError};
+use orchestrator_logic::call::Context;
+use orchestrator_logic::imports::{Imports, ScanPage, StateError};
 use orchestrator_logic::testing::scenarios::{CHANNEL, ORG1, computetask};
-use orchestrator_logic::testing::{Harness, MemHost};
-use orchestrator_logic::tx::Context;
+use orchestrator_logic::testing::{Harness, MemImports};
 use orchestrator_proto::RegisterTasksParam;
 use prost::Message;
 
 /// A host that counts the state calls of one invocation.
 struct Counting<'a> {
-    inner: MemHost<'a>,
+    inner: MemImports<'a>,
     reads: usize,
     keys_read: usize,
     scans: usize,
 }
 
-impl Host for Counting<'_> {
+impl Imports for Counting<'_> {
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         self.reads += 1;
         self.keys_read += 1;
@@ -70,7 +70,7 @@ fn register_1000_tasks_in_few_state_calls() {
 
     let state = h.state(CHANNEL).expect("channel state");
     let committed: &BTreeMap<String, Vec<u8>> = &state.entries;
-    let mut host = Counting { inner: MemHost::new(committed), reads: 0, keys_read: 0, scans: 0 };
+    let mut host = Counting { inner: MemImports::new(committed), reads: 0, keys_read: 0, scans: 0 };
     let ctx = Context {
         msp_id: ORG1.to_owned(),
         channel: CHANNEL.to_owned(),

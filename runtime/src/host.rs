@@ -2,8 +2,8 @@
 
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
-use crate::overlay::{Overlay, StateError};
-use crate::{BackendError, Context, ErrorKind, LogicError, StateBackend, StateWrite};
+use crate::overlay::{Overlay, OwnedBackend};
+use crate::{BackendError, StateWrite};
 
 /// Generated bindings of the `orchestrator` world (private: the crate's API mirrors them).
 pub(crate) mod bindings {
@@ -17,6 +17,8 @@ pub(crate) mod bindings {
 
 use bindings::substra::orchestrator::{events, state, types};
 
+orchestrator_contract::wit_conversions!(types: bindings::substra::orchestrator::types, state: bindings::substra::orchestrator::state);
+
 /// Host state of one call's store.
 pub(crate) struct HostState {
     pub overlay: Overlay,
@@ -25,7 +27,7 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub fn new(backend: Box<dyn StateBackend>, max_memory_bytes: usize) -> Self {
+    pub fn new(backend: Box<dyn OwnedBackend>, max_memory_bytes: usize) -> Self {
         Self {
             overlay: Overlay::new(backend),
             events: Vec::new(),
@@ -38,10 +40,10 @@ impl HostState {
         }
     }
 
-    /// Ends the call: net writes, events and the first backend failure.
+    /// Ends the call: net writes, events, the first backend failure and the backend.
     pub fn finish(self) -> CallOutput {
-        let (writes, failure) = self.overlay.finish();
-        CallOutput { writes, events: self.events, failure }
+        let (writes, failure, backend) = self.overlay.finish();
+        CallOutput { writes, events: self.events, failure, backend }
     }
 }
 
@@ -50,16 +52,7 @@ pub(crate) struct CallOutput {
     pub writes: Vec<StateWrite>,
     pub events: Vec<Vec<u8>>,
     pub failure: Option<BackendError>,
-}
-
-impl From<StateError> for state::StateError {
-    fn from(error: StateError) -> Self {
-        match error {
-            StateError::InvalidKey(message) => state::StateError::InvalidKey(message),
-            StateError::ValueTooLarge(size) => state::StateError::ValueTooLarge(size),
-            StateError::Backend(message) => state::StateError::Backend(message),
-        }
-    }
+    pub backend: Box<dyn OwnedBackend>,
 }
 
 impl state::Host for HostState {
@@ -86,11 +79,7 @@ impl state::Host for HostState {
         limit: u32,
         cursor: Option<String>,
     ) -> Result<state::ScanPage, state::StateError> {
-        let page = self.overlay.scan(&start, &end, limit, cursor.as_deref()).await?;
-        Ok(state::ScanPage {
-            entries: page.entries.into_iter().map(|(key, value)| state::Entry { key, value }).collect(),
-            next_cursor: page.next_cursor,
-        })
+        Ok(self.overlay.scan(&start, &end, limit, cursor.as_deref()).await?.into())
     }
 }
 
@@ -101,44 +90,3 @@ impl events::Host for HostState {
 }
 
 impl types::Host for HostState {}
-
-impl From<&Context> for types::Context {
-    fn from(ctx: &Context) -> Self {
-        types::Context {
-            msp_id: ctx.msp_id.clone(),
-            channel: ctx.channel.clone(),
-            tx_id: ctx.tx_id.clone(),
-            tx_time_micros: ctx.tx_time_micros,
-        }
-    }
-}
-
-impl From<types::ErrorKind> for ErrorKind {
-    fn from(kind: types::ErrorKind) -> Self {
-        use types::ErrorKind as W;
-        match kind {
-            W::NotFound => ErrorKind::NotFound,
-            W::BadRequest => ErrorKind::BadRequest,
-            W::Conflict => ErrorKind::Conflict,
-            W::Internal => ErrorKind::Internal,
-            W::Unimplemented => ErrorKind::Unimplemented,
-            W::InvalidAsset => ErrorKind::InvalidAsset,
-            W::PermissionDenied => ErrorKind::PermissionDenied,
-            W::IncompatibleTaskStatus => ErrorKind::IncompatibleTaskStatus,
-            W::CannotDisableModel => ErrorKind::CannotDisableModel,
-            W::MissingTaskOutput => ErrorKind::MissingTaskOutput,
-            W::IncompatibleKind => ErrorKind::IncompatibleKind,
-            W::CannotDisableOutput => ErrorKind::CannotDisableOutput,
-            W::TerminatedComputePlan => ErrorKind::TerminatedComputePlan,
-            W::TerminatedComputeTask => ErrorKind::TerminatedComputeTask,
-            W::Unknown => ErrorKind::Unknown,
-            W::MalformedRequest => ErrorKind::MalformedRequest,
-        }
-    }
-}
-
-impl From<types::Error> for LogicError {
-    fn from(error: types::Error) -> Self {
-        LogicError { kind: error.kind.into(), message: error.message }
-    }
-}

@@ -15,6 +15,118 @@
 //! - buffers the component's events;
 //! - hot-swaps to a new component version atomically ([`Runtime::swap`]), once it has verified
 //!   that the new one can serve every call the current one can.
+//!
+//! # Embedding
+//!
+//! A host owns a [`Runtime`], a store of committed state and events, and a [`StateBackend`]
+//! that reads that store. For each call it builds a [`Context`], passes a backend **by value**
+//! to [`Runtime::invoke`], gets it back in [`Invoked::backend`] (on success and on every
+//! failure: a backend may own the call's database transaction), and commits or discards the
+//! call's writes and events as the outcome says. The standalone host (PostgreSQL), the Fabric
+//! chaincode and `examples/embedded` (a plain program with an in-memory store, the shortest
+//! complete host) all do exactly this.
+//!
+//! ```
+//! use orchestrator_proto::RegisterOrganizationParam;
+//! use orchestrator_runtime::{Context, Invoked, MemoryBackend, Runtime, RuntimeConfig};
+//! use prost::Message;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Compiles and verifies the component (seconds the first time, see `RuntimeConfig::cache_dir`).
+//! let runtime = Runtime::new(RuntimeConfig::default(), orchestrator_logic_component::COMPONENT)?;
+//! // One channel's committed state.
+//! let state = MemoryBackend::new();
+//! // Everything that varies comes from the host: caller, channel, transaction id and time.
+//! let ctx = Context {
+//!     msp_id: "MyOrg1MSP".to_owned(),
+//!     channel: "mychannel".to_owned(),
+//!     tx_id: "tx-1".to_owned(),
+//!     tx_time_micros: 1_700_000_000_000_000,
+//! };
+//! let method = "orchestrator.OrganizationService/RegisterOrganization";
+//! let request = RegisterOrganizationParam { address: String::new() }.encode_to_vec();
+//! // A clone shares the state; it comes back in `backend` (unused here).
+//! let Invoked { backend: _, outcome } = runtime.invoke(&ctx, method, &request, state.clone()).await;
+//! // `Err`: a trap or a backend failure, nothing to commit.
+//! let invocation = outcome?;
+//! // `Err`: the logic refused the call (its OE message), nothing to commit either.
+//! let _response: Vec<u8> = invocation.result?;
+//! // Success: commit the writes and keep the events, together.
+//! state.apply(&invocation.writes);
+//! assert!(!state.is_empty());
+//! assert_eq!(invocation.events.len(), 1, "ORGANIZATION/CREATED");
+//!
+//! // Once committed, the same registration is refused and leaves nothing to commit.
+//! let ctx = Context { tx_id: "tx-2".to_owned(), ..ctx };
+//! let again = runtime.invoke(&ctx, method, &request, state.clone()).await.outcome?;
+//! assert!(again.result.is_err() && again.writes.is_empty() && again.events.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The contract between the runtime and a host
+//!
+//! ## What the runtime does
+//!
+//! - **Read-your-writes.** The call's puts and deletes stay in an overlay; its reads and scans
+//!   see them merged over the backend's committed state. A backend only ever serves reads
+//!   ([`StateBackend::get_many`], [`StateBackend::scan`]) and never sees a write.
+//! - **Net writes, sorted.** [`Invocation::writes`] holds one entry per key written: its last
+//!   value (`Some`) or a delete (`None`), sorted by key bytewise. A delete may name a key that
+//!   is not in committed state (written, then deleted, by the same call): storing it must be a
+//!   no-op. Keys are at most [`MAX_KEY_BYTES`] without NUL, values at most [`MAX_VALUE_BYTES`]
+//!   (the runtime refuses anything else to the logic).
+//! - **Events in order.** [`Invocation::events`] are the protobuf `orchestrator.Event`s in
+//!   emission order.
+//! - **Nothing on a failure.** On a business error (`result` is `Err`) `writes` and `events`
+//!   are empty; on a trap or a backend failure there is no [`Invocation`] at all. The first
+//!   [`BackendError`] of a call fails it: later state calls fail without reaching the backend,
+//!   and the outcome is [`RuntimeError::Backend`] whatever the logic made of it.
+//! - **One call, one instance**, with the fuel and memory limits of [`RuntimeConfig`].
+//!
+//! ## What the host must do
+//!
+//! - **Commit atomically, on success only.** When the outcome is `Ok` and `result` is `Ok`,
+//!   store every write and every event of the call together (one transaction), events after
+//!   those of the calls committed before; otherwise store nothing. Only publish committed
+//!   events.
+//! - **Scope state by channel.** The logic's keys do not name the channel: a backend serves
+//!   the committed state of `Context::channel` only (a `channel` column in PostgreSQL, one
+//!   world state per channel on Fabric, one store per channel in memory).
+//! - **Isolate calls.** The reads of one call must come from one consistent snapshot (no other
+//!   call's commit visible half-way through), and two calls writing the same channel must be
+//!   serialized (the later one reads what the earlier one committed) or conflict-checked (the
+//!   later commit is refused when what it read has changed, and the call runs again). The
+//!   standalone host serializes: read-only methods run on a `REPEATABLE READ READ ONLY`
+//!   snapshot, and every write call of a channel goes to that channel's single writer, which
+//!   runs them one after another while it holds the channel's advisory lock (another process
+//!   on the same database waits for it). The Fabric host conflict-checks: the chaincode
+//!   simulates over the peer's state, and at commit every peer's MVCC validation (the versions
+//!   of the keys read) and phantom check (the range queries) invalidates a transaction whose
+//!   reads changed, which the client submits again.
+//! - **Retry only what may be retried.** [`RuntimeError::is_retryable`] (a [`BackendError`]
+//!   built with [`BackendError::retryable`], e.g. PostgreSQL 40001, a lost connection before
+//!   commit) means nothing was committed and the whole call may run again, from a new
+//!   snapshot and with a new context. Other backend errors and traps are final for that
+//!   call. A business error is an answer: never retry it.
+//! - **Keep calls deterministic.** The logic reads no clock and no randomness: the
+//!   [`Context`] carries the caller, the channel, the transaction id and the time. Event ids
+//!   derive from the transaction id, so it must be unique per attempt (a retry gets a new one);
+//!   replicas that must agree (Fabric endorsers) take the same context from the proposal.
+//! - **Honour read-only methods.** A method listed `read_only` in [`LogicInfo::methods`] never
+//!   writes nor emits; a host may run it on a snapshot outside the write path, and should
+//!   refuse a read-only call that comes back with writes or events.
+//!
+//! ## What [`MemoryBackend`] does not do
+//!
+//! [`MemoryBackend`] is a shared map for one call at a time (tests, benches, a sequential
+//! program). It gives **no isolation** between concurrent calls: each read sees whatever is
+//! applied at that moment, so a call running while another's writes are applied may read part
+//! of them. It does **no conflict detection**: two concurrent calls that read the same key and
+//! both [`MemoryBackend::apply`] their writes both succeed, the later silently overwriting the
+//! earlier (a lost update). And it keeps no events. A host that runs calls concurrently over it
+//! must serialize them (one call and its `apply` at a time) or bring its own isolation.
 
 mod cache;
 mod host;
@@ -42,66 +154,7 @@ pub type StateEntry = (String, Vec<u8>);
 /// A net write of a call: `Some(value)` = put, `None` = delete.
 pub type StateWrite = (String, Option<Vec<u8>>);
 
-/// Call context (mirrors the WIT record).
-#[derive(Clone, Debug)]
-pub struct Context {
-    /// MSP id of the caller.
-    pub msp_id: String,
-    /// Channel the call is scoped to.
-    pub channel: String,
-    /// Transaction id, unique per call attempt.
-    pub tx_id: String,
-    /// Transaction time in microseconds since the Unix epoch.
-    pub tx_time_micros: i64,
-}
-
-/// Mirrors the WIT `error-kind` enum one to one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// OE0002
-    NotFound,
-    /// OE0003
-    BadRequest,
-    /// OE0006
-    Conflict,
-    /// OE0007
-    Internal,
-    /// OE0010
-    Unimplemented,
-    /// OE0101
-    InvalidAsset,
-    /// OE0102
-    PermissionDenied,
-    /// OE0104
-    IncompatibleTaskStatus,
-    /// OE0105
-    CannotDisableModel,
-    /// OE0106
-    MissingTaskOutput,
-    /// OE0107
-    IncompatibleKind,
-    /// OE0108
-    CannotDisableOutput,
-    /// OE0109
-    TerminatedComputePlan,
-    /// OE0110
-    TerminatedComputeTask,
-    /// A plain error without OE code.
-    Unknown,
-    /// The request bytes are not a valid protobuf encoding of the method's message.
-    MalformedRequest,
-}
-
-/// A business error returned by the logic. `message` is the full gRPC status message
-/// (OE prefix included).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct LogicError {
-    /// The error class, which the host maps to a gRPC status code.
-    pub kind: ErrorKind,
-    /// The complete status message.
-    pub message: String,
-}
+pub use orchestrator_contract::{Context, ErrorKind, LogicError};
 
 /// One entry of the component's method table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,6 +190,10 @@ impl BackendError {
 /// Committed-state reads for one call (the host's current transaction). Backends never see
 /// writes: the runtime keeps them in an overlay and hands them to the host at the end.
 ///
+/// [`Runtime::invoke`] takes the backend by value and hands it back, so a backend may own
+/// what it reads through (a transaction, a connection, a store) and record what happened
+/// (e.g. its first failure) for the host to act on after the call.
+///
 /// Keys are ordered bytewise (UTF-8 byte order), as Rust's `str` ordering does.
 pub trait StateBackend: Send {
     /// One result per key, in order.
@@ -153,6 +210,34 @@ pub trait StateBackend: Send {
         end: &'a str,
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<StateEntry>, BackendError>>;
+}
+
+/// A boxed backend is a backend, for hosts that choose theirs at run time.
+impl<T: StateBackend + ?Sized> StateBackend for Box<T> {
+    fn get_many<'a>(&'a mut self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
+        (**self).get_many(keys)
+    }
+
+    fn scan<'a>(
+        &'a mut self,
+        start: &'a str,
+        end: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<StateEntry>, BackendError>> {
+        (**self).scan(start, end, limit)
+    }
+}
+
+/// What [`Runtime::invoke`] hands back: the caller's backend, on success and on every failure,
+/// and the call's outcome (see the [crate example](crate#embedding)).
+#[derive(Debug)]
+#[must_use = "the outcome says whether to commit the call's writes and events"]
+pub struct Invoked<B> {
+    /// The backend the call read through, as it was passed (plus whatever it recorded):
+    /// the host commits or rolls back what it owns (e.g. its transaction).
+    pub backend: B,
+    /// The call's outcome (see [`Runtime::invoke`]).
+    pub outcome: Result<Invocation, RuntimeError>,
 }
 
 /// Outcome of one call.

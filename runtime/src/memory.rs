@@ -1,4 +1,5 @@
-//! An in-memory [`StateBackend`], for tests, benches and examples.
+//! An in-memory [`StateBackend`], for tests, benches and examples: one call at a time (see the
+//! crate's contract, "What `MemoryBackend` does not do").
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -7,8 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::{BackendError, BoxFuture, StateBackend, StateEntry, StateWrite};
 
 /// Committed state in a shared `BTreeMap` (bytewise key order, like PostgreSQL `COLLATE "C"`
-/// and Fabric). Clones share the same state: hand a clone to each call with
-/// [`MemoryBackend::boxed`], then [`MemoryBackend::apply`] the writes of the calls that succeed.
+/// and Fabric). Clones share the same state: hand a clone to each call
+/// ([`crate::Runtime::invoke`] takes it by value), then [`MemoryBackend::apply`] the writes of
+/// the calls that succeed. No snapshot, no conflict detection: not for concurrent calls.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryBackend {
     state: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
@@ -31,7 +33,8 @@ impl MemoryBackend {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A boxed handle on the same state, to pass to [`crate::Runtime::invoke`].
+    /// A boxed handle on the same state, for hosts that hold backends as trait objects
+    /// (`Box<dyn StateBackend>` is a backend too).
     pub fn boxed(&self) -> Box<dyn StateBackend> {
         Box::new(self.clone())
     }

@@ -4,44 +4,37 @@
 //! provides the WIT `state` semantics itself: every read consults the write set first, scans
 //! merge the write set into backend pages, and backends only ever see reads.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::{BackendError, StateBackend, StateEntry, StateWrite};
 
-/// Longest key the logic may use, in bytes.
-pub const MAX_KEY_BYTES: usize = 1024;
-/// Largest value the logic may store, in bytes.
-pub const MAX_VALUE_BYTES: usize = 4 << 20;
-/// Page size of a scan called with `limit` 0.
-pub const DEFAULT_SCAN_LIMIT: u32 = 1000;
-/// Slack allowed on scan bounds over [`MAX_KEY_BYTES`] (room for one upper-bound character
-/// after a maximal prefix).
-const BOUND_SLACK_BYTES: usize = 4;
+pub use orchestrator_contract::{DEFAULT_SCAN_LIMIT, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use orchestrator_contract::{SCAN_BOUND_SLACK_BYTES as BOUND_SLACK_BYTES, ScanPage, StateError};
+
 /// How much of an offending key an error message quotes.
 const QUOTED_KEY_BYTES: usize = 128;
-
-/// Mirrors the WIT `state-error` variant.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum StateError {
-    InvalidKey(String),
-    ValueTooLarge(u64),
-    Backend(String),
-}
-
-/// One page of a scan (mirrors the WIT `scan-page` record).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ScanPage {
-    pub entries: Vec<StateEntry>,
-    pub next_cursor: Option<String>,
-}
 
 /// Net writes of a call, by key: `Some` = put, `None` = delete.
 pub(crate) type WriteSet = BTreeMap<String, Option<Vec<u8>>>;
 
+/// A backend the runtime can hand back to its owner as the concrete type it was given: the
+/// store of a call must be of one type (the linker's), so the backend travels boxed and is
+/// downcast back after the call.
+pub(crate) trait OwnedBackend: StateBackend {
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+impl<B: StateBackend + 'static> OwnedBackend for B {
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}
+
 /// The state one call sees: its write set over a backend.
 pub(crate) struct Overlay {
-    backend: Box<dyn StateBackend>,
+    backend: Box<dyn OwnedBackend>,
     writes: WriteSet,
     /// The first backend failure; once set every further state call fails without touching the
     /// backend, and the call fails with it whatever the logic answers.
@@ -88,7 +81,7 @@ fn check_value(value: &[u8]) -> Result<(), StateError> {
 }
 
 impl Overlay {
-    pub fn new(backend: Box<dyn StateBackend>) -> Self {
+    pub fn new(backend: Box<dyn OwnedBackend>) -> Self {
         Self { backend, writes: WriteSet::new(), failure: None, read_ahead_cap: usize::MAX }
     }
 
@@ -98,9 +91,10 @@ impl Overlay {
         self
     }
 
-    /// Ends the call: its net writes (sorted by key) and its first backend failure.
-    pub fn finish(self) -> (Vec<StateWrite>, Option<BackendError>) {
-        (self.writes.into_iter().collect(), self.failure)
+    /// Ends the call: its net writes (sorted by key), its first backend failure, and the
+    /// backend itself.
+    pub fn finish(self) -> (Vec<StateWrite>, Option<BackendError>, Box<dyn OwnedBackend>) {
+        (self.writes.into_iter().collect(), self.failure, self.backend)
     }
 
     fn check_healthy(&self) -> Result<(), StateError> {

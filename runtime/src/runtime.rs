@@ -11,11 +11,13 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store};
 
 use crate::cache::{self, EngineEntry};
+use crate::host::bindings::substra::orchestrator::types;
 use crate::host::bindings::{Orchestrator, OrchestratorPre};
 use crate::host::{CallOutput, HostState};
+use crate::overlay::OwnedBackend;
 use crate::{
-    BackendError, BoxFuture, Context, Invocation, LogicInfo, MethodInfo, RuntimeConfig, RuntimeError, StateBackend,
-    StateEntry,
+    BackendError, BoxFuture, Context, Invocation, Invoked, LogicInfo, MethodInfo, RuntimeConfig, RuntimeError,
+    StateBackend, StateEntry, StateWrite,
 };
 
 /// Fuel between two yields of a running call to the async executor, so a long call does not
@@ -139,80 +141,126 @@ impl Runtime {
     }
 
     /// Runs one call on a fresh instance of the current version (calls are independent: no heap
-    /// or globals carried over).
+    /// or globals carried over) over `backend`, and hands `backend` back with the outcome.
     ///
+    /// The backend is taken by value, so it may own what the call reads through (a database
+    /// transaction, a connection, a whole in-memory store), and it comes back in
+    /// [`Invoked::backend`] whatever happened: the host then commits or rolls back what it
+    /// holds. Only if this future is dropped before it completes is the backend dropped with it.
+    ///
+    /// [`Invoked::outcome`]:
     /// - `Ok(invocation)`: the logic answered; `invocation.result` is its response or its
     ///   business error (then `writes` and `events` are empty).
     /// - `Err(RuntimeError::Backend)`: the backend failed during the call, whatever the logic
     ///   answered afterwards; retry the whole call when the error is retryable.
     /// - `Err(RuntimeError::Trap)`: the logic trapped (panic, fuel, memory); the runtime keeps
     ///   serving other calls.
-    pub async fn invoke(
+    pub async fn invoke<B: StateBackend + 'static>(
         &self,
         ctx: &Context,
         method: &str,
         request: &[u8],
-        backend: Box<dyn StateBackend>,
-    ) -> Result<Invocation, RuntimeError> {
+        backend: B,
+    ) -> Invoked<B> {
         let loaded = self.current();
         let engine = &self.inner.engine;
         let fuel = self.inner.config.fuel_per_call;
-        let _slot = engine
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| RuntimeError::Component("the instance pool is closed".to_owned()))?;
-        let mut store = new_store(engine, fuel, backend)?;
-        let instance =
-            loaded.pre.instantiate_async(&mut store).await.map_err(|e| instantiation_error(e, &loaded.info))?;
-        let outcome = instance.substra_orchestrator_api().call_invoke(&mut store, &ctx.into(), method, request).await;
+        let Ok(_slot) = engine.slots.acquire().await else {
+            let closed = RuntimeError::Component("the instance pool is closed".to_owned());
+            return Invoked { backend, outcome: Err(closed) };
+        };
+        let mut store = new_store(engine, Box::new(backend));
+        let ran = run(&loaded, &mut store, fuel, ctx, method, request).await;
         let fuel_consumed = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        let CallOutput { writes, events, failure } = store.into_data().finish();
+        let CallOutput { writes, events, failure, backend } = store.into_data().finish();
+        let backend = owned::<B>(backend);
+        let outcome = match ran {
+            Err(error) => Err(error),
+            Ok(outcome) => settle(&loaded.info, ctx, method, outcome, writes, events, failure, fuel_consumed),
+        };
+        Invoked { backend, outcome }
+    }
+}
 
-        if let Some(error) = failure {
-            tracing::debug!(
+/// What the component's `invoke` export returned, or its trap.
+type Answer = wasmtime::Result<Result<Vec<u8>, types::Error>>;
+
+/// Configures `store` and runs the call on a fresh instance; `Err` when no instance ran.
+async fn run(
+    loaded: &Loaded,
+    store: &mut Store<HostState>,
+    fuel: u64,
+    ctx: &Context,
+    method: &str,
+    request: &[u8],
+) -> Result<Answer, RuntimeError> {
+    configure(store, fuel)?;
+    let instance = loaded.pre.instantiate_async(&mut *store).await.map_err(|e| instantiation_error(e, &loaded.info))?;
+    Ok(instance.substra_orchestrator_api().call_invoke(&mut *store, &ctx.into(), method, request).await)
+}
+
+/// The backend `invoke` was given, out of the call's store.
+fn owned<B: StateBackend + 'static>(backend: Box<dyn OwnedBackend>) -> B {
+    match backend.into_any().downcast::<B>() {
+        Ok(backend) => *backend,
+        // `invoke` put a `B` in the store and nothing replaces it: not reachable.
+        Err(_) => unreachable!("the call's store holds the backend invoke was given"),
+    }
+}
+
+/// The outcome of a call that ran: a backend failure first, then the logic's answer or trap.
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    info: &Arc<LogicInfo>,
+    ctx: &Context,
+    method: &str,
+    outcome: Answer,
+    writes: Vec<StateWrite>,
+    events: Vec<Vec<u8>>,
+    failure: Option<BackendError>,
+    fuel_consumed: u64,
+) -> Result<Invocation, RuntimeError> {
+    if let Some(error) = failure {
+        tracing::debug!(
+            method,
+            tx_id = %ctx.tx_id,
+            retryable = error.retryable,
+            error = %error.message,
+            "call failed on a state backend error"
+        );
+        return Err(RuntimeError::Backend(error));
+    }
+    if let Ok(result) = &outcome {
+        tracing::debug!(
+            method,
+            tx_id = %ctx.tx_id,
+            ok = result.is_ok(),
+            fuel_consumed,
+            writes = writes.len(),
+            events = events.len(),
+            "call done"
+        );
+    }
+    match outcome {
+        Ok(Ok(response)) => Ok(Invocation { result: Ok(response), writes, events, fuel_consumed, logic: info.clone() }),
+        Ok(Err(error)) => Ok(Invocation {
+            result: Err(error.into()),
+            writes: Vec::new(),
+            events: Vec::new(),
+            fuel_consumed,
+            logic: info.clone(),
+        }),
+        Err(trap) => {
+            let message = describe_trap(&trap);
+            tracing::warn!(
                 method,
                 tx_id = %ctx.tx_id,
-                retryable = error.retryable,
-                error = %error.message,
-                "call failed on a state backend error"
-            );
-            return Err(RuntimeError::Backend(error));
-        }
-        if let Ok(result) = &outcome {
-            tracing::debug!(
-                method,
-                tx_id = %ctx.tx_id,
-                ok = result.is_ok(),
+                sha256 = %info.sha256,
                 fuel_consumed,
-                writes = writes.len(),
-                events = events.len(),
-                "call done"
+                error = %format!("{trap:?}"),
+                "logic trapped"
             );
-        }
-        match outcome {
-            Ok(Ok(response)) => {
-                Ok(Invocation { result: Ok(response), writes, events, fuel_consumed, logic: loaded.info.clone() })
-            }
-            Ok(Err(error)) => Ok(Invocation {
-                result: Err(error.into()),
-                writes: Vec::new(),
-                events: Vec::new(),
-                fuel_consumed,
-                logic: loaded.info.clone(),
-            }),
-            Err(trap) => {
-                let message = describe_trap(&trap);
-                tracing::warn!(
-                    method,
-                    tx_id = %ctx.tx_id,
-                    sha256 = %loaded.info.sha256,
-                    fuel_consumed,
-                    error = %format!("{trap:?}"),
-                    "logic trapped"
-                );
-                Err(RuntimeError::Trap(message))
-            }
+            Err(RuntimeError::Trap(message))
         }
     }
 }
@@ -221,19 +269,20 @@ fn read_component(path: &Path) -> Result<Vec<u8>, RuntimeError> {
     std::fs::read(path).map_err(|e| RuntimeError::Component(format!("reading {}: {e}", path.display())))
 }
 
-/// A store for one call: fuel budget, memory cap, fresh host state.
-fn new_store(
-    engine: &EngineEntry,
-    fuel: u64,
-    backend: Box<dyn StateBackend>,
-) -> Result<Store<HostState>, RuntimeError> {
+/// A store for one call: memory cap, fresh host state over `backend`.
+fn new_store(engine: &EngineEntry, backend: Box<dyn OwnedBackend>) -> Store<HostState> {
     let mut store = Store::new(&engine.engine, HostState::new(backend, engine.max_memory_bytes));
     store.limiter(|state| &mut state.limits);
     store
+}
+
+/// The call's fuel budget (apart from [`new_store`], so that the backend comes back out of the
+/// store even when this fails).
+fn configure(store: &mut Store<HostState>, fuel: u64) -> Result<(), RuntimeError> {
+    store
         .set_fuel(fuel)
         .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)))
-        .map_err(|e| RuntimeError::Component(format!("configuring the store: {e:#}")))?;
-    Ok(store)
+        .map_err(|e| RuntimeError::Component(format!("configuring the store: {e:#}")))
 }
 
 /// The short reason of a trap: the trap code when there is one, else the root cause (e.g. the
@@ -400,7 +449,8 @@ async fn verify(
 ) -> Result<(String, Vec<MethodInfo>), RuntimeError> {
     let failed =
         |what: &str, e: wasmtime::Error| RuntimeError::Component(format!("verifying the component: {what}: {e:#}"));
-    let mut store = new_store(engine, fuel, Box::new(NoState))?;
+    let mut store = new_store(engine, Box::new(NoState));
+    configure(&mut store, fuel)?;
     let instance = pre.instantiate_async(&mut store).await.map_err(|e| failed("instantiating", e))?;
     let api = instance.substra_orchestrator_api();
     let version = api.call_version(&mut store).await.map_err(|e| failed("version()", e))?;

@@ -44,7 +44,7 @@ fn loads_the_logic_component() {
 async fn query_version() {
     let rt = runtime();
     let backend = MemoryBackend::new();
-    let invocation = rt.invoke(&ctx("tx-version"), QUERY_VERSION, &[], backend.boxed()).await.unwrap();
+    let invocation = rt.invoke(&ctx("tx-version"), QUERY_VERSION, &[], backend.clone()).await.outcome.unwrap();
     let response = QueryVersionResponse::decode(invocation.result.unwrap().as_slice()).unwrap();
     assert!(!response.orchestrator.is_empty(), "{response:?}");
     assert!(invocation.writes.is_empty());
@@ -67,7 +67,8 @@ async fn register_organization() {
     let rt = runtime();
     let backend = MemoryBackend::new();
     let request = RegisterOrganizationParam { address: String::new() }.encode_to_vec();
-    let invocation = rt.invoke(&ctx("tx-register"), REGISTER_ORGANIZATION, &request, backend.boxed()).await.unwrap();
+    let invocation =
+        rt.invoke(&ctx("tx-register"), REGISTER_ORGANIZATION, &request, backend.clone()).await.outcome.unwrap();
     assert!(invocation.result.is_ok(), "{:?}", invocation.result);
     assert!(!invocation.writes.is_empty());
     assert!(!invocation.events.is_empty());
@@ -76,7 +77,8 @@ async fn register_organization() {
     assert!(!backend.is_empty());
 
     // Once committed, registering the same organization again is refused and writes nothing.
-    let again = rt.invoke(&ctx("tx-register-2"), REGISTER_ORGANIZATION, &request, backend.boxed()).await.unwrap();
+    let again =
+        rt.invoke(&ctx("tx-register-2"), REGISTER_ORGANIZATION, &request, backend.clone()).await.outcome.unwrap();
     assert!(again.result.is_err(), "{:?}", again.result);
     assert!(again.writes.is_empty() && again.events.is_empty());
 }
@@ -85,7 +87,7 @@ async fn register_organization() {
 async fn malformed_request() {
     let rt = runtime();
     let invocation =
-        rt.invoke(&ctx("tx"), REGISTER_ORGANIZATION, &[0xff, 0xff, 0xff], MemoryBackend::new().boxed()).await.unwrap();
+        rt.invoke(&ctx("tx"), REGISTER_ORGANIZATION, &[0xff, 0xff, 0xff], MemoryBackend::new()).await.outcome.unwrap();
     assert_eq!(invocation.result.map_err(|e| e.kind), Err(ErrorKind::MalformedRequest));
 }
 
@@ -94,13 +96,13 @@ async fn exhausted_fuel_fails_one_call_only() {
     // Loading verifies with its own budget: a tight per-call budget still loads.
     let starved = Runtime::new(RuntimeConfig { fuel_per_call: 1_000, ..RuntimeConfig::default() }, COMPONENT).unwrap();
     let request = RegisterOrganizationParam { address: String::new() }.encode_to_vec();
-    let result = starved.invoke(&ctx("tx"), REGISTER_ORGANIZATION, &request, MemoryBackend::new().boxed()).await;
+    let result = starved.invoke(&ctx("tx"), REGISTER_ORGANIZATION, &request, MemoryBackend::new()).await.outcome;
     assert!(matches!(&result, Err(RuntimeError::Trap(m)) if m.contains("fuel")), "{result:?}");
-    let result = starved.invoke(&ctx("tx"), REGISTER_ORGANIZATION, &request, MemoryBackend::new().boxed()).await;
+    let result = starved.invoke(&ctx("tx"), REGISTER_ORGANIZATION, &request, MemoryBackend::new()).await.outcome;
     assert!(matches!(&result, Err(RuntimeError::Trap(_))), "{result:?}");
     // The same component with a normal budget, in the same process, still serves.
     let rt = runtime();
     let invocation =
-        rt.invoke(&ctx("tx"), REGISTER_ORGANIZATION, &request, MemoryBackend::new().boxed()).await.unwrap();
+        rt.invoke(&ctx("tx"), REGISTER_ORGANIZATION, &request, MemoryBackend::new()).await.outcome.unwrap();
     assert!(invocation.result.is_ok());
 }

@@ -40,7 +40,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 async fn call(rt: &Runtime, request: &[u8], backend: &MemoryBackend) -> orchestrator_runtime::Invocation {
-    rt.invoke(&ctx("tx"), RUN, request, backend.boxed()).await.unwrap()
+    rt.invoke(&ctx("tx"), RUN, request, backend.clone()).await.outcome.unwrap()
 }
 
 /// A backend that always fails.
@@ -93,6 +93,55 @@ impl StateBackend for Gated {
     ) -> BoxFuture<'a, Result<Vec<(String, Vec<u8>)>, BackendError>> {
         Box::pin(std::future::ready(Ok(Vec::new())))
     }
+}
+
+/// A backend that owns its state and counts the reads it served (what a host gets back).
+#[derive(Default)]
+struct Owned {
+    reads: u32,
+    fail: Option<bool>,
+}
+
+impl StateBackend for Owned {
+    fn get_many<'a>(&'a mut self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
+        self.reads += 1;
+        let answer = match self.fail {
+            Some(retryable) => Err(BackendError { message: "down".to_owned(), retryable }),
+            None => Ok(vec![None; keys.len()]),
+        };
+        Box::pin(std::future::ready(answer))
+    }
+
+    fn scan<'a>(
+        &'a mut self,
+        _: &'a str,
+        _: &'a str,
+        _: u32,
+    ) -> BoxFuture<'a, Result<Vec<(String, Vec<u8>)>, BackendError>> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+}
+
+#[tokio::test]
+async fn the_backend_comes_back_on_every_path() {
+    let rt = Runtime::new(RuntimeConfig { fuel_per_call: 5_000_000, ..config() }, &test_component("test-own")).unwrap();
+    // Success, a business error, a trap, exhausted fuel: the same value, with what it recorded.
+    for (request, ok) in [(vec![op::GET], true), (vec![op::PUT_EMIT_ERR], true), (vec![op::TRAP], false)] {
+        let invoked = rt.invoke(&ctx("tx"), RUN, &request, Owned { reads: 41, fail: None }).await;
+        let expected = if request[0] == op::GET { 42 } else { 41 };
+        assert_eq!(invoked.backend.reads, expected, "{request:?}");
+        assert_eq!(invoked.outcome.is_ok(), ok, "{request:?}");
+    }
+    let invoked = rt.invoke(&ctx("tx"), RUN, &[op::SPIN], Owned::default()).await;
+    assert!(matches!(invoked.outcome, Err(RuntimeError::Trap(_))));
+    // A backend failure.
+    let invoked = rt.invoke(&ctx("tx"), RUN, &[op::GET], Owned { reads: 0, fail: Some(true) }).await;
+    assert!(invoked.outcome.as_ref().is_err_and(RuntimeError::is_retryable), "{:?}", invoked.outcome);
+    assert_eq!((invoked.backend.reads, invoked.backend.fail), (1, Some(true)));
+    // A boxed backend works too, and comes back boxed.
+    let boxed: Box<dyn StateBackend> = Box::new(MemoryBackend::new());
+    let invoked = rt.invoke(&ctx("tx"), RUN, &[op::GET], boxed).await;
+    assert_eq!(invoked.outcome.unwrap().result, Ok(b"test-own".to_vec()));
 }
 
 #[test]
@@ -191,7 +240,7 @@ async fn business_errors_drop_writes_and_events() {
 async fn backend_failures_fail_the_call_whatever_the_logic_answers() {
     let rt = runtime("test-backend");
     for retryable in [true, false] {
-        let result = rt.invoke(&ctx("tx"), RUN, &[op::GET], Box::new(Failing { retryable })).await;
+        let result = rt.invoke(&ctx("tx"), RUN, &[op::GET], Failing { retryable }).await.outcome;
         // The logic turned the state error into err(internal, ...); the runtime reports the
         // backend failure instead so that the host can retry.
         match result {
@@ -208,7 +257,7 @@ async fn backend_failures_fail_the_call_whatever_the_logic_answers() {
 async fn a_trap_fails_one_call_only() {
     let rt = runtime("test-trap");
     let backend = MemoryBackend::new();
-    let result = rt.invoke(&ctx("tx"), RUN, &[op::TRAP], backend.boxed()).await;
+    let result = rt.invoke(&ctx("tx"), RUN, &[op::TRAP], backend.clone()).await.outcome;
     assert!(matches!(&result, Err(RuntimeError::Trap(m)) if m.contains("unreachable")), "{result:?}");
     assert_eq!(call(&rt, b"", &backend).await.result, Ok(b"test-trap".to_vec()));
 }
@@ -218,7 +267,7 @@ async fn exhausted_fuel_fails_one_call_only() {
     let rt =
         Runtime::new(RuntimeConfig { fuel_per_call: 5_000_000, ..config() }, &test_component("test-fuel")).unwrap();
     let backend = MemoryBackend::new();
-    let result = rt.invoke(&ctx("tx"), RUN, &[op::SPIN], backend.boxed()).await;
+    let result = rt.invoke(&ctx("tx"), RUN, &[op::SPIN], backend.clone()).await.outcome;
     assert!(matches!(&result, Err(RuntimeError::Trap(m)) if m.contains("fuel")), "{result:?}");
     assert_eq!(call(&rt, b"", &backend).await.result, Ok(b"test-fuel".to_vec()));
 }
@@ -229,17 +278,17 @@ async fn exhausted_memory_fails_one_call_only() {
         Runtime::new(RuntimeConfig { max_memory_bytes: 8 << 20, ..config() }, &test_component("test-memory")).unwrap();
     let backend = MemoryBackend::new();
     // The guest grows its memory past the cap.
-    let result = rt.invoke(&ctx("tx"), RUN, &[op::GROW], backend.boxed()).await;
+    let result = rt.invoke(&ctx("tx"), RUN, &[op::GROW], backend.clone()).await.outcome;
     assert!(matches!(&result, Err(RuntimeError::Trap(m)) if m.contains("growing memory")), "{result:?}");
     // A request larger than the cap cannot even be copied in.
     let mut big = vec![0u8; 16 << 20];
     big[0] = op::PUT_EMIT_OK;
-    let result = rt.invoke(&ctx("tx"), RUN, &big, backend.boxed()).await;
+    let result = rt.invoke(&ctx("tx"), RUN, &big, backend.clone()).await.outcome;
     assert!(matches!(&result, Err(RuntimeError::Trap(_))), "{result:?}");
     // Under the cap it works, and the next small call too.
     let mut fits = vec![0u8; 4 << 20];
     fits[0] = op::PUT_EMIT_OK;
-    let invocation = rt.invoke(&ctx("tx"), RUN, &fits, backend.boxed()).await.unwrap();
+    let invocation = rt.invoke(&ctx("tx"), RUN, &fits, backend.clone()).await.outcome.unwrap();
     assert_eq!(invocation.result.map(|r| r.len()), Ok(4 << 20));
     assert_eq!(call(&rt, b"", &backend).await.result, Ok(b"test-memory".to_vec()));
 }
@@ -353,7 +402,7 @@ async fn calls_in_flight_finish_on_the_old_version() {
     let in_flight = {
         let rt = rt.clone();
         // `invoke` futures are Send: hosts spawn them.
-        tokio::spawn(async move { rt.invoke(&ctx("tx"), RUN, &[op::GET], Box::new(backend)).await })
+        tokio::spawn(async move { rt.invoke(&ctx("tx"), RUN, &[op::GET], backend).await.outcome })
     };
     entered_rx.await.unwrap();
     rt.swap(&test_component("test-new")).unwrap();
@@ -373,7 +422,7 @@ async fn calls_beyond_the_pool_wait_for_a_slot() {
             let rt = rt.clone();
             tokio::spawn(async move {
                 let backend = Gated { entered: None, release: None, delay: Duration::from_millis(20) };
-                rt.invoke(&ctx(&format!("tx{i}")), RUN, &[op::GET], Box::new(backend)).await
+                rt.invoke(&ctx(&format!("tx{i}")), RUN, &[op::GET], backend).await.outcome
             })
         })
         .collect();
@@ -393,7 +442,7 @@ async fn swap_never_waits_for_calls() {
     let backend = Gated { entered: Some(entered_tx), release: Some(release_rx), delay: Duration::ZERO };
     let in_flight = {
         let rt = rt.clone();
-        tokio::spawn(async move { rt.invoke(&ctx("tx"), RUN, &[op::GET], Box::new(backend)).await })
+        tokio::spawn(async move { rt.invoke(&ctx("tx"), RUN, &[op::GET], backend).await.outcome })
     };
     entered_rx.await.unwrap();
     let info = rt.swap(&test_component("test-busy-2")).unwrap();

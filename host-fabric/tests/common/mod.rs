@@ -14,7 +14,7 @@ use orchestrator_fabric_testing::{
 use orchestrator_host_fabric::encoding;
 use orchestrator_host_fabric::fabric::protos::Response;
 use orchestrator_logic::testing::Driver;
-use orchestrator_logic::{ErrorKind, OrcError};
+use orchestrator_logic::{ErrorKind, LogicError};
 use orchestrator_proto::Event;
 use orchestrator_runtime::{Runtime, RuntimeConfig};
 use prost::Message;
@@ -45,43 +45,14 @@ pub async fn chaincode(runtime: Runtime) -> ChaincodeConnection {
     ChaincodeConnection::connect(endpoint).await.expect("connect")
 }
 
-/// The runtime's error kind of a logic error kind (same variants).
-pub fn runtime_kind(kind: ErrorKind) -> orchestrator_runtime::ErrorKind {
-    use orchestrator_runtime::ErrorKind as R;
-    match kind {
-        ErrorKind::NotFound => R::NotFound,
-        ErrorKind::BadRequest => R::BadRequest,
-        ErrorKind::Conflict => R::Conflict,
-        ErrorKind::Internal => R::Internal,
-        ErrorKind::Unimplemented => R::Unimplemented,
-        ErrorKind::InvalidAsset => R::InvalidAsset,
-        ErrorKind::PermissionDenied => R::PermissionDenied,
-        ErrorKind::IncompatibleTaskStatus => R::IncompatibleTaskStatus,
-        ErrorKind::CannotDisableModel => R::CannotDisableModel,
-        ErrorKind::MissingTaskOutput => R::MissingTaskOutput,
-        ErrorKind::IncompatibleKind => R::IncompatibleKind,
-        ErrorKind::CannotDisableOutput => R::CannotDisableOutput,
-        ErrorKind::TerminatedComputePlan => R::TerminatedComputePlan,
-        ErrorKind::TerminatedComputeTask => R::TerminatedComputeTask,
-        ErrorKind::Unknown => R::Unknown,
-        ErrorKind::MalformedRequest => R::MalformedRequest,
-    }
-}
-
-/// Recovers the logic's error from a failed COMPLETED, as a Fabric client sees it: the OE prefix
-/// of the message, else the status (and, for 500 without a code, the text the logic gives
-/// undecodable requests). Asserts that the status is the one of the mapping table.
-pub fn to_orc_error(response: &Response) -> OrcError {
+/// Recovers the logic's error from a failed COMPLETED, as a Fabric client sees it (the contract's
+/// [`ErrorKind::from_fabric`]), and asserts that the status is the one of its table.
+pub fn to_logic_error(response: &Response) -> LogicError {
     let message = response.message.clone();
-    let kind = ErrorKind::from_message(&message).unwrap_or(match response.status {
-        // Both uncoded kinds are 500 on Fabric; the logic's text tells them apart.
-        500 if message.starts_with("grpc: error unmarshalling request") => ErrorKind::MalformedRequest,
-        501 => ErrorKind::Unimplemented,
-        _ => ErrorKind::Unknown,
-    });
-    assert_eq!(response.status, encoding::status_for(runtime_kind(kind)), "status of {message:?}");
+    let kind = ErrorKind::from_fabric(response.status, &message);
+    assert_eq!(response.status, kind.fabric_status(), "status of {message:?}");
     assert!(response.payload.is_empty(), "a failed call carries no payload");
-    OrcError { kind, message }
+    LogicError { kind, message }
 }
 
 /// Decodes a `chaincode-updates` payload into the orchestrator events.
@@ -251,12 +222,12 @@ impl Default for FabricDriver {
 }
 
 impl Driver for FabricDriver {
-    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError> {
+    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, LogicError> {
         let (endorsement, _) = self.transact(msp, channel, method, request);
         if endorsement.response.status == encoding::STATUS_OK {
             Ok(endorsement.response.payload)
         } else {
-            Err(to_orc_error(&endorsement.response))
+            Err(to_logic_error(&endorsement.response))
         }
     }
 

@@ -158,7 +158,7 @@ fn is_conflict(code: i32) -> bool {
 fn before_submission(err: GatewayError) -> CallError {
     match err {
         GatewayError::Chaincode { status, message } => {
-            CallError::Logic(LogicError { kind: encoding::kind_of(status, &message), message })
+            CallError::Logic(LogicError { kind: ErrorKind::from_fabric(status, &message), message })
         }
         other => CallError::NotApplied(format!(
             "the call was not applied: the Fabric gateway failed ({other}); retrying is safe"

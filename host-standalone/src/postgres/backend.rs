@@ -1,15 +1,13 @@
 //! The committed-state reads of one call, inside that call's database transaction.
 //!
-//! The runtime takes the backend by value and drops it after the call, so the backend only
-//! holds a shared handle to the transaction; the executor takes the transaction back to flush
-//! the writes and commit.
+//! The backend owns the transaction for the length of the call; the runtime hands the backend
+//! back afterwards, and the executor takes the transaction (and the call's first database
+//! failure) out of it to end it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use orchestrator_runtime::{BackendError, BoxFuture, StateBackend};
 use sqlx::{Postgres, Transaction};
-use tokio::sync::Mutex;
 
 use orchestrator_runtime::DEFAULT_SCAN_LIMIT;
 
@@ -74,29 +72,23 @@ impl DbFailure {
     }
 }
 
-/// The transaction of one call attempt, shared between the backend and the executor.
-#[derive(Debug, Default)]
-pub(crate) struct TxSlot {
-    pub(crate) tx: Option<Transaction<'static, Postgres>>,
-    pub(crate) failure: Option<DbFailure>,
-}
-
-pub(crate) type SharedTx = Arc<Mutex<TxSlot>>;
-
-/// [`StateBackend`] over the `state` table, scoped to one channel.
+/// [`StateBackend`] over the `state` table, scoped to one channel, in one call's transaction.
 pub struct PgBackend {
-    slot: SharedTx,
+    tx: Transaction<'static, Postgres>,
     channel: String,
+    /// The first database failure of the call, which decides its outcome.
+    failure: Option<DbFailure>,
 }
 
 impl PgBackend {
-    pub(crate) fn new(slot: SharedTx, channel: String) -> Self {
-        Self { slot, channel }
+    pub(crate) fn new(tx: Transaction<'static, Postgres>, channel: String) -> Self {
+        Self { tx, channel, failure: None }
     }
-}
 
-fn closed() -> BackendError {
-    BackendError { message: "the call's database transaction is closed".to_owned(), retryable: false }
+    /// The transaction back, with the call's first database failure.
+    pub(crate) fn into_parts(self) -> (Transaction<'static, Postgres>, Option<DbFailure>) {
+        (self.tx, self.failure)
+    }
 }
 
 fn record(failure: &mut Option<DbFailure>, err: &sqlx::Error) -> BackendError {
@@ -114,15 +106,12 @@ impl StateBackend for PgBackend {
             if keys.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut slot = self.slot.lock().await;
-            let TxSlot { tx, failure } = &mut *slot;
-            let tx = tx.as_mut().ok_or_else(closed)?;
             let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(GET_MANY)
                 .bind(&self.channel)
                 .bind(keys)
-                .fetch_all(&mut **tx)
+                .fetch_all(&mut *self.tx)
                 .await
-                .map_err(|err| record(failure, &err))?;
+                .map_err(|err| record(&mut self.failure, &err))?;
             let mut found: HashMap<String, Vec<u8>> = rows.into_iter().collect();
             // A key asked twice gets its value twice: clone for all but the last occurrence.
             let mut remaining: HashMap<&str, usize> = HashMap::new();
@@ -152,17 +141,14 @@ impl StateBackend for PgBackend {
             if end <= start {
                 return Ok(Vec::new());
             }
-            let mut slot = self.slot.lock().await;
-            let TxSlot { tx, failure } = &mut *slot;
-            let tx = tx.as_mut().ok_or_else(closed)?;
             let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(SCAN)
                 .bind(&self.channel)
                 .bind(start)
                 .bind(end)
                 .bind(i64::from(limit))
-                .fetch_all(&mut **tx)
+                .fetch_all(&mut *self.tx)
                 .await
-                .map_err(|err| record(failure, &err))?;
+                .map_err(|err| record(&mut self.failure, &err))?;
             Ok(rows)
         })
     }

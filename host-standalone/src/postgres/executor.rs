@@ -14,11 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use orchestrator_runtime::{Context, Invocation, LogicError, LogicInfo, Runtime, RuntimeError, StateBackend};
+use orchestrator_runtime::{Context, Invocation, Invoked, LogicError, LogicInfo, Runtime, RuntimeError, StateBackend};
 use sqlx::{PgPool, Postgres, Transaction};
-use tokio::sync::Mutex;
 
-use super::backend::{DbFailure, PgBackend, TxSlot};
+use super::backend::{DbFailure, PgBackend};
 use super::writer::Writers;
 use crate::events::EventHub;
 
@@ -140,19 +139,21 @@ async fn rollback(tx: Transaction<'static, Postgres>) {
     }
 }
 
-/// Runs the logic for `call` over `backend`, with a new transaction id and time for this run.
-pub(super) async fn invoke_with(
+/// Runs the logic for `call` over `backend`, with a new transaction id and time for this run;
+/// the backend comes back with the result (whatever it is) for the caller to end what it holds.
+pub(super) async fn invoke_with<B: StateBackend + 'static>(
     runtime: &Runtime,
     call: &Call,
-    backend: Box<dyn StateBackend>,
-) -> Result<Invocation, AttemptError> {
+    backend: B,
+) -> (B, Result<Invocation, AttemptError>) {
     let ctx = Context {
         msp_id: call.msp_id.clone(),
         channel: call.channel.clone(),
         tx_id: uuid::Uuid::new_v4().to_string(),
         tx_time_micros: now_micros(),
     };
-    runtime.invoke(&ctx, &call.method, &call.request, backend).await.map_err(|err| match err {
+    let Invoked { backend, outcome } = runtime.invoke(&ctx, &call.method, &call.request, backend).await;
+    let outcome = outcome.map_err(|err| match err {
         RuntimeError::Backend(be) if be.retryable => AttemptError::Retryable(CallError::Database(be.message)),
         RuntimeError::Backend(be) => AttemptError::Final(CallError::Database(be.message)),
         RuntimeError::Trap(message) => AttemptError::Final(CallError::Trap(message)),
@@ -160,27 +161,18 @@ pub(super) async fn invoke_with(
             AttemptError::Final(CallError::Component(message))
         }
         RuntimeError::Cache(err) => AttemptError::Final(CallError::Component(err.to_string())),
-    })
+    });
+    (backend, outcome)
 }
 
-/// Runs the logic for `call` over `tx`. The transaction comes back with the result unless it
-/// was lost.
+/// Runs the logic for `call` over `tx`, which comes back with the result.
 async fn invoke_in(
     runtime: &Runtime,
     tx: Transaction<'static, Postgres>,
     call: &Call,
-) -> (Option<Transaction<'static, Postgres>>, Result<Invocation, AttemptError>) {
-    let slot = Arc::new(Mutex::new(TxSlot { tx: Some(tx), failure: None }));
-    let backend = PgBackend::new(Arc::clone(&slot), call.channel.clone());
-    let invoked = invoke_with(runtime, call, Box::new(backend)).await;
-    let (tx, failure) = {
-        let mut slot = slot.lock().await;
-        (slot.tx.take(), slot.failure.take())
-    };
-    if tx.is_none() {
-        let lost = CallError::NotApplied("the call's database transaction was lost; retrying is safe".to_owned());
-        return (None, Err(AttemptError::Retryable(lost)));
-    }
+) -> (Transaction<'static, Postgres>, Result<Invocation, AttemptError>) {
+    let (backend, invoked) = invoke_with(runtime, call, PgBackend::new(tx, call.channel.clone())).await;
+    let (tx, failure) = backend.into_parts();
     // A database failure during the call decides the outcome, whatever the logic made of it.
     if let Some(failure) = failure {
         return (tx, Err(from_failure(failure)));
@@ -244,9 +236,7 @@ impl Executor {
             .map_err(|err| AttemptError::Retryable(CallError::Database(err.to_string())))?;
         let (tx, invoked) = invoke_in(&self.runtime, tx, call).await;
         // A read-only transaction has nothing to commit: ending it either way is the same.
-        if let Some(tx) = tx {
-            rollback(tx).await;
-        }
+        rollback(tx).await;
         let invocation = invoked?;
         if !invocation.writes.is_empty() || !invocation.events.is_empty() {
             return Err(AttemptError::Final(CallError::Component(format!(

@@ -82,12 +82,7 @@ pub async fn create_database_if_missing(url: &str) -> Result<bool, SetupError> {
     if name == "postgres" {
         return Ok(false);
     }
-    let mut conn = options
-        .clone()
-        .database("postgres")
-        .connect()
-        .await
-        .map_err(db_error("connect to the maintenance database"))?;
+    let mut conn = maintenance_connection(&options).await?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
         .bind(&name)
         .fetch_one(&mut conn)
@@ -106,18 +101,18 @@ pub async fn create_database_if_missing(url: &str) -> Result<bool, SetupError> {
     Ok(created)
 }
 
+/// A connection to the server's `postgres` database, to create or drop another one.
+async fn maintenance_connection(options: &PgConnectOptions) -> Result<sqlx::PgConnection, SetupError> {
+    options.clone().database("postgres").connect().await.map_err(db_error("connect to the maintenance database"))
+}
+
 /// Drops a database (tests use it to clean up after themselves).
 pub async fn drop_database(url: &str) -> Result<(), SetupError> {
     let options = PgConnectOptions::from_str(url).map_err(SetupError::Url)?;
     let Some(name) = options.get_database().map(str::to_owned) else {
         return Ok(());
     };
-    let mut conn = options
-        .clone()
-        .database("postgres")
-        .connect()
-        .await
-        .map_err(db_error("connect to the maintenance database"))?;
+    let mut conn = maintenance_connection(&options).await?;
     let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_identifier(&name));
     sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut conn).await.map_err(db_error("drop the database"))?;
     conn.close().await.ok();

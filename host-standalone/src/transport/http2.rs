@@ -300,6 +300,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
         Ok(())
     }
 
+    /// Ready when writes may go on; an error once the connection is closed, after sending the
+    /// GOAWAY that is due first.
+    fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.closed {
+            return Poll::Ready(Err(Self::closed_error()));
+        }
+        if self.goaway_due() {
+            ready!(self.poll_goaway(cx))?;
+            return Poll::Ready(Err(Self::closed_error()));
+        }
+        Poll::Ready(Ok(()))
+    }
+
     /// Writes the pending GOAWAY (the server's output is at a frame boundary), flushes, and
     /// shuts the transport.
     fn poll_goaway(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -369,13 +382,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<T> {
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.closed {
-            return Poll::Ready(Err(Self::closed_error()));
-        }
-        if this.goaway_due() {
-            ready!(this.poll_goaway(cx))?;
-            return Poll::Ready(Err(Self::closed_error()));
-        }
+        ready!(this.poll_open(cx))?;
         // While ending, write no further than the current frame so the GOAWAY can follow it.
         let limit = if this.state.ending.is_some() { this.to_client.until_boundary() } else { buf.len() };
         let n = ready!(Pin::new(&mut this.inner).poll_write(cx, &buf[..limit.min(buf.len())]))?;
@@ -414,13 +421,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.closed {
-            return Poll::Ready(Err(Self::closed_error()));
-        }
-        if this.goaway_due() {
-            ready!(this.poll_goaway(cx))?;
-            return Poll::Ready(Err(Self::closed_error()));
-        }
+        ready!(this.poll_open(cx))?;
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 

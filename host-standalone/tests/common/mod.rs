@@ -357,6 +357,56 @@ pub fn new_samples(first: u64, count: u64) -> orchestrator_proto::RegisterDataSa
 /// A client whose requests carry `mspid` and `channel`.
 pub type Client = InterceptedService<Channel, Headers>;
 
+/// A connection that sends message bytes as they are, whose requests carry `mspid` and
+/// `channel` (the benchmarks send the same bytes to every orchestrator they compare).
+#[derive(Clone)]
+pub struct RawCaller {
+    /// Which orchestrator it calls, for panic messages.
+    side: &'static str,
+    grpc: tonic::client::Grpc<Client>,
+}
+
+impl RawCaller {
+    /// Largest response it decodes (a QueryTasks page of 5,000 tasks is a few MiB).
+    pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+    /// A new connection to `addr`, as `msp` on `channel`; each call fails after `timeout`.
+    pub async fn connect(side: &'static str, addr: SocketAddr, msp: &str, channel: &str, timeout: Duration) -> Self {
+        let endpoint = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(timeout)
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("{side}: connect to {addr}: {e}"));
+        let service = InterceptedService::new(endpoint, Headers::new(&[("mspid", msp), ("channel", channel)]));
+        Self { side, grpc: tonic::client::Grpc::new(service).max_decoding_message_size(Self::MAX_MESSAGE) }
+    }
+
+    /// Sends `body` to `orchestrator.<method>`.
+    pub async fn call(&mut self, method: &str, body: Vec<u8>) -> Result<Bytes, Status> {
+        self.grpc.ready().await.map_err(|e| Status::unavailable(format!("client not ready: {e}")))?;
+        let path = http::uri::PathAndQuery::try_from(format!("/orchestrator.{method}")).expect("path");
+        self.grpc.unary(Request::new(body), path, RawCodec).await.map(tonic::Response::into_inner)
+    }
+
+    /// Sends `message` to `orchestrator.<method>`; a failure is fatal (setup calls).
+    pub async fn must<M: prost::Message>(&mut self, method: &str, message: &M) -> Bytes {
+        let side = self.side;
+        self.call(method, message.encode_to_vec()).await.unwrap_or_else(|s| panic!("{side}: {method}: {s:?}"))
+    }
+
+    /// Opens a SubscribeToEvents stream that starts after event `start`.
+    pub async fn subscribe(&mut self, start: &str) -> Result<tonic::Streaming<Bytes>, Status> {
+        self.grpc.ready().await.map_err(|e| Status::unavailable(format!("client not ready: {e}")))?;
+        let body = prost::Message::encode_to_vec(&orchestrator_proto::SubscribeToEventsParam {
+            start_event_id: start.to_owned(),
+        });
+        let path = http::uri::PathAndQuery::from_static("/orchestrator.EventService/SubscribeToEvents");
+        self.grpc.server_streaming(Request::new(body), path, RawCodec).await.map(tonic::Response::into_inner)
+    }
+}
+
 /// Registers the client's organization and the data manager [`DM_KEY`].
 pub async fn register_org_and_data_manager(client: Client) {
     use orchestrator_proto::data_manager_service_client::DataManagerServiceClient;

@@ -35,9 +35,9 @@ mod state;
 use orchestrator_proto::{ComputeTask, ComputeTaskStatus, GetTaskParam, compute_task_input};
 use prost::Message;
 
-use crate::error::{OrcError, Result};
+use crate::call::{Call, timestamp_to_micros};
+use crate::error::{LogicError, Result};
 use crate::keys;
-use crate::tx::{Tx, timestamp_to_micros};
 
 pub use outputs::{add_output_asset, disable_output, input_assets};
 pub use query::query;
@@ -96,25 +96,25 @@ pub fn status_of(task: &ComputeTask) -> ComputeTaskStatus {
     ComputeTaskStatus::try_from(task.status).unwrap_or(ComputeTaskStatus::StatusUnknown)
 }
 
-pub fn get(tx: &mut Tx<'_>, req: GetTaskParam) -> Result<ComputeTask> {
-    Ok(load_record(tx, &req.key)?.task)
+pub fn get(call: &mut Call<'_>, req: GetTaskParam) -> Result<ComputeTask> {
+    Ok(load_record(call, &req.key)?.task)
 }
 
 /// The task's record, or NOT_FOUND. A task is stored as its record, not as the `ComputeTask`
 /// events carry, so it has its own load and store rather than `asset::load`/`asset::store`.
-pub fn load_record(tx: &mut Tx<'_>, key: &str) -> Result<TaskRecord> {
-    tx.load(&keys::computetask(key))?.ok_or_else(|| OrcError::not_found(ASSET, key))
+pub fn load_record(call: &mut Call<'_>, key: &str) -> Result<TaskRecord> {
+    call.load(&keys::computetask(key))?.ok_or_else(|| LogicError::not_found(ASSET, key))
 }
 
 /// Records of many tasks in one state call (one result per key, in order).
-pub fn load_records(tx: &mut Tx<'_>, task_keys: &[String]) -> Result<Vec<Option<TaskRecord>>> {
+pub fn load_records(call: &mut Call<'_>, task_keys: &[String]) -> Result<Vec<Option<TaskRecord>>> {
     let record_keys: Vec<String> = task_keys.iter().map(|k| keys::computetask(k)).collect();
-    tx.load_many(&record_keys)
+    call.load_many(&record_keys)
 }
 
 /// Rewrites a record whose status did not change (e.g. a new output asset).
-pub fn store_record(tx: &mut Tx<'_>, record: &TaskRecord) -> Result<()> {
-    tx.store(&keys::computetask(&record.task.key), record)
+pub fn store_record(call: &mut Call<'_>, record: &TaskRecord) -> Result<()> {
+    call.store(&keys::computetask(&record.task.key), record)
 }
 
 /// Distinct parent task keys, in input order (the reference's `GetParentTaskKeys`).
@@ -137,9 +137,9 @@ pub fn without_io(task: &ComputeTask) -> ComputeTask {
 }
 
 /// Whether at least one task of `plan` has `status`: a one-entry probe of the plan+status index.
-pub fn plan_has_status(tx: &mut Tx<'_>, plan: &str, status: ComputeTaskStatus) -> Result<bool> {
+pub fn plan_has_status(call: &mut Call<'_>, plan: &str, status: ComputeTaskStatus) -> Result<bool> {
     let (start, end) = keys::prefix_range(&plan_status_prefix(plan, status));
-    Ok(!tx.scan(&start, &end, 1, None)?.entries.is_empty())
+    Ok(!call.scan(&start, &end, 1, None)?.entries.is_empty())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -237,28 +237,28 @@ fn index_value(task: &ComputeTask) -> Vec<u8> {
 }
 
 /// Stores a new task: its record, every index entry and the links from its parents.
-fn insert(tx: &mut Tx<'_>, task: &ComputeTask) -> Result<()> {
-    tx.store(&keys::computetask(&task.key), &TaskRecord::new(task.clone()))?;
+fn insert(call: &mut Call<'_>, task: &ComputeTask) -> Result<()> {
+    call.store(&keys::computetask(&task.key), &TaskRecord::new(task.clone()))?;
     let value = index_value(task);
     for key in static_index_keys(task).into_iter().chain(status_index_keys(task, status_of(task))) {
-        tx.put_raw(&key, value.clone())?;
+        call.put_raw(&key, value.clone())?;
     }
     for parent in parent_keys(&task.inputs) {
-        tx.put_raw(&child_link(&parent, &task.key), Vec::new())?;
+        call.put_raw(&child_link(&parent, &task.key), Vec::new())?;
     }
     Ok(())
 }
 
 /// Stores a status change: the record and the moved status index entries.
-fn store_status(tx: &mut Tx<'_>, record: &mut TaskRecord, to: ComputeTaskStatus) -> Result<()> {
+fn store_status(call: &mut Call<'_>, record: &mut TaskRecord, to: ComputeTaskStatus) -> Result<()> {
     let from = record.status();
     for key in status_index_keys(&record.task, from) {
-        tx.delete(&key)?;
+        call.delete(&key)?;
     }
     record.task.status = to as i32;
     let value = index_value(&record.task);
     for key in status_index_keys(&record.task, to) {
-        tx.put_raw(&key, value.clone())?;
+        call.put_raw(&key, value.clone())?;
     }
-    store_record(tx, record)
+    store_record(call, record)
 }

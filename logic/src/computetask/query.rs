@@ -12,10 +12,10 @@ use super::{
     IndexEntry, created_prefix, function_prefix, function_status_prefix, plan_prefix, plan_status_prefix,
     status_prefix, worker_prefix, worker_status_prefix,
 };
-use crate::error::{OrcError, Result};
+use crate::call::Call;
+use crate::error::{LogicError, Result};
 use crate::keys;
 use crate::pagination::{PageStart, effective_page_size, parse_token};
-use crate::tx::Tx;
 
 /// Prefix of the cursor tokens handed out by `pagination` (`k:<next key>`).
 const CURSOR_TOKEN_PREFIX: &str = "k:";
@@ -66,7 +66,7 @@ impl Plan {
             return Ok(true);
         }
         let entry = IndexEntry::decode(value)
-            .map_err(|e| OrcError::internal(format!("corrupt index entry at {key:?}: {e}")))?;
+            .map_err(|e| LogicError::internal(format!("corrupt index entry at {key:?}: {e}")))?;
         Ok(self.worker.as_ref().is_none_or(|w| *w == entry.worker)
             && self.compute_plan_key.as_ref().is_none_or(|p| *p == entry.compute_plan_key)
             && self.function_key.as_ref().is_none_or(|f| *f == entry.function_key))
@@ -96,7 +96,7 @@ struct EncodedTaskOfRecord {
     task: Vec<u8>,
 }
 
-pub fn query(tx: &mut Tx<'_>, req: QueryTasksParam) -> Result<EncodedTasksPage> {
+pub fn query(call: &mut Call<'_>, req: QueryTasksParam) -> Result<EncodedTasksPage> {
     let filter = req.filter.unwrap_or_default();
     let status = match filter.status {
         0 => None,
@@ -110,11 +110,11 @@ pub fn query(tx: &mut Tx<'_>, req: QueryTasksParam) -> Result<EncodedTasksPage> 
         },
     };
     let plan = Plan::choose(given(filter.worker), status, given(filter.compute_plan_key), given(filter.function_key));
-    let (entries, next_page_token) = scan_filtered(tx, &plan, &req.page_token, req.page_size)?;
+    let (entries, next_page_token) = scan_filtered(call, &plan, &req.page_token, req.page_size)?;
     let record_keys: Vec<String> = entries.iter().map(|k| keys::computetask(keys::last_component(k))).collect();
     let mut tasks = Vec::with_capacity(record_keys.len());
-    for (key, record) in record_keys.iter().zip(tx.load_many::<EncodedTaskOfRecord>(&record_keys)?) {
-        let record = record.ok_or_else(|| OrcError::internal(format!("index points to missing {key}")))?;
+    for (key, record) in record_keys.iter().zip(call.load_many::<EncodedTaskOfRecord>(&record_keys)?) {
+        let record = record.ok_or_else(|| LogicError::internal(format!("index points to missing {key}")))?;
         tasks.push(record.task);
     }
     Ok(EncodedTasksPage { tasks, next_page_token })
@@ -123,7 +123,7 @@ pub fn query(tx: &mut Tx<'_>, req: QueryTasksParam) -> Result<EncodedTasksPage> 
 /// One page of the index entries under `plan.prefix` that `plan` keeps: their keys and the token
 /// of the next page (a cursor at the next kept entry, `""` when there is none). Decimal offset
 /// tokens count kept entries, as the reference's offsets count filtered rows.
-fn scan_filtered(tx: &mut Tx<'_>, plan: &Plan, token: &str, page_size: u32) -> Result<(Vec<String>, String)> {
+fn scan_filtered(call: &mut Call<'_>, plan: &Plan, token: &str, page_size: u32) -> Result<(Vec<String>, String)> {
     let size = effective_page_size(page_size) as usize;
     let (start, end) = keys::prefix_range(&plan.prefix);
     let (mut cursor, mut skip) = match parse_token(token)? {
@@ -139,7 +139,7 @@ fn scan_filtered(tx: &mut Tx<'_>, plan: &Plan, token: &str, page_size: u32) -> R
     loop {
         let wanted = skip.saturating_add((size - found.len()) as u64).saturating_add(1);
         let chunk = u32::try_from(wanted).unwrap_or(MAX_CHUNK).clamp(min_chunk, MAX_CHUNK);
-        let page = tx.scan(&start, &end, chunk, cursor.as_deref())?;
+        let page = call.scan(&start, &end, chunk, cursor.as_deref())?;
         for (key, value) in page.entries {
             if !plan.keeps(&key, &value)? {
                 continue;

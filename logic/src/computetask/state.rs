@@ -12,12 +12,12 @@ use super::{
     store_status, without_io,
 };
 use crate::asset;
+use crate::call::Call;
 use crate::computeplan;
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::function::REASON_USER_ACTION;
 use crate::keys;
 use crate::pagination::scan_all_keys;
-use crate::tx::Tx;
 
 use ComputeTaskStatus::{
     StatusBuilding as BLD, StatusCanceled as CANCELED, StatusDone as DONE, StatusExecuting as EXE,
@@ -94,14 +94,14 @@ pub enum Snapshot {
     WithoutIo,
 }
 
-pub fn apply_action(tx: &mut Tx<'_>, req: ApplyTaskActionParam) -> Result<ApplyTaskActionResponse> {
+pub fn apply_action(call: &mut Call<'_>, req: ApplyTaskActionParam) -> Result<ApplyTaskActionResponse> {
     // The log becomes the event's `reason`: event metadata is stored where NUL cannot go
     // (PostgreSQL jsonb), and refusing it here keeps every host alike.
     if req.log.contains('\0') {
-        return Err(OrcError::invalid("compute task action", "log: contains NUL"));
+        return Err(LogicError::invalid("compute task action", "log: contains NUL"));
     }
-    let mut record = load_record(tx, &req.compute_task_key)?;
-    let requester = tx.requester();
+    let mut record = load_record(call, &req.compute_task_key)?;
+    let requester = call.requester();
     let is_owner = record.task.owner == requester;
     let is_worker = record.task.worker == requester;
     // Who may act depends on the action only, never on the status (docs/business-rules.md §8.6).
@@ -113,10 +113,10 @@ pub fn apply_action(tx: &mut Tx<'_>, req: ApplyTaskActionParam) -> Result<ApplyT
         _ => None,
     };
     let Some(transition) = permitted else {
-        return Err(OrcError::permission_denied("only task owner can update it"));
+        return Err(LogicError::permission_denied("only task owner can update it"));
     };
     let reason = if req.log.is_empty() { REASON_USER_ACTION } else { req.log.as_str() };
-    apply_transition(tx, &mut record, transition, reason, Snapshot::Full)?;
+    apply_transition(call, &mut record, transition, reason, Snapshot::Full)?;
     Ok(ApplyTaskActionResponse {})
 }
 
@@ -125,7 +125,7 @@ pub fn apply_action(tx: &mut Tx<'_>, req: ApplyTaskActionParam) -> Result<ApplyT
 /// COMPUTE_TASK/UPDATED `{reason}`, then DONE releases the children (T4) and FAILED fails the
 /// plan. No other cascade.
 pub fn apply_transition(
-    tx: &mut Tx<'_>,
+    call: &mut Call<'_>,
     record: &mut TaskRecord,
     transition: Transition,
     reason: &str,
@@ -133,38 +133,38 @@ pub fn apply_transition(
 ) -> Result<()> {
     let from = record.status();
     if !transition.allowed_from(from) {
-        return Err(OrcError::unknown(format!(
+        return Err(LogicError::unknown(format!(
             "event {} inappropriate in current state {}",
             transition.name(),
             from.as_str_name()
         )));
     }
-    store_status(tx, record, transition.target())?;
+    store_status(call, record, transition.target())?;
     let task = match snapshot {
         Snapshot::Full => record.task.clone(),
         Snapshot::WithoutIo => without_io(&record.task),
     };
-    asset::emit_status_change(tx, task, reason);
+    asset::emit_status_change(call, task, reason);
     match transition {
-        Transition::Done => release_children(tx, &record.task.key),
-        Transition::Failed => computeplan::fail_plan(tx, &record.task.compute_plan_key),
+        Transition::Done => release_children(call, &record.task.key),
+        Transition::Failed => computeplan::fail_plan(call, &record.task.compute_plan_key),
         _ => Ok(()),
     }
 }
 
 /// T4: every child waiting for its parents whose parents are now all DONE moves to WFES, in
 /// child key order, with reason `Last parent task <parent> done`.
-fn release_children(tx: &mut Tx<'_>, parent: &str) -> Result<()> {
+fn release_children(call: &mut Call<'_>, parent: &str) -> Result<()> {
     let child_keys: Vec<String> =
-        scan_all_keys(tx, &children_prefix(parent))?.iter().map(|k| keys::last_component(k).to_owned()).collect();
+        scan_all_keys(call, &children_prefix(parent))?.iter().map(|k| keys::last_component(k).to_owned()).collect();
     let reason = format!("Last parent task {parent} done");
     for chunk in child_keys.chunks(CHUNK) {
         let waiting: Vec<TaskRecord> =
-            load_records(tx, chunk)?.into_iter().flatten().filter(|child| child.status() == WFPT).collect();
-        let done = parents_done(tx, &waiting)?;
+            load_records(call, chunk)?.into_iter().flatten().filter(|child| child.status() == WFPT).collect();
+        let done = parents_done(call, &waiting)?;
         for (mut child, all_done) in waiting.into_iter().zip(done) {
             if all_done {
-                apply_transition(tx, &mut child, Transition::WaitingExecutorSlot, &reason, Snapshot::WithoutIo)?;
+                apply_transition(call, &mut child, Transition::WaitingExecutorSlot, &reason, Snapshot::WithoutIo)?;
             }
         }
     }
@@ -172,14 +172,14 @@ fn release_children(tx: &mut Tx<'_>, parent: &str) -> Result<()> {
 }
 
 /// For each task, whether all its parents are DONE (one state call for all the parents).
-fn parents_done(tx: &mut Tx<'_>, tasks: &[TaskRecord]) -> Result<Vec<bool>> {
+fn parents_done(call: &mut Call<'_>, tasks: &[TaskRecord]) -> Result<Vec<bool>> {
     let mut all: Vec<String> = tasks.iter().flat_map(|t| parent_keys(&t.task.inputs)).collect();
     all.sort_unstable();
     all.dedup();
     let statuses: BTreeMap<String, ComputeTaskStatus> = all
         .iter()
         .cloned()
-        .zip(load_records(tx, &all)?)
+        .zip(load_records(call, &all)?)
         .filter_map(|(key, record)| record.map(|r| (key, status_of(&r.task))))
         .collect();
     Ok(tasks
@@ -194,7 +194,7 @@ fn parents_done(tx: &mut Tx<'_>, tasks: &[TaskRecord]) -> Result<Vec<bool>> {
 /// an executor slot (T2/T3, reason `Function <key> finished building`); CANCELED and FAILED
 /// cancel/fail the building tasks (T7/T8, reason of the function action; failures fail the
 /// plans). Tasks are taken by creation order; events carry tasks without inputs and outputs.
-pub fn on_function_status(tx: &mut Tx<'_>, function: &Function, reason: &str) -> Result<()> {
+pub fn on_function_status(call: &mut Call<'_>, function: &Function, reason: &str) -> Result<()> {
     let (selected, transition) = match FunctionStatus::try_from(function.status) {
         Ok(FunctionStatus::Building) => (WFBS, Some(Transition::Building)),
         Ok(FunctionStatus::Ready) => (BLD, None),
@@ -203,27 +203,27 @@ pub fn on_function_status(tx: &mut Tx<'_>, function: &Function, reason: &str) ->
         _ => return Ok(()),
     };
     // Collect first: the transitions move the entries of the scanned index.
-    let task_keys: Vec<String> = scan_all_keys(tx, &function_status_prefix(&function.key, selected))?
+    let task_keys: Vec<String> = scan_all_keys(call, &function_status_prefix(&function.key, selected))?
         .iter()
         .map(|k| keys::last_component(k).to_owned())
         .collect();
     let built_reason = format!("Function {} finished building", function.key);
     for chunk in task_keys.chunks(CHUNK) {
         let mut records = Vec::with_capacity(chunk.len());
-        for (key, record) in chunk.iter().zip(load_records(tx, chunk)?) {
-            records.push(record.ok_or_else(|| OrcError::internal(format!("index points to missing {ASSET} {key}")))?);
+        for (key, record) in chunk.iter().zip(load_records(call, chunk)?) {
+            records.push(record.ok_or_else(|| LogicError::internal(format!("index points to missing {ASSET} {key}")))?);
         }
         match transition {
             Some(transition) => {
                 for mut record in records {
-                    apply_transition(tx, &mut record, transition, reason, Snapshot::WithoutIo)?;
+                    apply_transition(call, &mut record, transition, reason, Snapshot::WithoutIo)?;
                 }
             }
             None => {
-                let done = parents_done(tx, &records)?;
+                let done = parents_done(call, &records)?;
                 for (mut record, all_done) in records.into_iter().zip(done) {
                     let next = if all_done { Transition::WaitingExecutorSlot } else { Transition::WaitingParentTasks };
-                    apply_transition(tx, &mut record, next, &built_reason, Snapshot::WithoutIo)?;
+                    apply_transition(call, &mut record, next, &built_reason, Snapshot::WithoutIo)?;
                 }
             }
         }

@@ -29,8 +29,8 @@ use super::record::Recording;
 use super::scenarios::{CHANNEL, ORG1, ORG2, OTHER_CHANNEL, UNREGISTERED};
 use super::wire::{Field, Payload, encode, is_message, key, parse, varint};
 use crate::api::{METHODS, find};
-use crate::error::{ErrorKind, MAX_MESSAGE_BYTES, OrcError};
-use crate::tx::Context;
+use crate::call::Context;
+use crate::error::{ErrorKind, LogicError, MAX_MESSAGE_BYTES};
 
 /// Cases run on one copy of a world before the next copy.
 pub const BURST: u64 = 64;
@@ -495,7 +495,7 @@ pub fn mutate(rng: &mut Rng, seed: &[u8], corpus: &Corpus) -> Vec<u8> {
 pub enum Outcome {
     Ok(Vec<u8>),
     /// An answer of the logic (a business error, or a malformed request).
-    Err(OrcError),
+    Err(LogicError),
     /// The logic panicked (native).
     Panic(String),
     /// The logic trapped (component: panic, fuel, memory).
@@ -879,13 +879,19 @@ mod tests {
         let mut report = Report::default();
         let m = METHODS[0].name;
         report.record(0, &ctx, m, b"", &Outcome::Ok(Vec::new()));
-        report.record(1, &ctx, m, b"\xff", &Outcome::Err(OrcError::malformed("bad")));
-        report.record(2, &ctx, m, b"", &Outcome::Err(OrcError::not_found("task", "x")));
+        report.record(1, &ctx, m, b"\xff", &Outcome::Err(LogicError::malformed("bad")));
+        report.record(2, &ctx, m, b"", &Outcome::Err(LogicError::not_found("task", "x")));
         assert!(report.is_clean(), "{report}");
-        report.record(3, &ctx, m, b"", &Outcome::Err(OrcError::internal("oops")));
+        report.record(3, &ctx, m, b"", &Outcome::Err(LogicError::internal("oops")));
         report.record(4, &ctx, m, b"", &Outcome::Panic("p".into()));
         report.record(5, &ctx, m, b"", &Outcome::Trap("t".into()));
-        report.record(6, &ctx, m, b"", &Outcome::Err(OrcError { kind: ErrorKind::Unknown, message: "x".repeat(5000) }));
+        report.record(
+            6,
+            &ctx,
+            m,
+            b"",
+            &Outcome::Err(LogicError { kind: ErrorKind::Unknown, message: "x".repeat(5000) }),
+        );
         assert_eq!(
             [Failure::Internal, Failure::Panic, Failure::Trap, Failure::LongMessage].map(|f| report.count(f)),
             [1; 4]

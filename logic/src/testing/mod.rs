@@ -13,14 +13,14 @@ use std::ops::Bound;
 use orchestrator_proto::Event;
 use prost::Message;
 
-use crate::error::OrcError;
-use crate::host::{Host, MAX_KEY_BYTES, SCAN_BOUND_SLACK_BYTES, ScanPage, StateError, key_fault};
-use crate::tx::Context;
+use crate::call::Context;
+use crate::error::LogicError;
+use crate::imports::{Imports, MAX_KEY_BYTES, SCAN_BOUND_SLACK_BYTES, ScanPage, StateError, key_fault};
 
 /// Something that runs API calls with commit-on-success semantics.
 pub trait Driver {
     /// Run one call as `msp` on `channel`; its writes and events commit only if it succeeds.
-    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError>;
+    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, LogicError>;
     /// Every committed event so far, in commit and emission order.
     fn events(&self) -> Vec<Event>;
 }
@@ -32,9 +32,9 @@ pub fn call<Req: Message, Resp: Message + Default>(
     channel: &str,
     method: &str,
     request: &Req,
-) -> Result<Resp, OrcError> {
+) -> Result<Resp, LogicError> {
     let bytes = driver.call_raw(msp, channel, method, &request.encode_to_vec())?;
-    Resp::decode(bytes.as_slice()).map_err(|e| OrcError::internal(format!("bad response: {e}")))
+    Resp::decode(bytes.as_slice()).map_err(|e| LogicError::internal(format!("bad response: {e}")))
 }
 
 /// Committed state of one channel.
@@ -47,15 +47,15 @@ pub struct MemState {
 pub type WriteSet = BTreeMap<String, Option<Vec<u8>>>;
 
 /// The host of one call: the committed state plus this call's overlay.
-pub struct MemHost<'a> {
+pub struct MemImports<'a> {
     committed: &'a BTreeMap<String, Vec<u8>>,
     overlay: WriteSet,
     events: Vec<Vec<u8>>,
 }
 
-impl<'a> MemHost<'a> {
+impl<'a> MemImports<'a> {
     pub fn new(committed: &'a BTreeMap<String, Vec<u8>>) -> Self {
-        MemHost { committed, overlay: BTreeMap::new(), events: Vec::new() }
+        MemImports { committed, overlay: BTreeMap::new(), events: Vec::new() }
     }
 
     /// The call's net writes and events, to apply on success.
@@ -80,7 +80,7 @@ fn check_bound(bound: &str) -> Result<(), StateError> {
     Ok(())
 }
 
-impl Host for MemHost<'_> {
+impl Imports for MemImports<'_> {
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         check_key(key)?;
         Ok(match self.overlay.get(key) {
@@ -194,11 +194,11 @@ impl Harness {
         }
     }
 
-    /// Runs one call in the given context (tx id and time chosen by the caller, so that two
+    /// Runs one call in the given context (transaction id and time chosen by the caller, so that two
     /// drivers can run the same call alike); commits on success like [`Driver::call_raw`].
-    pub fn call_in(&mut self, ctx: &Context, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError> {
+    pub fn call_in(&mut self, ctx: &Context, method: &str, request: &[u8]) -> Result<Vec<u8>, LogicError> {
         let state = self.channels.entry(ctx.channel.clone()).or_default();
-        let mut host = MemHost::new(&state.entries);
+        let mut host = MemImports::new(&state.entries);
         let response = crate::api::invoke(ctx, &mut host, method, request)?;
         let (writes, events) = host.into_parts();
         for (key, value) in writes {
@@ -208,7 +208,7 @@ impl Harness {
             };
         }
         for bytes in events {
-            let event = Event::decode(bytes.as_slice()).map_err(|e| OrcError::internal(format!("bad event: {e}")))?;
+            let event = Event::decode(bytes.as_slice()).map_err(|e| LogicError::internal(format!("bad event: {e}")))?;
             self.events.push(event);
         }
         Ok(response)
@@ -216,7 +216,7 @@ impl Harness {
 }
 
 impl Driver for Harness {
-    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError> {
+    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, LogicError> {
         self.calls += 1;
         self.clock_micros += 1_000;
         let ctx = Context {

@@ -4,7 +4,7 @@
 use orchestrator_proto::Event;
 
 use super::{Driver, Harness};
-use crate::error::OrcError;
+use crate::error::LogicError;
 
 /// One call a scenario made.
 pub struct RecordedCall {
@@ -63,7 +63,7 @@ struct Recorder<'r> {
 }
 
 impl Driver for Recorder<'_> {
-    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError> {
+    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, LogicError> {
         let before = self.harness.without_events();
         let result = self.harness.call_raw(msp, channel, method, request);
         let calls = &mut self.recording.calls;

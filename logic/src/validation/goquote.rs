@@ -2,7 +2,7 @@
 //! messages use) and the cut that keeps a quoted input short.
 //!
 //! Every module that names client input in an error (validation, pagination, the asset
-//! modules, `tx.rs`, `error.rs`) uses these, not only the field rules.
+//! modules, `call.rs`, `error.rs`) uses these, not only the field rules.
 
 use std::fmt::Write as _;
 
@@ -34,30 +34,7 @@ pub fn go_quote(s: &str) -> String {
     out
 }
 
-/// How much of an input string a message quotes: messages go into gRPC trailers and log lines,
-/// and a client cannot read a status whose metadata is over its limit (8 KiB in grpc-go).
-pub const QUOTED_INPUT_BYTES: usize = 200;
-
-/// `s` as a message shows it unquoted: whole when short, else its first
-/// [`QUOTED_INPUT_BYTES`] and its length.
-pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.len() <= QUOTED_INPUT_BYTES {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    std::borrow::Cow::Owned(format!("{}... ({} bytes)", cut_at_char(s, QUOTED_INPUT_BYTES), s.len()))
-}
-
-/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-pub fn cut_at_char(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut cut = max;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &s[..cut]
-}
+pub use orchestrator_contract::{QUOTED_INPUT_BYTES, cut_at_char, shown};
 
 /// Go's `unicode.IsPrint` (letters, marks, numbers, punctuation, symbols, ASCII space), without
 /// Unicode tables: controls, separators, format and private-use characters and noncharacters are

@@ -107,7 +107,7 @@ fn get_reads_own_writes_and_deletes() {
     });
     // Only the first two reads reached the backend.
     assert_eq!(backend.calls(), vec![Call::GetMany(keys(&["a"])), Call::GetMany(keys(&["zz"]))]);
-    let (writes, failure) = state.finish();
+    let (writes, failure, _) = state.finish();
     assert!(failure.is_none());
     assert_eq!(writes, vec![("a".to_string(), v("10")), ("b".to_string(), None), ("c".to_string(), v("3")),]);
 }
@@ -266,7 +266,7 @@ fn backend_failure_is_sticky_and_first_one_wins() {
         assert!(matches!(state.delete("c".into()), Err(StateError::Backend(_))));
     });
     assert_eq!(backend.calls().len(), 2);
-    let (_, failure) = state.finish();
+    let (_, failure, _) = state.finish();
     let failure = failure.unwrap();
     assert_eq!(failure.message, "injected failure #2");
     assert!(failure.retryable);
@@ -279,7 +279,7 @@ fn backend_protocol_violations_fail_the_call() {
     let mut state = overlay(&backend);
     let result = block_on(state.scan("a", "c", 5, None));
     assert!(matches!(result, Err(StateError::Backend(m)) if m.contains("ascending")));
-    let (_, failure) = state.finish();
+    let (_, failure, _) = state.finish();
     assert!(!failure.unwrap().retryable);
 
     struct Short;
@@ -406,7 +406,7 @@ fn overlay_matches_a_btreemap_model() {
         }
 
         // The net writes turn the committed state into the model.
-        let (writes, failure) = state.finish();
+        let (writes, failure, _) = state.finish();
         assert!(failure.is_none());
         assert!(writes.windows(2).all(|w| w[0].0 < w[1].0), "writes sorted by key");
         let after = MemoryBackend::from_entries(committed);
@@ -423,13 +423,4 @@ fn overlay_matches_a_btreemap_model() {
             }
         }
     }
-}
-
-/// The WIT state limits are written twice, here (the host enforcing them) and in the logic
-/// (which must not ask for keys no host accepts); they must agree.
-#[test]
-fn limits_agree_with_the_logic() {
-    assert_eq!(MAX_KEY_BYTES, orchestrator_logic::host::MAX_KEY_BYTES);
-    assert_eq!(MAX_VALUE_BYTES, orchestrator_logic::host::MAX_VALUE_BYTES);
-    assert_eq!(BOUND_SLACK_BYTES, orchestrator_logic::host::SCAN_BOUND_SLACK_BYTES);
 }

@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use orchestrator_logic::LogicError;
 use orchestrator_logic::testing::fuzz::{Outcome, Target};
 use orchestrator_logic::testing::{Driver, Harness};
-use orchestrator_logic::{ErrorKind, OrcError};
 use orchestrator_proto::Event;
 use orchestrator_runtime::{Context, MemoryBackend, Runtime, RuntimeConfig, RuntimeError};
 use prost::Message;
@@ -66,7 +66,7 @@ impl ComponentDriver {
         ctx: &orchestrator_logic::Context,
         method: &str,
         request: &[u8],
-    ) -> Result<Result<Vec<u8>, OrcError>, RuntimeError> {
+    ) -> Result<Result<Vec<u8>, LogicError>, RuntimeError> {
         let ctx = Context {
             msp_id: ctx.msp_id.clone(),
             channel: ctx.channel.clone(),
@@ -76,19 +76,19 @@ impl ComponentDriver {
         // A method the component does not export never reaches it in a host (the gRPC layer
         // answers UNIMPLEMENTED); the native dispatcher does the same.
         if self.runtime.is_read_only(method).is_none() {
-            return Ok(Err(OrcError::unimplemented(format!("unknown method {method:?}"))));
+            return Ok(Err(LogicError::unimplemented(format!("unknown method {method:?}"))));
         }
         let backend = self.channels.entry(ctx.channel.clone()).or_default();
-        let invocation = self.tokio.block_on(self.runtime.invoke(&ctx, method, request, backend.boxed()))?;
+        let invocation = self.tokio.block_on(self.runtime.invoke(&ctx, method, request, backend.clone())).outcome?;
         let response = match invocation.result {
             Ok(response) => response,
-            Err(e) => return Ok(Err(OrcError { kind: logic_kind(e.kind), message: e.message })),
+            Err(e) => return Ok(Err(e)),
         };
         backend.apply(&invocation.writes);
         for bytes in invocation.events {
             match Event::decode(bytes.as_slice()) {
                 Ok(event) => self.events.push(event),
-                Err(e) => return Ok(Err(OrcError::internal(format!("bad event: {e}")))),
+                Err(e) => return Ok(Err(LogicError::internal(format!("bad event: {e}")))),
             }
         }
         Ok(Ok(response))
@@ -114,30 +114,8 @@ impl Target for ComponentDriver {
     }
 }
 
-fn logic_kind(kind: orchestrator_runtime::ErrorKind) -> ErrorKind {
-    use orchestrator_runtime::ErrorKind as R;
-    match kind {
-        R::NotFound => ErrorKind::NotFound,
-        R::BadRequest => ErrorKind::BadRequest,
-        R::Conflict => ErrorKind::Conflict,
-        R::Internal => ErrorKind::Internal,
-        R::Unimplemented => ErrorKind::Unimplemented,
-        R::InvalidAsset => ErrorKind::InvalidAsset,
-        R::PermissionDenied => ErrorKind::PermissionDenied,
-        R::IncompatibleTaskStatus => ErrorKind::IncompatibleTaskStatus,
-        R::CannotDisableModel => ErrorKind::CannotDisableModel,
-        R::MissingTaskOutput => ErrorKind::MissingTaskOutput,
-        R::IncompatibleKind => ErrorKind::IncompatibleKind,
-        R::CannotDisableOutput => ErrorKind::CannotDisableOutput,
-        R::TerminatedComputePlan => ErrorKind::TerminatedComputePlan,
-        R::TerminatedComputeTask => ErrorKind::TerminatedComputeTask,
-        R::Unknown => ErrorKind::Unknown,
-        R::MalformedRequest => ErrorKind::MalformedRequest,
-    }
-}
-
 impl Driver for ComponentDriver {
-    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, OrcError> {
+    fn call_raw(&mut self, msp: &str, channel: &str, method: &str, request: &[u8]) -> Result<Vec<u8>, LogicError> {
         self.calls += 1;
         self.clock_micros += 1_000;
         let ctx = orchestrator_logic::Context {
@@ -146,7 +124,8 @@ impl Driver for ComponentDriver {
             tx_id: format!("component-tx-{}", self.calls),
             tx_time_micros: self.clock_micros,
         };
-        self.invoke_in(&ctx, method, request).map_err(|e: RuntimeError| OrcError::internal(format!("runtime: {e}")))?
+        self.invoke_in(&ctx, method, request)
+            .map_err(|e: RuntimeError| LogicError::internal(format!("runtime: {e}")))?
     }
 
     fn events(&self) -> Vec<Event> {

@@ -9,10 +9,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
-use std::sync::Arc;
 
 use orchestrator_runtime::{BackendError, BoxFuture, DEFAULT_SCAN_LIMIT, StateBackend, StateEntry};
-use tokio::sync::Mutex;
 
 use super::lease::Lease;
 use crate::postgres::backend::{GET_MANY, SCAN, is_connection_lost};
@@ -78,8 +76,6 @@ pub(super) struct GroupState {
     pub(super) lease: Option<Lease>,
     /// Net writes of the group's earlier calls, not flushed yet.
     pub(super) pending: BTreeMap<String, Option<Vec<u8>>>,
-    /// The first failed read of the current call.
-    pub(super) failure: Option<ReadFailure>,
 }
 
 impl GroupState {
@@ -101,17 +97,23 @@ impl GroupState {
     }
 }
 
-pub(super) type SharedGroup = Arc<Mutex<GroupState>>;
-
 /// [`StateBackend`] of a write call: the group's writes, then the cache, then the database.
+/// It holds the writer's group state for the length of the call (the runtime hands it back).
 pub(super) struct LeaseBackend {
-    group: SharedGroup,
+    group: GroupState,
     channel: String,
+    /// The first failed read of the call.
+    failure: Option<ReadFailure>,
 }
 
 impl LeaseBackend {
-    pub(super) fn new(group: SharedGroup, channel: String) -> Self {
-        Self { group, channel }
+    pub(super) fn new(group: GroupState, channel: String) -> Self {
+        Self { group, channel, failure: None }
+    }
+
+    /// The group's state back, with the call's first failed read.
+    pub(super) fn into_parts(self) -> (GroupState, Option<ReadFailure>) {
+        (self.group, self.failure)
     }
 }
 
@@ -131,8 +133,8 @@ fn no_lease() -> BackendError {
 impl StateBackend for LeaseBackend {
     fn get_many<'a>(&'a mut self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
         Box::pin(async move {
-            let mut group = self.group.lock().await;
-            let GroupState { lease, pending, failure } = &mut *group;
+            let GroupState { lease, pending } = &mut self.group;
+            let failure = &mut self.failure;
             let lease = lease.as_mut().ok_or_else(no_lease)?;
             let mut asked: HashSet<&str> = HashSet::new();
             let missing: Vec<&str> = keys
@@ -174,8 +176,8 @@ impl StateBackend for LeaseBackend {
             if end <= start {
                 return Ok(Vec::new());
             }
-            let mut group = self.group.lock().await;
-            let GroupState { lease, pending, failure } = &mut *group;
+            let GroupState { lease, pending } = &mut self.group;
+            let failure = &mut self.failure;
             let lease = lease.as_mut().ok_or_else(no_lease)?;
             let range = (Bound::Included(start), Bound::Excluded(end));
             // Each pending delete may hide one stored row: read that many more, so that the

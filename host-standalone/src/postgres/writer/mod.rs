@@ -34,7 +34,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::{mpsc, oneshot};
 
-use self::cache::{GroupState, LeaseBackend, SharedGroup};
+use self::cache::{GroupState, LeaseBackend};
 use self::lease::{LOCK_WAIT, Lease, ServerProcess};
 use super::backend::{GET_MANY, is_connection_lost, is_lock_timeout};
 use super::executor::{AttemptError, Call, CallError, CallOutcome, budget_exhausted, from_db, invoke_with};
@@ -133,18 +133,18 @@ pub fn channel_lock_key(channel: &str) -> i64 {
 }
 
 async fn write_loop(shared: Arc<Shared>, channel: String, mut queue: mpsc::UnboundedReceiver<Job>) {
-    let group: SharedGroup = Arc::default();
+    let mut group = GroupState::default();
     // Jobs of a group that could not be flushed, in arrival order: they go first in the next.
     let mut again: Vec<Job> = Vec::new();
     loop {
         let mut jobs = std::mem::take(&mut again);
         if jobs.is_empty() {
-            let holding = group.lock().await.lease.as_ref().is_some_and(Lease::held);
+            let holding = group.lease.as_ref().is_some_and(Lease::held);
             let next = if holding {
                 match tokio::time::timeout(IDLE_RELEASE, queue.recv()).await {
                     Ok(next) => next,
                     Err(_) => {
-                        give_up(&group).await;
+                        give_up(&mut group).await;
                         queue.recv().await
                     }
                 }
@@ -160,14 +160,13 @@ async fn write_loop(shared: Arc<Shared>, channel: String, mut queue: mpsc::Unbou
             // The database is failing: give it a moment rather than spin.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        again = run_group(&shared, &channel, &group, jobs, Some(&mut queue)).await;
+        again = run_group(&shared, &channel, &mut group, jobs, Some(&mut queue)).await;
     }
 }
 
 /// Gives the channel's lock up (and drops the connection if that fails: closing it releases
 /// the lock too).
-async fn give_up(group: &SharedGroup) {
-    let mut group = group.lock().await;
+async fn give_up(group: &mut GroupState) {
     if let Some(lease) = group.lease.as_mut()
         && let Err(err) = lease.unlock().await
     {
@@ -228,23 +227,19 @@ enum Step {
 async fn run_group(
     shared: &Shared,
     channel: &str,
-    state: &SharedGroup,
+    state: &mut GroupState,
     mut group: Vec<Job>,
     mut queue: Option<&mut mpsc::UnboundedReceiver<Job>>,
 ) -> Vec<Job> {
-    {
-        let mut state = state.lock().await;
-        state.pending.clear();
-        if let Err(err) = hold_lock(shared, channel, &mut state).await {
-            drop(state);
-            return match err {
-                CallError::NotApplied(_) => {
-                    answer_all(group, &err);
-                    Vec::new()
-                }
-                err => again_or_give_up(shared, group, &err),
-            };
-        }
+    state.pending.clear();
+    if let Err(err) = hold_lock(shared, channel, state).await {
+        return match err {
+            CallError::NotApplied(_) => {
+                answer_all(group, &err);
+                Vec::new()
+            }
+            err => again_or_give_up(shared, group, &err),
+        };
     }
     let mut outcomes: Vec<CallOutcome> = Vec::with_capacity(group.len());
     let mut batch = Batch::default();
@@ -264,32 +259,26 @@ async fn run_group(
         match run_call(shared, channel, state, job).await {
             Step::Done(outcome) => outcomes.push(outcome),
             Step::Wrote { outcome, writes, events, columns } => {
-                bytes += state.lock().await.add_writes(writes);
+                bytes += state.add_writes(writes);
                 bytes += events.iter().map(Vec::len).sum::<usize>();
                 batch.push_events(events, columns);
                 outcomes.push(outcome);
             }
             Step::Lost(err) => {
                 tracing::warn!(channel, error = %err, calls = group.len(), "writer's connection lost; running the calls again");
-                let mut state = state.lock().await;
                 state.pending.clear();
                 state.lease = None;
-                drop(state);
                 return again_or_give_up(shared, group, &err);
             }
         }
     }
 
-    let mut guard = state.lock().await;
-    let state_now = &mut *guard;
-    batch.writes = std::mem::take(&mut state_now.pending);
+    batch.writes = std::mem::take(&mut state.pending);
     if batch.is_empty() {
-        drop(guard);
         answer(group, outcomes);
         return Vec::new();
     }
-    let Some(lease) = state_now.lease.as_mut() else {
-        drop(guard);
+    let Some(lease) = state.lease.as_mut() else {
         return again_or_give_up(shared, group, &CallError::Database("the writer's connection was lost".to_owned()));
     };
     match flush(&mut lease.conn, channel, &batch).await {
@@ -297,7 +286,6 @@ async fn run_group(
             for (key, value) in batch.writes {
                 lease.cache.insert(key, value);
             }
-            drop(guard);
             if let Some(head) = head {
                 // Local streams and the relay need not wait for the NOTIFY round trip.
                 shared.hub.advance(channel, head);
@@ -307,25 +295,22 @@ async fn run_group(
         }
         Err(err) if is_connection_lost(&err) => {
             let lost = lease.process().clone();
-            state_now.lease = None;
+            state.lease = None;
             match settle_lost_flush(shared, channel, &lost, &batch).await {
                 Ok((mut lease, true)) => {
                     for (key, value) in batch.writes {
                         lease.cache.insert(key, value);
                     }
-                    state_now.lease = Some(lease);
-                    drop(guard);
+                    state.lease = Some(lease);
                     answer(group, outcomes);
                     Vec::new()
                 }
                 Ok((lease, false)) => {
                     tracing::warn!(channel, error = %err, "flush lost before it committed; running its calls again");
-                    state_now.lease = Some(lease);
-                    drop(guard);
+                    state.lease = Some(lease);
                     again_or_give_up(shared, group, &CallError::Database(err.to_string()))
                 }
                 Err(check) => {
-                    drop(guard);
                     tracing::error!(channel, error = %err, check = %check, "flush outcome unknown");
                     let unknown = CallError::OutcomeUnknown(format!(
                         "the database connection was lost while storing the call and the outcome could not be \
@@ -337,7 +322,6 @@ async fn run_group(
             }
         }
         Err(err) => {
-            drop(guard);
             if group.len() == 1 {
                 // The only call is at fault (its reads stand: nothing else was written).
                 let failure = from_db(&err);
@@ -353,7 +337,7 @@ async fn run_group(
             tracing::debug!(channel, error = %err, calls = group.len(), "group flush refused; running its calls one by one");
             let mut jobs = group.into_iter();
             while let Some(job) = jobs.next() {
-                let again = Box::pin(run_group(shared, channel, state, vec![job], None)).await;
+                let again = Box::pin(run_group(shared, channel, &mut *state, vec![job], None)).await;
                 if !again.is_empty() {
                     return again.into_iter().chain(jobs).collect();
                 }
@@ -365,13 +349,15 @@ async fn run_group(
 
 /// Runs the logic for `job` over the group's state, again while a transient failure lasts
 /// within the budget.
-async fn run_call(shared: &Shared, channel: &str, state: &SharedGroup, job: &mut Job) -> Step {
+async fn run_call(shared: &Shared, channel: &str, state: &mut GroupState, job: &mut Job) -> Step {
     loop {
         job.attempts = job.attempts.saturating_add(1);
         let attempts = job.attempts;
-        let backend = LeaseBackend::new(Arc::clone(state), channel.to_owned());
-        let invoked = invoke_with(&shared.runtime, &job.call, Box::new(backend)).await;
-        let read_failure = state.lock().await.failure.take();
+        // The backend owns the group's state for the call and hands it back after.
+        let backend = LeaseBackend::new(std::mem::take(state), channel.to_owned());
+        let (backend, invoked) = invoke_with(&shared.runtime, &job.call, backend).await;
+        let (group, read_failure) = backend.into_parts();
+        *state = group;
         // A failed read decides the outcome, whatever the logic made of it.
         let failure = match (read_failure, invoked) {
             (Some(failure), _) if failure.lost => return Step::Lost(CallError::Database(failure.message)),

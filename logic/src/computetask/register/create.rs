@@ -12,7 +12,7 @@ use orchestrator_proto::{
 use super::inputs_outputs::{asset_key, declared, is_kind, validate_inputs, validate_outputs};
 use super::prefetch::{World, find_parent};
 use crate::computetask::{parent_keys, status_of};
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::permissions::{can_process, union};
 use crate::validation::go_quote;
 use crate::{computeplan, organization};
@@ -29,9 +29,9 @@ pub(super) fn create_task(
         .plans
         .get(&new.compute_plan_key)
         .and_then(Option::as_ref)
-        .ok_or_else(|| OrcError::not_found(computeplan::ASSET, &new.compute_plan_key))?;
+        .ok_or_else(|| LogicError::not_found(computeplan::ASSET, &new.compute_plan_key))?;
     if plan.owner != owner {
-        return Err(OrcError::permission_denied("Cannot register tasks to a compute plan you don't own"));
+        return Err(LogicError::permission_denied("Cannot register tasks to a compute plan you don't own"));
     }
 
     // 2. Parents (the sort guarantees they are all known).
@@ -41,7 +41,7 @@ pub(super) fn create_task(
     // 3. The function, processable by the owner.
     let function = world.function(&new.function_key)?;
     if !can_process_opt(function.permissions.as_ref(), owner) {
-        return Err(OrcError::permission_denied(format!(
+        return Err(LogicError::permission_denied(format!(
             "not authorized to process function {}",
             go_quote(&function.key)
         )));
@@ -65,7 +65,7 @@ pub(super) fn create_task(
             if let Some(Some(model)) = world.models.get(&asset.asset_key)
                 && model.address.is_none()
             {
-                return Err(OrcError::invalid_asset(format!("Model {} has been disabled", go_quote(&model.key))));
+                return Err(LogicError::invalid_asset(format!("Model {} has been disabled", go_quote(&model.key))));
             }
         }
     }
@@ -87,7 +87,7 @@ pub(super) fn create_task(
     // 7. Worker, a registered organization.
     let worker = task_worker(world, new, function)?;
     if !world.organizations.contains(&worker) {
-        return Err(OrcError::not_found(organization::ASSET, &worker));
+        return Err(LogicError::not_found(organization::ASSET, &worker));
     }
 
     // 8. Logs permission; 9. rank.
@@ -124,7 +124,7 @@ pub(super) fn can_process_opt(permissions: Option<&Permissions>, who: &str) -> b
 fn new_permission(world: &World, owner: &str, input: &NewPermissions) -> Result<Permission> {
     crate::permissions::check_size(input)?;
     if !input.public && !input.authorized_ids.iter().all(|id| world.organizations.contains(id)) {
-        return Err(OrcError::bad_request("invalid permission input values"));
+        return Err(LogicError::bad_request("invalid permission input values"));
     }
     Ok(permission_with_owner(owner, input))
 }
@@ -163,7 +163,7 @@ fn initial_status(parents: &[&ComputeTask], function: &Function) -> ComputeTaskS
 fn opener<'w>(world: &'w World, input: &ComputeTaskInput) -> Result<&'w DataManager> {
     let key = asset_key(input);
     if key.is_empty() {
-        return Err(OrcError::invalid_asset(format!(
+        return Err(LogicError::invalid_asset(format!(
             "invalid task input {}: openers must be referenced using an asset key",
             go_quote(&input.identifier)
         )));
@@ -180,7 +180,7 @@ fn task_worker(world: &World, new: &NewComputeTask, function: &Function) -> Resu
         }
         let dm = opener(world, input)?;
         if !new.worker.is_empty() && new.worker != dm.owner {
-            return Err(OrcError::bad_request(format!(
+            return Err(LogicError::bad_request(format!(
                 "Specified worker {} does not match data manager owner: {}",
                 go_quote(&new.worker),
                 go_quote(&dm.owner)
@@ -189,7 +189,7 @@ fn task_worker(world: &World, new: &NewComputeTask, function: &Function) -> Resu
         return Ok(dm.owner.clone());
     }
     if new.worker.is_empty() {
-        return Err(OrcError::bad_request("Worker cannot be inferred and must be explicitly set"));
+        return Err(LogicError::bad_request("Worker cannot be inferred and must be explicitly set"));
     }
     Ok(new.worker.clone())
 }

@@ -10,11 +10,11 @@ use super::create::can_process_opt;
 use super::prefetch::{World, find_parent};
 use crate::computetask::ASSET;
 use crate::datasample;
-use crate::error::{OrcError, Result};
+use crate::error::{LogicError, Result};
 use crate::validation::go_quote;
 
-fn unknown_input(identifier: &str) -> OrcError {
-    OrcError::invalid_asset(format!(
+fn unknown_input(identifier: &str) -> LogicError {
+    LogicError::invalid_asset(format!(
         "unknown task input: this identifier was not declared in the Function: {}",
         go_quote(identifier)
     ))
@@ -50,7 +50,7 @@ pub(super) fn validate_inputs(
     for input in &task.inputs {
         let declared_input = declared(function, input)?;
         if seen.contains(input.identifier.as_str()) && !declared_input.multiple {
-            return Err(OrcError::invalid_asset(format!(
+            return Err(LogicError::invalid_asset(format!(
                 "duplicate task input: this identifier is present multiple times in the task inputs, but it was not declared as \"Multiple\" in the Function: {}",
                 go_quote(&input.identifier)
             )));
@@ -65,7 +65,7 @@ pub(super) fn validate_inputs(
     }
     for (identifier, declared_input) in &function.inputs {
         if !declared_input.optional && !seen.contains(identifier.as_str()) {
-            return Err(OrcError::invalid_asset(format!(
+            return Err(LogicError::invalid_asset(format!(
                 "missing task input: this identifier is required by the Function: {}",
                 go_quote(identifier)
             )));
@@ -83,7 +83,7 @@ fn validate_data_manager_input(
     function: &Function,
 ) -> Result<()> {
     if asset_key(dm_input).is_empty() {
-        return Err(OrcError::invalid_asset(format!(
+        return Err(LogicError::invalid_asset(format!(
             "invalid task input {}: openers must be referenced using an asset key",
             go_quote(&dm_input.identifier)
         )));
@@ -95,7 +95,7 @@ fn validate_data_manager_input(
         }
         let key = asset_key(input);
         if key.is_empty() {
-            return Err(OrcError::invalid_asset(format!(
+            return Err(LogicError::invalid_asset(format!(
                 "invalid task input {}: data samples must be referenced using an asset key",
                 go_quote(&input.identifier)
             )));
@@ -104,7 +104,7 @@ fn validate_data_manager_input(
     }
     let dm = world.data_manager(asset_key(dm_input))?;
     if !can_process_opt(dm.permissions.as_ref(), &task.owner) {
-        return Err(OrcError::permission_denied(format!(
+        return Err(LogicError::permission_denied(format!(
             "not authorized to process datamanager {}",
             go_quote(&dm.key)
         )));
@@ -114,9 +114,9 @@ fn validate_data_manager_input(
             .samples
             .get(key)
             .and_then(Option::as_ref)
-            .ok_or_else(|| OrcError::not_found(datasample::ASSET, key))?;
+            .ok_or_else(|| LogicError::not_found(datasample::ASSET, key))?;
         if !sample.data_manager_keys.contains(&dm.key) {
-            return Err(OrcError::invalid_asset("datasamples do not share a common manager"));
+            return Err(LogicError::invalid_asset("datasamples do not share a common manager"));
         }
     }
     Ok(())
@@ -135,11 +135,11 @@ fn validate_input_ref(
     match &input.r#ref {
         Some(Ref::AssetKey(key)) => {
             if !is_kind(declared_input, AssetKind::AssetModel) {
-                return Err(OrcError::unimplemented(format!("invalid task input {id}: invalid asset kind")));
+                return Err(LogicError::unimplemented(format!("invalid task input {id}: invalid asset kind")));
             }
             let model = world.model(key)?;
             if !can_process_opt(model.permissions.as_ref(), &task.worker) {
-                return Err(OrcError::permission_denied(format!(
+                return Err(LogicError::permission_denied(format!(
                     "not authorized to process model {}",
                     go_quote(&model.key)
                 )));
@@ -150,22 +150,22 @@ fn validate_input_ref(
             let pk = &reference.parent_task_key;
             let oid = &reference.output_identifier;
             let Some(parent) = find_parent(world, batch, pk) else {
-                let not_found = OrcError::not_found(ASSET, pk);
-                return Err(OrcError::invalid_asset(format!(
+                let not_found = LogicError::not_found(ASSET, pk);
+                return Err(LogicError::invalid_asset(format!(
                     "invalid task input {id}: parent task key {pk} not found: {}",
                     not_found.message
                 )));
             };
             let parent_function = world.function(&parent.function_key)?;
             let Some(function_output) = parent_function.outputs.get(oid) else {
-                return Err(OrcError::invalid_asset(format!(
+                return Err(LogicError::invalid_asset(format!(
                     "invalid task input {id}: parent task {pk}: function output not found: {}",
                     go_quote(oid)
                 )));
             };
             if function_output.kind != declared_input.kind {
                 // The reference quotes the output identifier here.
-                return Err(OrcError::invalid_asset(format!(
+                return Err(LogicError::invalid_asset(format!(
                     "invalid task input {}: mismatching task input asset kinds: expecting {} but parent task output has kind {}",
                     go_quote(oid),
                     kind_name(declared_input.kind),
@@ -173,19 +173,19 @@ fn validate_input_ref(
                 )));
             }
             if function_output.multiple && !declared_input.multiple {
-                return Err(OrcError::invalid_asset(format!(
+                return Err(LogicError::invalid_asset(format!(
                     "invalid task input {id}: multiple task output used as single task input"
                 )));
             }
             let Some(output) = parent.outputs.get(oid) else {
-                return Err(OrcError::invalid_asset(format!(
+                return Err(LogicError::invalid_asset(format!(
                     "invalid task input {id}: parent task {pk}: output not found: {}",
                     go_quote(oid)
                 )));
             };
             if !can_process_opt(output.permissions.as_ref(), &task.worker) {
                 // Argument order as in the reference.
-                return Err(OrcError::permission_denied(format!(
+                return Err(LogicError::permission_denied(format!(
                     "invalid task input {id}: worker {} doesn't have permission to process output {} of task {oid}",
                     go_quote(&task.worker),
                     go_quote(pk)
@@ -193,7 +193,7 @@ fn validate_input_ref(
             }
             Ok(())
         }
-        None => Err(OrcError::invalid_asset(format!(
+        None => Err(LogicError::invalid_asset(format!(
             "invalid task input {id}: an asset or task output reference must be specified"
         ))),
     }
@@ -204,7 +204,7 @@ pub(super) fn validate_outputs(task: &ComputeTask, function: &Function) -> Resul
     let tk = &task.key;
     for (identifier, output) in &task.outputs {
         let Some(declared_output) = function.outputs.get(identifier) else {
-            return Err(OrcError::invalid_asset(format!(
+            return Err(LogicError::invalid_asset(format!(
                 "invalid task {tk}, unknown task output: this identifier was not declared in the Function: {}",
                 go_quote(identifier)
             )));
@@ -212,13 +212,13 @@ pub(super) fn validate_outputs(task: &ComputeTask, function: &Function) -> Resul
         if declared_output.kind == AssetKind::AssetPerformance as i32 {
             let public = output.permissions.as_ref().and_then(|p| p.process.as_ref()).is_some_and(|p| p.public);
             if !public {
-                return Err(OrcError::invalid_asset(format!(
+                return Err(LogicError::invalid_asset(format!(
                     "invalid task {tk}, invalid task output {}: a PERFORMANCE output should be public",
                     go_quote(identifier)
                 )));
             }
             if output.transient {
-                return Err(OrcError::invalid_asset(format!(
+                return Err(LogicError::invalid_asset(format!(
                     "invalid task {tk}, invalid task output {}: a PERFORMANCE output cannot be transient",
                     go_quote(identifier)
                 )));
@@ -227,7 +227,7 @@ pub(super) fn validate_outputs(task: &ComputeTask, function: &Function) -> Resul
     }
     for identifier in function.outputs.keys() {
         if !task.outputs.contains_key(identifier) {
-            return Err(OrcError::invalid_asset(format!(
+            return Err(LogicError::invalid_asset(format!(
                 "invalid task {tk}, missing task output: this identifier is required by the Function: {}",
                 go_quote(identifier)
             )));

@@ -24,35 +24,35 @@ use std::collections::{BTreeMap, BTreeSet};
 use orchestrator_proto::{ComputeTask, NewComputeTask, RegisterTasksParam, RegisterTasksResponse};
 
 use super::{ASSET, TaskRecord, insert, load_records, parent_keys};
-use crate::error::{OrcError, Result};
-use crate::tx::{Tx, timestamp_to_micros};
+use crate::call::{Call, timestamp_to_micros};
+use crate::error::{LogicError, Result};
 use crate::{asset, function, organization};
 use create::{create_task, permission_with_owner};
 use fields::validate;
 use prefetch::{World, prefetch_known};
 
-pub fn register(tx: &mut Tx<'_>, req: RegisterTasksParam) -> Result<RegisterTasksResponse> {
+pub fn register(call: &mut Call<'_>, req: RegisterTasksParam) -> Result<RegisterTasksResponse> {
     let new_tasks = req.tasks;
     if new_tasks.is_empty() {
-        return Err(OrcError::bad_request("no task to register"));
+        return Err(LogicError::bad_request("no task to register"));
     }
     for task in &new_tasks {
         if let Some(details) = validate(task) {
-            return Err(OrcError::invalid(ASSET, details));
+            return Err(LogicError::invalid(ASSET, details));
         }
     }
 
     let batch_keys: Vec<String> = new_tasks.iter().map(|t| t.key.clone()).collect();
-    prefetch_known(tx, &new_tasks)?;
-    let stored = load_records(tx, &batch_keys)?;
+    prefetch_known(call, &new_tasks)?;
+    let stored = load_records(call, &batch_keys)?;
     if let Some(first) = stored.iter().position(Option::is_some) {
-        return resend(tx.requester(), &new_tasks, stored, first);
+        return resend(call.requester(), &new_tasks, stored, first);
     }
     // A key twice in one batch: the reference fails in its database (UNKNOWN).
     let mut seen = BTreeSet::new();
     for task in &new_tasks {
         if !seen.insert(task.key.as_str()) {
-            return Err(OrcError::already_exists(ASSET, &task.key));
+            return Err(LogicError::already_exists(ASSET, &task.key));
         }
     }
 
@@ -70,23 +70,23 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterTasksParam) -> Result<RegisterTask
     let stored_parents: BTreeMap<String, TaskRecord> = outside
         .iter()
         .cloned()
-        .zip(load_records(tx, &outside)?)
+        .zip(load_records(call, &outside)?)
         .filter_map(|(key, record)| record.map(|r| (key, r)))
         .collect();
     let order =
         topological_order(&parents_of, &batch_index, |p| stored_parents.contains_key(p)).map_err(|unsorted| {
-            OrcError::invalid_asset(format!(
+            LogicError::invalid_asset(format!(
                 "cyclic dependency in compute plan graph or unknown task parent, unsorted_tasks_count: {unsorted}"
             ))
         })?;
 
-    let owner = tx.requester().to_owned();
-    let world = World::fetch(tx, &owner, &new_tasks, stored_parents)?;
+    let owner = call.requester().to_owned();
+    let world = World::fetch(call, &owner, &new_tasks, stored_parents)?;
     if !world.organizations.contains(&owner) {
-        return Err(OrcError::not_found(organization::ASSET, &owner));
+        return Err(LogicError::not_found(organization::ASSET, &owner));
     }
 
-    let now = tx.now();
+    let now = call.now();
     let mut batch: BTreeMap<String, ComputeTask> = BTreeMap::new();
     let mut created: Vec<ComputeTask> = Vec::with_capacity(order.len());
     for i in order {
@@ -97,18 +97,18 @@ pub fn register(tx: &mut Tx<'_>, req: RegisterTasksParam) -> Result<RegisterTask
 
     let mut plan_functions: BTreeSet<(&str, &str)> = BTreeSet::new();
     for task in &created {
-        insert(tx, task)?;
+        insert(call, task)?;
         // QueryFunctions' plan filter: the functions used by the plan's tasks.
         if !plan_functions.insert((&task.compute_plan_key, &task.function_key)) {
             continue;
         }
         if let Some(Some(f)) = world.functions.get(&task.function_key) {
             let function_created = f.creation_date.as_ref().map(timestamp_to_micros).unwrap_or_default();
-            tx.put_raw(&function::by_plan_index(&task.compute_plan_key, function_created, &f.key), Vec::new())?;
+            call.put_raw(&function::by_plan_index(&task.compute_plan_key, function_created, &f.key), Vec::new())?;
         }
     }
     for task in &created {
-        asset::emit_created(tx, task.clone());
+        asset::emit_created(call, task.clone());
     }
     Ok(RegisterTasksResponse { tasks: created })
 }
@@ -125,7 +125,7 @@ fn resend(
     stored: Vec<Option<TaskRecord>>,
     first: usize,
 ) -> Result<RegisterTasksResponse> {
-    let conflict = || OrcError::already_exists(ASSET, &new_tasks[first].key);
+    let conflict = || LogicError::already_exists(ASSET, &new_tasks[first].key);
     let mut tasks = Vec::with_capacity(stored.len());
     for (new, record) in new_tasks.iter().zip(stored) {
         match record {

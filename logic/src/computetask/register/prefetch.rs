@@ -9,18 +9,18 @@ use orchestrator_proto::{
     compute_task_input::Ref,
 };
 
+use crate::call::Call;
 use crate::computetask::{TaskRecord, parent_keys, status_of};
-use crate::error::{OrcError, Result};
-use crate::tx::Tx;
+use crate::error::{LogicError, Result};
 use crate::{datamanager, function, keys, model};
 
 /// What the request names directly, in one state call: the batch's task records (are they
 /// stored?), the parents, plans and functions, and the organizations it names. What depends on
 /// those (data managers, samples and models by the kind the function gives each input, the
 /// parents' functions, the data managers' owners) is the second call, in [`World::fetch`].
-pub(super) fn prefetch_known(tx: &mut Tx<'_>, new_tasks: &[NewComputeTask]) -> Result<()> {
+pub(super) fn prefetch_known(call: &mut Call<'_>, new_tasks: &[NewComputeTask]) -> Result<()> {
     let mut wanted: BTreeSet<String> = BTreeSet::new();
-    wanted.insert(keys::organization(tx.requester()));
+    wanted.insert(keys::organization(call.requester()));
     for task in new_tasks {
         wanted.insert(keys::computetask(&task.key));
         wanted.extend(parent_keys(&task.inputs).iter().map(|p| keys::computetask(p)));
@@ -35,7 +35,7 @@ pub(super) fn prefetch_known(tx: &mut Tx<'_>, new_tasks: &[NewComputeTask]) -> R
             }
         }
     }
-    tx.prefetch(wanted)
+    call.prefetch(wanted)
 }
 
 /// Everything the batch refers to, fetched in batched state calls.
@@ -52,26 +52,26 @@ pub(super) struct World {
 }
 
 fn load_map<M: prost::Message + Default>(
-    tx: &mut Tx<'_>,
+    call: &mut Call<'_>,
     wanted: BTreeSet<String>,
     record_key: impl Fn(&str) -> String,
 ) -> Result<BTreeMap<String, Option<M>>> {
     let wanted: Vec<String> = wanted.into_iter().collect();
     let record_keys: Vec<String> = wanted.iter().map(|k| record_key(k)).collect();
-    Ok(wanted.into_iter().zip(tx.load_many::<M>(&record_keys)?).collect())
+    Ok(wanted.into_iter().zip(call.load_many::<M>(&record_keys)?).collect())
 }
 
 impl World {
     pub(super) fn fetch(
-        tx: &mut Tx<'_>,
+        call: &mut Call<'_>,
         owner: &str,
         new_tasks: &[NewComputeTask],
         stored_parents: BTreeMap<String, TaskRecord>,
     ) -> Result<World> {
-        let plans = load_map(tx, new_tasks.iter().map(|t| t.compute_plan_key.clone()).collect(), keys::computeplan)?;
+        let plans = load_map(call, new_tasks.iter().map(|t| t.compute_plan_key.clone()).collect(), keys::computeplan)?;
         // The batch's functions were prefetched; they say what each input is.
         let mut functions: BTreeMap<String, Option<Function>> =
-            load_map(tx, new_tasks.iter().map(|t| t.function_key.clone()).collect(), keys::function)?;
+            load_map(call, new_tasks.iter().map(|t| t.function_key.clone()).collect(), keys::function)?;
 
         // Asset keys by the kind the task's function gives each input.
         let (mut dm_keys, mut sample_keys, mut model_keys) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
@@ -101,7 +101,7 @@ impl World {
             }
         }
         let parent_functions: BTreeSet<String> = stored_parents.values().map(|p| p.task.function_key.clone()).collect();
-        tx.prefetch(
+        call.prefetch(
             dm_keys
                 .iter()
                 .map(|k| keys::datamanager(k))
@@ -109,10 +109,10 @@ impl World {
                 .chain(model_keys.iter().map(|k| keys::model(k)))
                 .chain(parent_functions.iter().map(|k| keys::function(k))),
         )?;
-        functions.extend(load_map(tx, parent_functions, keys::function)?);
-        let data_managers: BTreeMap<String, Option<DataManager>> = load_map(tx, dm_keys, keys::datamanager)?;
-        let samples = load_map(tx, sample_keys, keys::datasample)?;
-        let models = load_map(tx, model_keys, keys::model)?;
+        functions.extend(load_map(call, parent_functions, keys::function)?);
+        let data_managers: BTreeMap<String, Option<DataManager>> = load_map(call, dm_keys, keys::datamanager)?;
+        let samples = load_map(call, sample_keys, keys::datasample)?;
+        let models = load_map(call, model_keys, keys::model)?;
 
         let mut org_ids: BTreeSet<String> = BTreeSet::from([owner.to_owned()]);
         for task in new_tasks {
@@ -130,7 +130,7 @@ impl World {
         let org_records: Vec<String> = org_ids.iter().map(|id| keys::organization(id)).collect();
         let organizations = org_ids
             .into_iter()
-            .zip(tx.exist_many(&org_records)?)
+            .zip(call.exist_many(&org_records)?)
             .filter_map(|(id, present)| present.then_some(id))
             .collect();
 
@@ -138,15 +138,18 @@ impl World {
     }
 
     pub(super) fn function(&self, key: &str) -> Result<&Function> {
-        self.functions.get(key).and_then(Option::as_ref).ok_or_else(|| OrcError::not_found(function::ASSET, key))
+        self.functions.get(key).and_then(Option::as_ref).ok_or_else(|| LogicError::not_found(function::ASSET, key))
     }
 
     pub(super) fn data_manager(&self, key: &str) -> Result<&DataManager> {
-        self.data_managers.get(key).and_then(Option::as_ref).ok_or_else(|| OrcError::not_found(datamanager::ASSET, key))
+        self.data_managers
+            .get(key)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| LogicError::not_found(datamanager::ASSET, key))
     }
 
     pub(super) fn model(&self, key: &str) -> Result<&Model> {
-        self.models.get(key).and_then(Option::as_ref).ok_or_else(|| OrcError::not_found(model::ASSET, key))
+        self.models.get(key).and_then(Option::as_ref).ok_or_else(|| LogicError::not_found(model::ASSET, key))
     }
 }
 

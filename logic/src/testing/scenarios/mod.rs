@@ -2,7 +2,7 @@
 //!
 //! Every scenario is a `pub fn name(d: &mut dyn Driver)` that starts from an empty driver and
 //! panics on the first broken expectation. They only use [`Driver`]: the protobuf bytes in,
-//! the protobuf bytes (or an [`OrcError`]) out, and the committed events. Nothing here may rely
+//! the protobuf bytes (or an [`LogicError`]) out, and the committed events. Nothing here may rely
 //! on how a driver stores state or on its clock beyond "one call, one transaction time".
 //!
 //! This module holds the shared fixtures: identities, deterministic keys, builders of valid
@@ -22,7 +22,7 @@ use orchestrator_proto::{
     UpdateFunctionParam, UpdateFunctionResponse, event,
 };
 
-use crate::error::{ErrorKind, OrcError};
+use crate::error::{ErrorKind, LogicError};
 use crate::testing::{Driver, call};
 
 mod bad_requests;
@@ -177,7 +177,7 @@ pub fn new_function(n: u64) -> NewFunction {
 /// Asserts that `result` failed with `kind` and a message containing `fragment`; coded kinds must
 /// also carry their `OE` prefix. Returns the error for further checks.
 #[track_caller]
-pub fn expect_err<T: Debug>(result: Result<T, OrcError>, kind: ErrorKind, fragment: &str) -> OrcError {
+pub fn expect_err<T: Debug>(result: Result<T, LogicError>, kind: ErrorKind, fragment: &str) -> LogicError {
     let err = match result {
         Ok(value) => panic!("expected {kind:?} error containing {fragment:?}, got Ok({value:?})"),
         Err(err) => err,
@@ -231,7 +231,7 @@ pub fn time_key(ts: Option<&prost_types::Timestamp>) -> (i64, i32) {
 // ---------------------------------------------------------------------------------------------
 // Typed calls.
 
-pub type Res<T> = Result<T, OrcError>;
+pub type Res<T> = Result<T, LogicError>;
 
 pub fn register_organization(d: &mut dyn Driver, msp: &str, channel: &str, address: &str) -> Res<Organization> {
     call(d, msp, channel, method::REGISTER_ORGANIZATION, &RegisterOrganizationParam { address: address.to_owned() })

@@ -23,7 +23,7 @@ pub fn organizations(d: &mut dyn Driver) {
     assert_eq!(events.len(), 1, "one event: {events:?}");
     let asset = check_event(&events[0], AssetKind::AssetOrganization, EventKind::EventAssetCreated, ORG1, CHANNEL, &[]);
     assert_eq!(asset, event::Asset::Organization(org.clone()));
-    assert_eq!(events[0].timestamp, org.creation_date, "event timestamp = creation_date = tx time");
+    assert_eq!(events[0].timestamp, org.creation_date, "event timestamp = creation_date = call time");
     assert_eq!(organization_ids(d, CHANNEL), vec![ORG1.to_owned()]);
 
     // Registering again (even with another address) conflicts and emits nothing.

@@ -6,32 +6,25 @@ use orchestrator_proto::{AssetKind, Event, EventKind, event};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use crate::error::{OrcError, Result};
-use crate::host::{Host, MAX_VALUE_BYTES, ScanPage, key_fault};
+use crate::error::{LogicError, Result};
+use crate::imports::{Imports, MAX_VALUE_BYTES, ScanPage, key_fault};
 use crate::validation::{cut_at_char, go_quote};
 
-/// Per-call context given by the host (the WIT `context` record).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Context {
-    pub msp_id: String,
-    pub channel: String,
-    pub tx_id: String,
-    pub tx_time_micros: i64,
-}
+pub use orchestrator_contract::Context;
 
 /// A call in progress.
-pub struct Tx<'a> {
+pub struct Call<'a> {
     ctx: &'a Context,
-    host: &'a mut dyn Host,
+    host: &'a mut dyn Imports,
     events_emitted: u32,
-    /// Values fetched ahead by [`Tx::prefetch`], served until the key is written (then read
+    /// Values fetched ahead by [`Call::prefetch`], served until the key is written (then read
     /// from the host again), so read-your-writes holds.
     prefetched: BTreeMap<String, Option<Vec<u8>>>,
 }
 
-impl<'a> Tx<'a> {
-    pub fn new(ctx: &'a Context, host: &'a mut dyn Host) -> Self {
-        Tx { ctx, host, events_emitted: 0, prefetched: BTreeMap::new() }
+impl<'a> Call<'a> {
+    pub fn new(ctx: &'a Context, host: &'a mut dyn Imports) -> Self {
+        Call { ctx, host, events_emitted: 0, prefetched: BTreeMap::new() }
     }
 
     /// Fetches `keys` in one state call for the reads that follow. Every state call is a round
@@ -133,7 +126,7 @@ impl<'a> Tx<'a> {
         refuse_unstorable(key)?;
         // The fields that can grow are capped by validation; this catches what adds up.
         if value.len() > MAX_VALUE_BYTES {
-            return Err(OrcError::invalid_asset(format!(
+            return Err(LogicError::invalid_asset(format!(
                 "the asset takes {} bytes once encoded, over the {MAX_VALUE_BYTES} bytes an asset may take",
                 value.len()
             )));
@@ -157,7 +150,7 @@ impl<'a> Tx<'a> {
         Ok(self.host.scan(start, end, limit, cursor)?)
     }
 
-    /// Emit an event: fills the envelope (id derived from the tx id, channel, timestamp).
+    /// Emit an event: fills the envelope (id derived from the transaction id, channel, timestamp).
     /// Assets emit through [`crate::asset::emit`].
     pub fn emit(
         &mut self,
@@ -181,7 +174,7 @@ impl<'a> Tx<'a> {
         self.host.emit(event.encode_to_vec());
     }
 
-    /// Event ids are UUID-shaped and unique, but derived from (tx id, index) rather than random:
+    /// Event ids are UUID-shaped and unique, but derived from (transaction id, index) rather than random:
     /// every Fabric endorser must compute the same events.
     fn next_event_id(&mut self) -> String {
         let mut hasher = Sha256::new();
@@ -207,13 +200,13 @@ fn common_prefix<'k>(start: &'k str, end: &str) -> &'k str {
 /// A write under a key built from input that the validation let through: the input's fault.
 fn refuse_unstorable(key: &str) -> Result<()> {
     match key_fault(key) {
-        Some(fault) => Err(OrcError::invalid_asset(format!("a field used as a key {fault}: {}", go_quote(key)))),
+        Some(fault) => Err(LogicError::invalid_asset(format!("a field used as a key {fault}: {}", go_quote(key)))),
         None => Ok(()),
     }
 }
 
 fn decode_stored<M: Message + Default>(key: &str, bytes: &[u8]) -> Result<M> {
-    M::decode(bytes).map_err(|e| OrcError::internal(format!("corrupt state at {key:?}: {e}")))
+    M::decode(bytes).map_err(|e| LogicError::internal(format!("corrupt state at {key:?}: {e}")))
 }
 
 pub fn micros_to_timestamp(micros: i64) -> prost_types::Timestamp {
@@ -244,8 +237,8 @@ mod tests {
 
     use super::*;
     use crate::error::ErrorKind;
-    use crate::host::MAX_KEY_BYTES;
-    use crate::testing::MemHost;
+    use crate::imports::MAX_KEY_BYTES;
+    use crate::testing::MemImports;
 
     fn ctx() -> Context {
         Context { msp_id: "MyOrg1MSP".into(), channel: "mychannel".into(), tx_id: "t".into(), tx_time_micros: 1 }
@@ -254,21 +247,21 @@ mod tests {
     #[test]
     fn unstorable_keys_are_absent_to_reads_and_invalid_to_writes() {
         let committed = BTreeMap::from([("a/b".to_owned(), vec![1])]);
-        let mut host = MemHost::new(&committed);
+        let mut host = MemImports::new(&committed);
         let ctx = ctx();
-        let mut tx = Tx::new(&ctx, &mut host);
+        let mut call = Call::new(&ctx, &mut host);
         let long = "k".repeat(MAX_KEY_BYTES + 1);
         for bad in [long.as_str(), "a\0b"] {
-            assert_eq!(tx.get_raw(bad).expect("read"), None);
-            assert_eq!(tx.exist_many(&[bad.to_owned(), "a/b".to_owned()]).expect("read"), vec![false, true]);
+            assert_eq!(call.get_raw(bad).expect("read"), None);
+            assert_eq!(call.exist_many(&[bad.to_owned(), "a/b".to_owned()]).expect("read"), vec![false, true]);
             let (start, end) = crate::keys::prefix_range(bad);
-            assert!(tx.scan(&start, &end, 10, None).expect("scan").entries.is_empty());
-            let err = tx.put_raw(bad, vec![]).expect_err("write");
+            assert!(call.scan(&start, &end, 10, None).expect("scan").entries.is_empty());
+            let err = call.put_raw(bad, vec![]).expect_err("write");
             assert_eq!(err.kind, ErrorKind::InvalidAsset, "{}", err.message);
             assert!(err.message.len() < 400, "{}", err.message);
         }
-        let err = tx.put_raw("a/c", vec![0; MAX_VALUE_BYTES + 1]).expect_err("too large");
+        let err = call.put_raw("a/c", vec![0; MAX_VALUE_BYTES + 1]).expect_err("too large");
         assert_eq!(err.kind, ErrorKind::InvalidAsset, "{}", err.message);
-        tx.put_raw("a/c", vec![0; MAX_VALUE_BYTES]).expect("the limit itself fits");
+        call.put_raw("a/c", vec![0; MAX_VALUE_BYTES]).expect("the limit itself fits");
     }
 }
