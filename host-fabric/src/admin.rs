@@ -13,7 +13,7 @@
 use orchestrator_runtime::{ErrorKind, RuntimeError, check_replaceable, identity};
 use prost::Message;
 
-use crate::encoding::{self, STATUS_UNKNOWN_METHOD};
+use crate::encoding::STATUS_UNKNOWN_METHOD;
 use crate::fabric::orchestrator_fabric::{ActivateLogic, LogicVersion};
 use crate::fabric::protos::{ChaincodeEvent, SignedProposal};
 use crate::shim::{Completion, PeerLink};
