@@ -20,7 +20,9 @@
 //! - [`connection`]: the peer side of the chaincode stream ([`ChaincodeConnection`]);
 //! - [`store`]: the versioned state, range scans and MVCC/phantom validation;
 //! - [`endorsement`]: one transaction's simulation and what the peer answers ([`Endorsement`]);
-//! - [`peer`]: one peer of one channel: proposal checks, endorsement, blocks, events ([`Peer`]).
+//! - [`peer`]: one peer of one channel: proposal checks, endorsement, blocks, events ([`Peer`]);
+//! - [`component`]: variants of the embedded component (other bytes, the same code) for
+//!   hot-swap tests, the standalone host's included.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -28,6 +30,7 @@ use std::time::Duration;
 use orchestrator_host_fabric::fabric::protos::ChaincodeMessage;
 use orchestrator_host_fabric::fabric::protos::chaincode_message::Type;
 
+pub mod component;
 pub mod connection;
 pub mod endorsement;
 pub mod identity;

@@ -220,11 +220,7 @@ fn measure_evaluations(d: &mut FabricDriver, name: &str) {
 /// Activates on [`CHANNEL`], as MyOrg1MSP's admin, the embedded component with a custom section
 /// appended (another sha256, the same code).
 fn activate_variant(d: &mut FabricDriver) -> String {
-    let mut component = orchestrator_logic_component::COMPONENT.to_vec();
-    let name = b"bench-variant";
-    // A custom section (id 0): size, name length, name; all under 128 bytes.
-    component.extend([0, name.len() as u8 + 1, name.len() as u8]);
-    component.extend_from_slice(name);
+    let component = orchestrator_fabric_testing::component::variant(b"bench");
     let request = ActivateLogic { component, sha256: String::new() }.encode_to_vec();
     let admin = Identity::admin(ORG1).expect("admin identity");
     let proposal = SimProposal::new(CHANNEL, common::CHAINCODE, &admin, encoding::call_args(admin::ACTIVATE, &request));

@@ -16,7 +16,7 @@ use prost::Message;
 use crate::encoding::STATUS_UNKNOWN_METHOD;
 use crate::fabric::orchestrator_fabric::{ActivateLogic, LogicVersion};
 use crate::fabric::protos::{ChaincodeEvent, SignedProposal};
-use crate::shim::{Completion, PeerLink};
+use crate::shim::{Completed, PeerLink};
 use crate::versions::{ACTIVE_KEY, LogicVersions, component_key};
 use crate::{proposal, signing};
 
@@ -38,8 +38,8 @@ pub fn is_admin_method(method: &str) -> bool {
     method.starts_with(SERVICE_PREFIX)
 }
 
-fn refused(kind: ErrorKind, message: String) -> Completion {
-    Completion::failed(kind.fabric_status(), message)
+fn refused(kind: ErrorKind, message: String) -> Completed {
+    Completed::failed(kind.fabric_status(), message)
 }
 
 /// Runs one of the shim's own methods. `Err`: the transaction fails (ERROR), as for the logic's.
@@ -50,14 +50,14 @@ pub(crate) async fn execute(
     request: &[u8],
     signed: Option<&SignedProposal>,
     link: &PeerLink,
-) -> Result<Completion, String> {
+) -> Result<Completed, String> {
     match method {
         ACTIVE => {
             let resolved = versions.resolve(link).await?;
-            Ok(Completion::ok(resolved.describe().encode_to_vec(), None))
+            Ok(Completed::ok(resolved.describe().encode_to_vec(), None))
         }
         ACTIVATE => activate(versions, ctx, request, signed, link).await,
-        _ => Ok(Completion::failed(STATUS_UNKNOWN_METHOD, format!("unknown logic administration method {method:?}"))),
+        _ => Ok(Completed::failed(STATUS_UNKNOWN_METHOD, format!("unknown logic administration method {method:?}"))),
     }
 }
 
@@ -83,7 +83,7 @@ async fn activate(
     request: &[u8],
     signed: Option<&SignedProposal>,
     link: &PeerLink,
-) -> Result<Completion, String> {
+) -> Result<Completed, String> {
     // Before any read: a refused creator leaves nothing in the transaction.
     if let Some(reason) = not_an_admin(signed)? {
         return Ok(refused(ErrorKind::PermissionDenied, format!("logic activation refused: {reason}")));
@@ -125,7 +125,7 @@ async fn activate(
     }
     if sha256 == current_info.sha256 {
         // Already active: nothing to write (an activation sent again after a lost answer).
-        return Ok(Completion::ok(current.describe().encode_to_vec(), None));
+        return Ok(Completed::ok(current.describe().encode_to_vec(), None));
     }
     let candidate = match versions.compile(component.clone()).await {
         Ok(candidate) => candidate,
@@ -175,5 +175,5 @@ async fn activate(
     );
     let event =
         ChaincodeEvent { event_name: ACTIVATED_EVENT.to_owned(), payload: encoded.clone(), ..Default::default() };
-    Ok(Completion::ok(encoded, Some(event)))
+    Ok(Completed::ok(encoded, Some(event)))
 }

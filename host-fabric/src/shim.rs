@@ -371,7 +371,7 @@ fn start_transaction(
     let counted = shutdown.transaction_started();
     transactions.spawn(async move {
         let reply = match execute(&versions, &message, &link).await {
-            Ok(Completion { response, event }) => ChaincodeMessage {
+            Ok(Completed { response, event }) => ChaincodeMessage {
                 r#type: Type::Completed as i32,
                 payload: response.encode_to_vec(),
                 chaincode_event: event,
@@ -389,13 +389,13 @@ fn start_transaction(
     });
 }
 
-/// What COMPLETED carries.
-pub(crate) struct Completion {
+/// A transaction's answer: what the COMPLETED message carries.
+pub(crate) struct Completed {
     response: Response,
     event: Option<ChaincodeEvent>,
 }
 
-impl Completion {
+impl Completed {
     pub(crate) fn failed(status: i32, message: String) -> Self {
         Self { response: Response { status, message, payload: Vec::new() }, event: None }
     }
@@ -411,7 +411,7 @@ async fn execute(
     versions: &LogicVersions,
     message: &ChaincodeMessage,
     link: &Arc<PeerLink>,
-) -> Result<Completion, String> {
+) -> Result<Completed, String> {
     let input =
         ChaincodeInput::decode(message.payload.as_slice()).map_err(|e| format!("malformed ChaincodeInput: {e}"))?;
     let ctx =
@@ -423,19 +423,19 @@ async fn execute(
     // Read first, so the version is in the transaction's read set (docs/modes.md §3.7).
     let runtime = versions.resolve(link).await?.runtime;
     let Some(read_only) = runtime.is_read_only(method) else {
-        return Ok(Completion::failed(STATUS_UNKNOWN_METHOD, format!("OE0010: unknown method {method:?}")));
+        return Ok(Completed::failed(STATUS_UNKNOWN_METHOD, format!("OE0010: unknown method {method:?}")));
     };
     let backend = PeerBackend { link: Arc::clone(link) };
     let invocation = match runtime.invoke(&ctx, method, request, backend).await.outcome {
         Ok(invocation) => invocation,
         Err(RuntimeError::Trap(trap)) => {
-            return Ok(Completion::failed(STATUS_INTERNAL, format!("OE0007: logic trapped: {trap}")));
+            return Ok(Completed::failed(STATUS_INTERNAL, format!("OE0007: logic trapped: {trap}")));
         }
         Err(error) => return Err(error.to_string()),
     };
     let mut response = match invocation.result {
         Ok(response) => response,
-        Err(error) => return Ok(Completion::failed(error.kind.fabric_status(), error.message)),
+        Err(error) => return Ok(Completed::failed(error.kind.fabric_status(), error.message)),
     };
     // QueryVersion names the component this chaincode ran; the facade passes it on.
     identity::stamp_logic_sha256(method, &mut response, &invocation.logic.sha256);
@@ -462,7 +462,7 @@ async fn execute(
         // The peer fills the chaincode name and tx id.
         ..Default::default()
     });
-    Ok(Completion { response: Response { status: STATUS_OK, message: String::new(), payload: response }, event })
+    Ok(Completed { response: Response { status: STATUS_OK, message: String::new(), payload: response }, event })
 }
 
 /// One transaction's side of the stream: requests out, the peer's answers in.

@@ -14,11 +14,11 @@ mod common;
 use common::{FabricDriver, chaincode, runtime};
 use orchestrator_fabric_testing::ValidationCode;
 use orchestrator_host_fabric::encoding;
-use orchestrator_logic::testing::Driver;
 use orchestrator_logic::testing::scenarios::computetask::{DM1, DM2, PLAN, TRAIN, make_ready, setup_world, train_task};
 use orchestrator_logic::testing::scenarios::{
     CHANNEL, ORG1, ORG2, OTHER_CHANNEL, UNREGISTERED, key, method, new_data_manager, new_data_sample, new_function,
 };
+use orchestrator_logic::testing::{Driver, Rng};
 use orchestrator_logic::{ErrorKind, LogicError};
 use orchestrator_proto::{
     GetAllOrganizationsParam, QueryDataSamplesParam, QueryTasksParam, RegisterDataSamplesParam,
@@ -29,26 +29,6 @@ use prost::Message;
 use sha2::Digest;
 
 const QUERY_TASKS: &str = "orchestrator.ComputeTaskService/QueryTasks";
-
-/// xorshift64*: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[usize::try_from(self.below(items.len() as u64)).expect("index")]
-    }
-}
 
 /// Counts of the workload's outcomes, to check it exercised both paths.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -68,57 +48,57 @@ fn random_workload(seed: u64, steps: u64, twin: bool) -> (Vec<u8>, Outcomes, usi
     }
     setup_world(&mut d);
     make_ready(&mut d, TRAIN);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut outcomes = Outcomes::default();
     let mut next = 100_000_u64;
     let mut tasks: Vec<u64> = Vec::new();
     for _ in 0..steps {
-        let channel = if rng.below(8) == 0 { OTHER_CHANNEL } else { CHANNEL };
-        let mut msp = rng.pick(&[ORG1, ORG1, ORG2, UNREGISTERED]);
-        let (m, request): (&str, Vec<u8>) = match rng.below(9) {
+        let channel = if rng.below64(8) == 0 { OTHER_CHANNEL } else { CHANNEL };
+        let mut msp = *rng.pick(&[ORG1, ORG1, ORG2, UNREGISTERED]).expect("MSP ids");
+        let (m, request): (&str, Vec<u8>) = match rng.below64(9) {
             0 => (method::REGISTER_ORGANIZATION, RegisterOrganizationParam::default().encode_to_vec()),
-            1 => (method::REGISTER_DATA_MANAGER, new_data_manager(1_000 + rng.below(12)).encode_to_vec()),
+            1 => (method::REGISTER_DATA_MANAGER, new_data_manager(1_000 + rng.below64(12)).encode_to_vec()),
             2 | 3 => {
                 // Mostly the data manager's owner (setup_world: DM1 is ORG1's, DM2 is ORG2's).
-                let dm = match rng.below(4) {
-                    0 => key(1_000 + rng.below(3)),
+                let dm = match rng.below64(4) {
+                    0 => key(1_000 + rng.below64(3)),
                     _ => {
-                        let (dm, owner) = if rng.below(2) == 0 { (DM1, ORG1) } else { (DM2, ORG2) };
-                        if rng.below(5) != 0 {
+                        let (dm, owner) = if rng.below64(2) == 0 { (DM1, ORG1) } else { (DM2, ORG2) };
+                        if rng.below64(5) != 0 {
                             msp = owner;
                         }
                         key(dm)
                     }
                 };
-                let samples = (0..1 + rng.below(40))
+                let samples = (0..1 + rng.below64(40))
                     .map(|_| {
                         next += 1;
                         // Now and then a key already used: a conflict.
-                        let n = if rng.below(10) == 0 { 20 } else { next };
+                        let n = if rng.below64(10) == 0 { 20 } else { next };
                         new_data_sample(n, &[dm.as_str()])
                     })
                     .collect();
                 (method::REGISTER_DATA_SAMPLES, RegisterDataSamplesParam { samples }.encode_to_vec())
             }
-            4 => (method::REGISTER_FUNCTION, new_function(2_000 + rng.below(6)).encode_to_vec()),
+            4 => (method::REGISTER_FUNCTION, new_function(2_000 + rng.below64(6)).encode_to_vec()),
             5 | 6 => {
                 // The plan is ORG1's.
-                if rng.below(5) != 0 {
+                if rng.below64(5) != 0 {
                     msp = ORG1;
                 }
-                let batch: Vec<_> = (0..1 + rng.below(12))
+                let batch: Vec<_> = (0..1 + rng.below64(12))
                     .map(|_| {
                         next += 1;
                         let mut parents = Vec::new();
-                        for _ in 0..rng.below(3) {
+                        for _ in 0..rng.below64(3) {
                             if !tasks.is_empty() {
-                                let parent = tasks[usize::try_from(rng.below(tasks.len() as u64)).expect("index")];
+                                let parent = tasks[rng.below(tasks.len())];
                                 if !parents.contains(&parent) {
                                     parents.push(parent);
                                 }
                             }
                         }
-                        let (dm, sample) = if rng.below(2) == 0 { (DM1, 20) } else { (DM2, 22) };
+                        let (dm, sample) = if rng.below64(2) == 0 { (DM1, 20) } else { (DM2, 22) };
                         train_task(next, dm, &[sample], &parents)
                     })
                     .collect();
@@ -132,16 +112,16 @@ fn random_workload(seed: u64, steps: u64, twin: bool) -> (Vec<u8>, Outcomes, usi
                 continue;
             }
             7 => {
-                let page_size = u32::try_from(1 + rng.below(150)).expect("size");
+                let page_size = u32::try_from(1 + rng.below64(150)).expect("size");
                 let request = QueryDataSamplesParam { page_size, ..Default::default() }.encode_to_vec();
                 (method::QUERY_DATA_SAMPLES, request)
             }
             _ => {
-                if rng.below(2) == 0 {
+                if rng.below64(2) == 0 {
                     (method::GET_ALL_ORGANIZATIONS, GetAllOrganizationsParam::default().encode_to_vec())
                 } else {
                     let filter = TaskQueryFilter { compute_plan_key: key(PLAN), ..Default::default() };
-                    let page_size = u32::try_from(1 + rng.below(120)).expect("size");
+                    let page_size = u32::try_from(1 + rng.below64(120)).expect("size");
                     (
                         QUERY_TASKS,
                         QueryTasksParam { page_size, filter: Some(filter), ..Default::default() }.encode_to_vec(),

@@ -9,6 +9,7 @@ mod common;
 #[path = "../../runtime/tests/common/mod.rs"]
 mod test_component;
 
+use orchestrator_fabric_testing::component::variant;
 use orchestrator_fabric_testing::{
     ChaincodeConnection, Endorsement, Identity, IssueIdentity, Peer, SimProposal, ValidationCode, spawn_service,
 };
@@ -30,31 +31,6 @@ const ORG2: &str = "MyOrg2MSP";
 const QUERY_VERSION: &str = "orchestrator.InfoService/QueryVersion";
 const REGISTER_ORGANIZATION: &str = "orchestrator.OrganizationService/RegisterOrganization";
 const GET_ALL_ORGANIZATIONS: &str = "orchestrator.OrganizationService/GetAllOrganizations";
-
-/// The embedded component with a custom section appended: another sha256, the same behaviour.
-fn variant(tag: &[u8]) -> Vec<u8> {
-    fn leb128(out: &mut Vec<u8>, mut value: usize) {
-        loop {
-            let byte = (value & 0x7f) as u8;
-            value >>= 7;
-            if value == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let name = b"orchestrator-swap-test";
-    let mut body = Vec::new();
-    leb128(&mut body, name.len());
-    body.extend_from_slice(name);
-    body.extend_from_slice(tag);
-    let mut bytes = orchestrator_logic_component::COMPONENT.to_vec();
-    bytes.push(0);
-    leb128(&mut bytes, body.len());
-    bytes.extend_from_slice(&body);
-    bytes
-}
 
 fn base_sha256() -> String {
     sha256_hex(orchestrator_logic_component::COMPONENT)

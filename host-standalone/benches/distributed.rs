@@ -281,19 +281,6 @@ async fn setup(addr: SocketAddr) {
 // ---------------------------------------------------------------------------------------------
 // Output.
 
-fn fmt_duration(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s >= 10.0 {
-        format!("{s:.1} s")
-    } else if s >= 1.0 {
-        format!("{s:.2} s")
-    } else if s >= 0.01 {
-        format!("{:.1} ms", s * 1e3)
-    } else {
-        format!("{:.2} ms", s * 1e3)
-    }
-}
-
 fn fmt_rate(r: f64) -> String {
     if r >= 100.0 { format!("{r:.0}") } else { format!("{r:.1}") }
 }
@@ -317,11 +304,11 @@ fn print_side(side: &str, m: &Measured) {
     println!(
         "  {side:<12} {:>7} calls/s  p50 {:>9}  p99 {:>9}  ({} ok of {} in {})",
         fmt_rate(m.per_s()),
-        fmt_duration(m.p(0.5)),
-        fmt_duration(m.p(0.99)),
+        common::fmt_duration(m.p(0.5)),
+        common::fmt_duration(m.p(0.99)),
         m.ok,
         m.calls(),
-        fmt_duration(m.wall),
+        common::fmt_duration(m.wall),
     );
     if m.trips.calls() > 0 {
         println!(
@@ -373,8 +360,8 @@ fn print_table(rows: &[Row]) {
                 format!(
                     "| {} | {} | {} | **{:.1}x** ",
                     fmt_rate(s.per_s()),
-                    fmt_duration(s.p(0.5)),
-                    fmt_duration(s.p(0.99)),
+                    common::fmt_duration(s.p(0.5)),
+                    common::fmt_duration(s.p(0.99)),
                     s.per_s() / f.per_s()
                 )
             },
@@ -383,8 +370,8 @@ fn print_table(rows: &[Row]) {
             "| {} | {}{failed} | {} | {} | {} {standalone}|",
             row.workload,
             fmt_rate(f.per_s()),
-            fmt_duration(f.p(0.5)),
-            fmt_duration(f.p(0.99)),
+            common::fmt_duration(f.p(0.5)),
+            common::fmt_duration(f.p(0.99)),
             per_call(f),
         );
     }
@@ -446,7 +433,7 @@ async fn main() {
     let standalone = TestServer::start().await;
     let setup_started = Instant::now();
     tokio::join!(setup(distributed.addr), setup(standalone.addr));
-    println!("setup on both sides in {}", fmt_duration(setup_started.elapsed()));
+    println!("setup on both sides in {}", common::fmt_duration(setup_started.elapsed()));
     println!();
     let sides = [distributed.addr, standalone.addr];
     let mut rows = Vec::new();
@@ -568,7 +555,7 @@ async fn main() {
 
     print_table(&rows);
     println!();
-    println!("whole run: {}; load average {}", fmt_duration(run_started.elapsed()), load());
+    println!("whole run: {}; load average {}", common::fmt_duration(run_started.elapsed()), load());
     distributed.stop().await;
     standalone.stop().await;
     tokio::task::block_in_place(|| drop(network));

@@ -625,19 +625,6 @@ async fn fanout(side: &Side, writes: &[Vec<u8>], expected: usize) -> Fanout {
 // ---------------------------------------------------------------------------------------------
 // Output.
 
-fn fmt_duration(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s >= 10.0 {
-        format!("{s:.1} s")
-    } else if s >= 1.0 {
-        format!("{s:.2} s")
-    } else if s >= 0.01 {
-        format!("{:.1} ms", s * 1e3)
-    } else {
-        format!("{:.2} ms", s * 1e3)
-    }
-}
-
 /// `n` with thousands separators: 10,000.
 fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -680,11 +667,11 @@ fn print_sequential(side: &str, r: &Sequential) {
     let s = sorted(&r.calls);
     println!(
         "  {side:<9} total {:<8}  p50 {}  p90 {}  p99 {}  max {}",
-        fmt_duration(r.total),
-        fmt_duration(percentile(&s, 0.5)),
-        fmt_duration(percentile(&s, 0.9)),
-        fmt_duration(percentile(&s, 0.99)),
-        fmt_duration(s[s.len() - 1]),
+        common::fmt_duration(r.total),
+        common::fmt_duration(percentile(&s, 0.5)),
+        common::fmt_duration(percentile(&s, 0.9)),
+        common::fmt_duration(percentile(&s, 0.99)),
+        common::fmt_duration(s[s.len() - 1]),
     );
     let tenth = r.calls.len().div_ceil(10).max(1);
     let per: Vec<String> = r.calls.chunks(tenth).map(|c| format!("{:.2}", median(c).as_secs_f64() * 1e3)).collect();
@@ -695,13 +682,13 @@ fn print_sequential(side: &str, r: &Sequential) {
 
 fn print_batched(side: &str, r: &Batched) {
     let total: Duration = r.batches.iter().sum();
-    let queries: Vec<String> = r.queries.iter().map(|d| fmt_duration(*d)).collect();
+    let queries: Vec<String> = r.queries.iter().map(|d| common::fmt_duration(*d)).collect();
     println!(
         "  {side:<9} register total {:<8} (p50 {}/batch)   QueryTasks p50 {}  min {}  ({} tasks returned; runs: {})",
-        fmt_duration(total),
-        fmt_duration(median(&r.batches)),
-        fmt_duration(median(&r.queries)),
-        fmt_duration(*r.queries.iter().min().expect("queries")),
+        common::fmt_duration(total),
+        common::fmt_duration(median(&r.batches)),
+        common::fmt_duration(median(&r.queries)),
+        common::fmt_duration(*r.queries.iter().min().expect("queries")),
         r.returned,
         queries.join(", "),
     );
@@ -717,9 +704,9 @@ fn print_actions(side: &str, r: &Concurrent) {
         "  {side:<9} {:>6.0} actions/s  ({} actions in {}; per action p50 {}  p99 {})",
         actions_per_s(r),
         r.ok,
-        fmt_duration(r.wall),
-        fmt_duration(percentile(&r.latencies, 0.5)),
-        fmt_duration(percentile(&r.latencies, 0.99)),
+        common::fmt_duration(r.wall),
+        common::fmt_duration(percentile(&r.latencies, 0.5)),
+        common::fmt_duration(percentile(&r.latencies, 0.99)),
     );
     r.failures.print(side, "actions");
 }
@@ -731,7 +718,7 @@ fn deliveries_per_s(r: &Fanout) -> f64 {
 fn print_fanout(side: &str, r: &Fanout) {
     println!(
         "  {side:<9} all delivered {:<8} after the first write  {:>7.0} deliveries/s  ({} deliveries)",
-        fmt_duration(r.elapsed),
+        common::fmt_duration(r.elapsed),
         deliveries_per_s(r),
         r.delivered,
     );
@@ -741,12 +728,12 @@ fn print_fanout(side: &str, r: &Fanout) {
 fn print_writers(side: &str, r: &Concurrent) {
     println!(
         "  {side:<9} wall {:<8}  {} calls ok, {} failed  (per call p50 {}  p99 {}  max {})",
-        fmt_duration(r.wall),
+        common::fmt_duration(r.wall),
         r.ok,
         r.failures.count,
-        fmt_duration(percentile(&r.latencies, 0.5)),
-        fmt_duration(percentile(&r.latencies, 0.99)),
-        fmt_duration(r.latencies[r.latencies.len() - 1]),
+        common::fmt_duration(percentile(&r.latencies, 0.5)),
+        common::fmt_duration(percentile(&r.latencies, 0.99)),
+        common::fmt_duration(r.latencies[r.latencies.len() - 1]),
     );
     r.failures.print(side, "calls");
 }
@@ -974,5 +961,5 @@ async fn main() {
         }
         println!();
     }
-    println!("whole run: {}", fmt_duration(run_started.elapsed()));
+    println!("whole run: {}", common::fmt_duration(run_started.elapsed()));
 }

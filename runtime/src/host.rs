@@ -19,14 +19,15 @@ use bindings::substra::orchestrator::{events, state, types};
 
 orchestrator_contract::wit_conversions!(types: bindings::substra::orchestrator::types, state: bindings::substra::orchestrator::state);
 
-/// Host state of one call's store.
-pub(crate) struct HostState {
+/// One call's state in its wasmtime store: the overlay over the backend, the events emitted,
+/// the memory limit.
+pub(crate) struct CallState {
     pub overlay: Overlay,
     pub events: Vec<Vec<u8>>,
     pub limits: StoreLimits,
 }
 
-impl HostState {
+impl CallState {
     pub fn new(backend: Box<dyn OwnedBackend>, max_memory_bytes: usize) -> Self {
         Self {
             overlay: Overlay::new(backend),
@@ -41,21 +42,22 @@ impl HostState {
     }
 
     /// Ends the call: net writes, events, the first backend failure and the backend.
-    pub fn finish(self) -> CallOutput {
+    pub fn finish(self) -> Effects {
         let (writes, failure, backend) = self.overlay.finish();
-        CallOutput { writes, events: self.events, failure, backend }
+        Effects { writes, events: self.events, failure, backend }
     }
 }
 
-/// What a call leaves behind in its host state.
-pub(crate) struct CallOutput {
+/// What a call leaves behind: its net writes, events, first backend failure and the backend
+/// to hand back (the runtime turns them into an `Invocation` and `Invoked`).
+pub(crate) struct Effects {
     pub writes: Vec<StateWrite>,
     pub events: Vec<Vec<u8>>,
     pub failure: Option<BackendError>,
     pub backend: Box<dyn OwnedBackend>,
 }
 
-impl state::Host for HostState {
+impl state::Host for CallState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, state::StateError> {
         Ok(self.overlay.get(&key).await?)
     }
@@ -83,10 +85,10 @@ impl state::Host for HostState {
     }
 }
 
-impl events::Host for HostState {
+impl events::Host for CallState {
     async fn emit(&mut self, event: Vec<u8>) {
         self.events.push(event);
     }
 }
 
-impl types::Host for HostState {}
+impl types::Host for CallState {}

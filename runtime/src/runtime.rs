@@ -13,7 +13,7 @@ use wasmtime::{Engine, Store};
 use crate::cache::{self, EngineEntry};
 use crate::host::bindings::substra::orchestrator::types;
 use crate::host::bindings::{Orchestrator, OrchestratorPre};
-use crate::host::{CallOutput, HostState};
+use crate::host::{CallState, Effects};
 use crate::overlay::OwnedBackend;
 use crate::{
     BackendError, BoxFuture, Context, Invocation, Invoked, LogicInfo, MethodInfo, RuntimeConfig, RuntimeError,
@@ -38,7 +38,7 @@ pub struct Runtime {
 struct Inner {
     config: RuntimeConfig,
     engine: Arc<EngineEntry>,
-    linker: Linker<HostState>,
+    linker: Linker<CallState>,
     current: RwLock<Arc<Loaded>>,
     /// Held for the whole of a swap (never by calls, which only read `current`).
     swapping: Mutex<()>,
@@ -48,7 +48,7 @@ struct Inner {
 struct Loaded {
     info: Arc<LogicInfo>,
     read_only: HashMap<String, bool>,
-    pre: OrchestratorPre<HostState>,
+    pre: OrchestratorPre<CallState>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -172,7 +172,7 @@ impl Runtime {
         let mut store = new_store(engine, Box::new(backend));
         let ran = run(&loaded, &mut store, fuel, ctx, method, request).await;
         let fuel_consumed = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        let CallOutput { writes, events, failure, backend } = store.into_data().finish();
+        let Effects { writes, events, failure, backend } = store.into_data().finish();
         let backend = owned::<B>(backend);
         let outcome = match ran {
             Err(error) => Err(error),
@@ -188,7 +188,7 @@ type Answer = wasmtime::Result<Result<Vec<u8>, types::Error>>;
 /// Configures `store` and runs the call on a fresh instance; `Err` when no instance ran.
 async fn run(
     loaded: &Loaded,
-    store: &mut Store<HostState>,
+    store: &mut Store<CallState>,
     fuel: u64,
     ctx: &Context,
     method: &str,
@@ -270,15 +270,15 @@ fn read_component(path: &Path) -> Result<Vec<u8>, RuntimeError> {
 }
 
 /// A store for one call: memory cap, fresh host state over `backend`.
-fn new_store(engine: &EngineEntry, backend: Box<dyn OwnedBackend>) -> Store<HostState> {
-    let mut store = Store::new(&engine.engine, HostState::new(backend, engine.max_memory_bytes));
+fn new_store(engine: &EngineEntry, backend: Box<dyn OwnedBackend>) -> Store<CallState> {
+    let mut store = Store::new(&engine.engine, CallState::new(backend, engine.max_memory_bytes));
     store.limiter(|state| &mut state.limits);
     store
 }
 
 /// The call's fuel budget (apart from [`new_store`], so that the backend comes back out of the
 /// store even when this fails).
-fn configure(store: &mut Store<HostState>, fuel: u64) -> Result<(), RuntimeError> {
+fn configure(store: &mut Store<CallState>, fuel: u64) -> Result<(), RuntimeError> {
     store
         .set_fuel(fuel)
         .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)))
@@ -324,7 +324,7 @@ impl StateBackend for NoState {
 /// Compiles (or fetches) `bytes`, links it and verifies it.
 fn load(
     engine: &EngineEntry,
-    linker: &Linker<HostState>,
+    linker: &Linker<CallState>,
     config: &RuntimeConfig,
     bytes: &[u8],
     sha256: String,
@@ -444,7 +444,7 @@ fn world_of(engine: &Engine, component: &Component) -> Option<String> {
 /// Calls `version` and `methods` on a fresh instance.
 async fn verify(
     engine: &EngineEntry,
-    pre: &OrchestratorPre<HostState>,
+    pre: &OrchestratorPre<CallState>,
     fuel: u64,
 ) -> Result<(String, Vec<MethodInfo>), RuntimeError> {
     let failed =

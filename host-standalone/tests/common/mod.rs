@@ -447,37 +447,11 @@ pub fn chaincode_binary() -> PathBuf {
 /// instantiates, but exports nothing.
 pub const EMPTY_COMPONENT: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 
-/// `component` with a custom section `name` holding `payload` appended: other bytes, hence
-/// another sha256 (what QueryVersion's `logic_sha256` reports), and the same code.
-pub fn with_custom_section(component: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
-    fn leb128(out: &mut Vec<u8>, mut value: usize) {
-        loop {
-            let byte = (value & 0x7f) as u8;
-            value >>= 7;
-            if value == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let mut body = Vec::new();
-    leb128(&mut body, name.len());
-    body.extend_from_slice(name.as_bytes());
-    body.extend_from_slice(payload);
-    let mut bytes = component.to_vec();
-    // Section id 0 (custom), its size, its contents: valid anywhere after the header.
-    bytes.push(0);
-    leb128(&mut bytes, body.len());
-    bytes.extend_from_slice(&body);
-    bytes
-}
-
 /// The embedded component made a second, different one without a second build: a custom
 /// section changes its sha256 and nothing it does. Always the same bytes, so the precompiled
 /// cache serves it after its first compilation.
 pub fn variant_component() -> Vec<u8> {
-    with_custom_section(orchestrator_logic_component::COMPONENT, "orchestrator-test-variant", b"B")
+    orchestrator_fabric_testing::component::variant(b"B")
 }
 
 /// Lowercase hex sha256 of `bytes`, as QueryVersion's `logic_sha256` names a component.
@@ -491,4 +465,19 @@ pub fn replace_file(path: &std::path::Path, bytes: &[u8]) {
     let staged = path.with_extension("staged");
     std::fs::write(&staged, bytes).expect("write the staged file");
     std::fs::rename(&staged, path).expect("rename it into place");
+}
+
+/// A duration as the benchmarks print it: seconds from 1 s, milliseconds below it (two
+/// decimals under 10 ms).
+pub fn fmt_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 10.0 {
+        format!("{s:.1} s")
+    } else if s >= 1.0 {
+        format!("{s:.2} s")
+    } else if s >= 0.01 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{:.2} ms", s * 1e3)
+    }
 }

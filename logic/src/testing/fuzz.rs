@@ -50,7 +50,8 @@ const SHOWN_BYTES: usize = 48;
 // ---------------------------------------------------------------------------------------------
 // Randomness.
 
-/// splitmix64: tiny, fast, and good enough to drive mutations reproducibly.
+/// splitmix64: tiny, fast, and good enough to drive mutations and the other seeded tests'
+/// workloads reproducibly (the one test generator of the workspace: `testing::Rng`).
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
 
@@ -77,6 +78,11 @@ impl Rng {
     /// Uniform in `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: usize) -> usize {
         if n == 0 { 0 } else { (self.next_u64() % n as u64) as usize }
+    }
+
+    /// Uniform in `0..n` as a `u64` (0 when `n` is 0), for counts and key numbers.
+    pub fn below64(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
     }
 
     pub fn one_in(&mut self, n: usize) -> bool {

@@ -7,6 +7,8 @@ pub mod record;
 pub mod scenarios;
 pub mod wire;
 
+pub use fuzz::Rng;
+
 use std::collections::BTreeMap;
 use std::ops::Bound;
 

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use super::*;
 use crate::runtime::block_on;
 use crate::{BoxFuture, MemoryBackend};
+use orchestrator_logic::testing::Rng;
 
 /// A backend call, as recorded by [`Recording`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -303,28 +304,12 @@ fn backend_protocol_violations_fail_the_call() {
     assert!(matches!(result, Err(StateError::Backend(m)) if m.contains("outside")));
 }
 
-/// xorshift64*: deterministic test randomness without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// Short keys over a small alphabet (multi-byte characters included) so that random
-    /// operations collide and bounds fall between keys.
-    fn key(&mut self) -> String {
-        const ALPHABET: [&str; 5] = ["a", "b", "c", "é", "\u{10000}"];
-        let len = 1 + self.below(3);
-        (0..len).map(|_| ALPHABET[self.below(ALPHABET.len() as u64) as usize]).collect()
-    }
+/// Short keys over a small alphabet (multi-byte characters included) so that random
+/// operations collide and bounds fall between keys.
+fn random_key(rng: &mut Rng) -> String {
+    const ALPHABET: [&str; 5] = ["a", "b", "c", "é", "\u{10000}"];
+    let len = 1 + rng.below(3);
+    (0..len).map(|_| ALPHABET[rng.below(ALPHABET.len())]).collect()
 }
 
 fn model_page(
@@ -345,42 +330,42 @@ fn model_page(
 #[test]
 fn overlay_matches_a_btreemap_model() {
     for seed in 1..=400u64 {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut rng = Rng::new(seed);
         let mut committed = BTreeMap::new();
         for _ in 0..rng.below(40) {
-            let value = rng.next().to_le_bytes().to_vec();
-            committed.insert(rng.key(), value);
+            let value = rng.next_u64().to_le_bytes().to_vec();
+            committed.insert(random_key(&mut rng), value);
         }
         let backend = Recording { inner: MemoryBackend::from_entries(committed.clone()), ..Recording::default() };
-        let cap = [0, 1, 2, usize::MAX][rng.below(4) as usize];
+        let cap = [0, 1, 2, usize::MAX][rng.below(4)];
         let mut state = overlay(&backend).with_read_ahead_cap(cap);
         let mut model = committed.clone();
 
         for step in 0..60 {
             match rng.below(6) {
                 0 | 1 => {
-                    let key = rng.key();
-                    let value = rng.next().to_le_bytes().to_vec();
+                    let key = random_key(&mut rng);
+                    let value = rng.next_u64().to_le_bytes().to_vec();
                     state.put(key.clone(), value.clone()).unwrap();
                     model.insert(key, value);
                 }
                 2 => {
-                    let key = rng.key();
+                    let key = random_key(&mut rng);
                     state.delete(key.clone()).unwrap();
                     model.remove(&key);
                 }
                 3 => {
-                    let ks: Vec<String> = (0..rng.below(5)).map(|_| rng.key()).collect();
+                    let ks: Vec<String> = (0..rng.below(5)).map(|_| random_key(&mut rng)).collect();
                     let got = block_on(state.get_many(&ks)).unwrap();
                     let want: Vec<_> = ks.iter().map(|k| model.get(k).cloned()).collect();
                     assert_eq!(got, want, "seed {seed} step {step}: get_many {ks:?}");
-                    let key = rng.key();
+                    let key = random_key(&mut rng);
                     assert_eq!(block_on(state.get(&key)).unwrap(), model.get(&key).cloned());
                 }
                 _ => {
-                    let start = if rng.below(5) == 0 { String::new() } else { rng.key() };
-                    let end = if rng.below(5) == 0 { "\u{10FFFF}".to_owned() } else { rng.key() };
-                    let limit = rng.below(6) as u32;
+                    let start = if rng.below(5) == 0 { String::new() } else { random_key(&mut rng) };
+                    let end = if rng.below(5) == 0 { "\u{10FFFF}".to_owned() } else { random_key(&mut rng) };
+                    let limit = rng.below64(6) as u32;
                     let page_len = if limit == 0 { DEFAULT_SCAN_LIMIT as usize } else { limit as usize };
                     let mut cursor: Option<String> = None;
                     let mut seen = Vec::new();
