@@ -135,45 +135,41 @@ tail_log() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# wait_port NAME PORT: poll until the process NAME listens on PORT.
-wait_port() {
-    local name=$1 port=$2 pid deadline=$((SECONDS + TIMEOUT))
+# poll NAME WHAT COMMAND...: run COMMAND every 0.1 s until it succeeds; fail, showing the end
+# of NAME's log, if the process NAME exits first or TIMEOUT passes.
+poll() {
+    local name=$1 what=$2 pid deadline=$((SECONDS + TIMEOUT)) file="$DIR/logs/$1.log"
+    shift 2
     pid=$(pid_of "$name")
-    while ! port_open "$port"; do
+    until "$@"; do
         if ! alive "$pid"; then
-            tail_log "$DIR/logs/$name.log"
-            die "$name exited before listening on 127.0.0.1:$port (log: $DIR/logs/$name.log)"
+            tail_log "$file"
+            die "$name exited before $what (log: $file)"
         fi
         if ((SECONDS >= deadline)); then
-            tail_log "$DIR/logs/$name.log"
-            die "$name did not listen on 127.0.0.1:$port within ${TIMEOUT}s (log: $DIR/logs/$name.log)"
+            tail_log "$file"
+            die "$name: not $what within ${TIMEOUT}s (log: $file)"
         fi
         sleep 0.1
     done
 }
 
-# wait_log NAME TEXT...: poll until one line of NAME's log holds every TEXT.
+# wait_port NAME PORT: until the process NAME listens on PORT.
+wait_port() { poll "$1" "listening on 127.0.0.1:$2" port_open "$2"; }
+
+# log_has FILE TEXT...: one line of FILE holds every TEXT.
+log_has() {
+    local lines text
+    lines=$(grep -F -- "$2" "$1" || true)
+    for text in "${@:3}"; do lines=$(grep -F -- "$text" <<<"$lines" || true); done
+    [[ -n $lines ]]
+}
+
+# wait_log NAME TEXT...: until one line of NAME's log holds every TEXT.
 wait_log() {
-    local name=$1 pid deadline=$((SECONDS + TIMEOUT)) file
+    local name=$1
     shift
-    file="$DIR/logs/$name.log"
-    pid=$(pid_of "$name")
-    while :; do
-        local lines
-        lines=$(grep -F -- "$1" "$file" || true)
-        local text
-        for text in "${@:2}"; do lines=$(grep -F -- "$text" <<<"$lines" || true); done
-        [[ -n $lines ]] && return 0
-        if ! alive "$pid"; then
-            tail_log "$file"
-            die "$name exited while waiting for '$*' in its log"
-        fi
-        if ((SECONDS >= deadline)); then
-            tail_log "$file"
-            die "no '$*' in $file within ${TIMEOUT}s"
-        fi
-        sleep 0.1
-    done
+    poll "$name" "logging '$*'" log_has "$DIR/logs/$name.log" "$@"
 }
 
 stop_all() {
@@ -383,8 +379,9 @@ Organizations:
     OrdererEndpoints:
       - 127.0.0.1:$ORDERER_PORT
 EOF
+        # One section per organization; only those that run a peer have an anchor peer.
         local org
-        for org in "${ORGS[@]}"; do
+        for org in "${ORGS[@]}" "${EXTRA_ORGS[@]}"; do
             cat <<EOF
   - &Org$org
     Name: MyOrg${org}MSP
@@ -395,23 +392,14 @@ EOF
       Writers: {Type: Signature, Rule: "OR('MyOrg${org}MSP.admin','MyOrg${org}MSP.client')"}
       Admins: {Type: Signature, Rule: "OR('MyOrg${org}MSP.admin')"}
       Endorsement: {Type: Signature, Rule: "OR('MyOrg${org}MSP.peer')"}
+EOF
+            if [ -n "${PEER_PORT[$org]:-}" ]; then
+                cat <<EOF
     AnchorPeers:
       - Host: 127.0.0.1
         Port: ${PEER_PORT[$org]}
 EOF
-        done
-        for org in "${EXTRA_ORGS[@]}"; do
-            cat <<EOF
-  - &Org$org
-    Name: MyOrg${org}MSP
-    ID: MyOrg${org}MSP
-    MSPDir: $DIR/crypto/peerOrganizations/org$org.example.com/msp
-    Policies:
-      Readers: {Type: Signature, Rule: "OR('MyOrg${org}MSP.admin','MyOrg${org}MSP.peer','MyOrg${org}MSP.client')"}
-      Writers: {Type: Signature, Rule: "OR('MyOrg${org}MSP.admin','MyOrg${org}MSP.client')"}
-      Admins: {Type: Signature, Rule: "OR('MyOrg${org}MSP.admin')"}
-      Endorsement: {Type: Signature, Rule: "OR('MyOrg${org}MSP.peer')"}
-EOF
+            fi
         done
         local endorsement='{Type: ImplicitMeta, Rule: "MAJORITY Endorsement"}'
         if ((${#EXTRA_ORGS[@]})); then

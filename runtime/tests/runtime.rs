@@ -348,28 +348,17 @@ async fn assert_refused(rt: &Runtime, bytes: &[u8], reason: &str) {
 #[tokio::test]
 async fn swap_refuses_what_cannot_serve_the_current_calls() {
     let rt = runtime("test-keep");
-    // A method of the current table missing.
-    assert_refused(
-        &rt,
-        &test_component_of("test-less", WORLD_VERSION, &[(RUN, false)]),
-        &format!("lacks 1 of the current one: {QUERY}"),
-    )
-    .await;
-    // A read-only flag changed, either way.
-    let flipped = [(RUN, true), (QUERY, true)];
-    assert_refused(
-        &rt,
-        &test_component_of("test-flip", WORLD_VERSION, &flipped),
-        &format!("{RUN} (read-write -> read-only)"),
-    )
-    .await;
-    let flipped = [(RUN, false), (QUERY, false)];
-    assert_refused(
-        &rt,
-        &test_component_of("test-flop", WORLD_VERSION, &flipped),
-        &format!("{QUERY} (read-only -> read-write)"),
-    )
-    .await;
+    type Table = &'static [(&'static str, bool)];
+    let refusals: [(&str, Table, String); 3] = [
+        // A method of the current table missing.
+        ("test-less", &[(RUN, false)], format!("lacks 1 of the current one: {QUERY}")),
+        // A read-only flag changed, either way.
+        ("test-flip", &[(RUN, true), (QUERY, true)], format!("{RUN} (read-write -> read-only)")),
+        ("test-flop", &[(RUN, false), (QUERY, false)], format!("{QUERY} (read-only -> read-write)")),
+    ];
+    for (version, table, reason) in refusals {
+        assert_refused(&rt, &test_component_of(version, WORLD_VERSION, table), &reason).await;
+    }
 
     // A method added cannot be removed again: going back to the first table is refused.
     let table = [(RUN, false), (QUERY, true), (EXTRA, false)];
