@@ -244,8 +244,12 @@ fn main() {
     measure(&mut d, "RegisterDataSamples", "sample", method::REGISTER_DATA_SAMPLES, samples_request);
     measure(&mut d, "RegisterTasks", "task", method::REGISTER_TASKS, tasks_request);
 
-    // The reads of the logic version (docs/modes.md §3.7), without then with an activation.
+    // The reads of the logic version (docs/modes.md §3.7), without then with an activation,
+    // each on about the same ledger (the store grows with every measurement).
     measure_evaluations(&mut d, "QueryVersion, no activation");
+    measure(&mut d, "RegisterDataSamples, no activation", "sample", method::REGISTER_DATA_SAMPLES, |tx| {
+        samples_request(500 + tx)
+    });
     activate_variant(&mut d);
     measure_evaluations(&mut d, "QueryVersion, after an activation");
     // Sample numbers after the first measurement's.
