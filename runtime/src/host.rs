@@ -41,20 +41,19 @@ impl CallState {
         }
     }
 
-    /// Ends the call: net writes, events, the first backend failure and the backend.
-    pub fn finish(self) -> Effects {
+    /// Ends the call: what it left behind, and the backend to hand back.
+    pub fn finish(self) -> (Effects, Box<dyn OwnedBackend>) {
         let (writes, failure, backend) = self.overlay.finish();
-        Effects { writes, events: self.events, failure, backend }
+        (Effects { writes, events: self.events, failure }, backend)
     }
 }
 
-/// What a call leaves behind: its net writes, events, first backend failure and the backend
-/// to hand back (the runtime turns them into an `Invocation` and `Invoked`).
+/// What a call leaves behind: its net writes, events and first backend failure (the runtime
+/// turns them into an `Invocation`).
 pub(crate) struct Effects {
     pub writes: Vec<StateWrite>,
     pub events: Vec<Vec<u8>>,
     pub failure: Option<BackendError>,
-    pub backend: Box<dyn OwnedBackend>,
 }
 
 impl state::Host for CallState {

@@ -17,7 +17,7 @@ use crate::host::{CallState, Effects};
 use crate::overlay::OwnedBackend;
 use crate::{
     BackendError, BoxFuture, Context, Invocation, Invoked, LogicInfo, MethodInfo, RuntimeConfig, RuntimeError,
-    StateBackend, StateEntry, StateWrite,
+    StateBackend, StateEntry,
 };
 
 /// Fuel between two yields of a running call to the async executor, so a long call does not
@@ -172,11 +172,11 @@ impl Runtime {
         let mut store = new_store(engine, Box::new(backend));
         let ran = run(&loaded, &mut store, fuel, ctx, method, request).await;
         let fuel_consumed = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        let Effects { writes, events, failure, backend } = store.into_data().finish();
+        let (effects, backend) = store.into_data().finish();
         let backend = owned::<B>(backend);
         let outcome = match ran {
             Err(error) => Err(error),
-            Ok(outcome) => settle(&loaded.info, ctx, method, outcome, writes, events, failure, fuel_consumed),
+            Ok(outcome) => settle(&loaded.info, ctx, method, outcome, effects, fuel_consumed),
         };
         Invoked { backend, outcome }
     }
@@ -209,17 +209,15 @@ fn owned<B: StateBackend + 'static>(backend: Box<dyn OwnedBackend>) -> B {
 }
 
 /// The outcome of a call that ran: a backend failure first, then the logic's answer or trap.
-#[allow(clippy::too_many_arguments)]
 fn settle(
     info: &Arc<LogicInfo>,
     ctx: &Context,
     method: &str,
     outcome: Answer,
-    writes: Vec<StateWrite>,
-    events: Vec<Vec<u8>>,
-    failure: Option<BackendError>,
+    effects: Effects,
     fuel_consumed: u64,
 ) -> Result<Invocation, RuntimeError> {
+    let Effects { writes, events, failure } = effects;
     if let Some(error) = failure {
         tracing::debug!(
             method,
