@@ -70,6 +70,8 @@ const BATCH: u64 = 1_000;
 const BATCHED_BASE: u64 = 2_000_000;
 const QUERIED_TASKS: u64 = 5_000;
 const QUERY_REPEATS: usize = 5;
+/// The reference's run.sh connects with `sslmode=disable`; both sides and the floors do the same.
+const NO_TLS: &str = "?sslmode=disable";
 const ACTION_TASKS: u64 = 800;
 const ACTION_CLIENTS: usize = 8;
 const ACTION_BASE: u64 = 3_000_000;
@@ -110,6 +112,8 @@ impl Side {
         let server = TestServer::start_with(|c| {
             c.channel_config = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/channels.yaml").into());
             c.tx_retry_budget = budget;
+            // As the reference's run.sh connects: no TLS on loopback.
+            c.database_url.push_str(NO_TLS);
         })
         .await;
         Self { name: "ours", addr: server.addr, backend: Backend::Ours(server) }
@@ -427,7 +431,7 @@ struct Floors {
 
 async fn floors(n: usize, row_bytes: usize) -> Floors {
     use sqlx::Connection as _;
-    let url = format!("{}/orch_floor_{}", common::PG_SERVER, uuid::Uuid::new_v4().simple());
+    let url = format!("{}/orch_floor_{}{NO_TLS}", common::PG_SERVER, uuid::Uuid::new_v4().simple());
     postgres::create_database_if_missing(&url).await.expect("create the floor database");
     let mut db = sqlx::PgConnection::connect(&url).await.expect("floor db");
     postgres::nodelay::set_on(&mut db).await.expect("TCP_NODELAY");
