@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use orchestrator_runtime::{BackendError, BoxFuture, StateBackend};
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 
 use orchestrator_runtime::DEFAULT_SCAN_LIMIT;
 
@@ -17,6 +17,13 @@ use orchestrator_runtime::DEFAULT_SCAN_LIMIT;
 /// up on its own.
 pub const GET_MANY: &str = "SELECT k.key, s.value FROM UNNEST($2::text[]) AS k(key) \
      CROSS JOIN LATERAL (SELECT value FROM state WHERE channel = $1 AND key = k.key LIMIT 1) AS s";
+
+/// Below this many keys a get-many runs on the call's own connection only. Each key is one
+/// index probe (about 6 µs in PostgreSQL), so a large get-many (a QueryTasks page of 5,000 tasks
+/// is 30 ms of probes) is split in two halves run at the same time on two connections, the
+/// second on the call's snapshot; under that size the two extra round trips cost more than the
+/// half they save.
+const SPLIT_GET_MANY_KEYS: usize = 1_000;
 
 /// A page of a channel's keys in [$2, $3), at most $4 of them, in key order.
 pub(crate) const SCAN: &str =
@@ -72,17 +79,23 @@ impl DbFailure {
     }
 }
 
-/// [`StateBackend`] over the `state` table, scoped to one channel, in one call's transaction.
+/// [`StateBackend`] over the `state` table, scoped to one channel, in one read-only call's
+/// `REPEATABLE READ` transaction.
 pub struct PgBackend {
     tx: Transaction<'static, Postgres>,
     channel: String,
+    /// Where a large get-many finds its second connection.
+    pool: PgPool,
+    /// The transaction's exported snapshot, once a large get-many asked for it: the second
+    /// connection reads exactly what the call's own transaction reads.
+    snapshot: Option<String>,
     /// The first database failure of the call, which decides its outcome.
     failure: Option<DbFailure>,
 }
 
 impl PgBackend {
-    pub(crate) fn new(tx: Transaction<'static, Postgres>, channel: String) -> Self {
-        Self { tx, channel, failure: None }
+    pub(crate) fn new(tx: Transaction<'static, Postgres>, channel: String, pool: PgPool) -> Self {
+        Self { tx, channel, pool, snapshot: None, failure: None }
     }
 
     /// The transaction back, with the call's first database failure.
@@ -100,18 +113,69 @@ fn record(failure: &mut Option<DbFailure>, err: &sqlx::Error) -> BackendError {
     error
 }
 
+impl PgBackend {
+    /// The rows of `keys` that exist, in no particular order.
+    async fn fetch_many(&mut self, keys: &[String]) -> Result<Vec<(String, Vec<u8>)>, sqlx::Error> {
+        let helper = if keys.len() >= SPLIT_GET_MANY_KEYS { self.snapshot_reader().await? } else { None };
+        let Some(mut helper) = helper else {
+            return sqlx::query_as(GET_MANY).bind(&self.channel).bind(keys).fetch_all(&mut *self.tx).await;
+        };
+        let (mine, theirs) = keys.split_at(keys.len() / 2);
+        let channel = self.channel.as_str();
+        let (rows, other) = tokio::join!(
+            sqlx::query_as::<_, (String, Vec<u8>)>(GET_MANY).bind(channel).bind(mine).fetch_all(&mut *self.tx),
+            async {
+                let rows = sqlx::query_as::<_, (String, Vec<u8>)>(GET_MANY)
+                    .bind(channel)
+                    .bind(theirs)
+                    .fetch_all(&mut *helper)
+                    .await;
+                // Read-only: ending it either way is the same; a failed end only costs the
+                // connection, which the pool replaces.
+                let _ = helper.rollback().await;
+                rows
+            }
+        );
+        let mut rows = rows?;
+        rows.extend(other?);
+        Ok(rows)
+    }
+
+    /// A second transaction on this call's snapshot, or none when the pool has no connection
+    /// to spare (a server that busy gains nothing from splitting a read).
+    async fn snapshot_reader(&mut self) -> Result<Option<Transaction<'static, Postgres>>, sqlx::Error> {
+        let idle = self.pool.num_idle() > 0;
+        if !idle && self.pool.size() >= self.pool.options().get_max_connections() {
+            return Ok(None);
+        }
+        let snapshot = match &self.snapshot {
+            Some(snapshot) => snapshot.clone(),
+            None => {
+                let exported: String =
+                    sqlx::query_scalar("SELECT pg_export_snapshot()").fetch_one(&mut *self.tx).await?;
+                self.snapshot.insert(exported).clone()
+            }
+        };
+        // A snapshot id is hex digits and dashes; anything else is not ours to inline.
+        if !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Ok(None);
+        }
+        let begin = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'; {}",
+            super::generic_plans!()
+        );
+        let begin = sqlx::AssertSqlSafe(begin);
+        if idle { self.pool.try_begin_with(begin).await } else { self.pool.begin_with(begin).await.map(Some) }
+    }
+}
+
 impl StateBackend for PgBackend {
     fn get_many<'a>(&'a mut self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, BackendError>> {
         Box::pin(async move {
             if keys.is_empty() {
                 return Ok(Vec::new());
             }
-            let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(GET_MANY)
-                .bind(&self.channel)
-                .bind(keys)
-                .fetch_all(&mut *self.tx)
-                .await
-                .map_err(|err| record(&mut self.failure, &err))?;
+            let rows = self.fetch_many(keys).await.map_err(|err| record(&mut self.failure, &err))?;
             let mut found: HashMap<String, Vec<u8>> = rows.into_iter().collect();
             // A key asked twice gets its value twice: clone for all but the last occurrence.
             let mut remaining: HashMap<&str, usize> = HashMap::new();
@@ -151,5 +215,70 @@ impl StateBackend for PgBackend {
                 .map_err(|err| record(&mut self.failure, &err))?;
             Ok(rows)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use orchestrator_runtime::StateBackend;
+
+    use super::{PgBackend, SPLIT_GET_MANY_KEYS};
+
+    const CHANNEL: &str = "mychannel";
+
+    /// A get-many large enough to be split reads every key, in the asked order (duplicates
+    /// included), on the call's snapshot: rows another transaction commits after the call's
+    /// first read stay invisible to both halves.
+    #[tokio::test]
+    async fn a_split_get_many_reads_the_calls_snapshot() {
+        let url =
+            format!("postgres://postgres@127.0.0.1:5432/orch_unit_{}?sslmode=disable", uuid::Uuid::new_v4().simple());
+        let pool = super::super::connect(&url, 4).await.expect("test database");
+        let n = SPLIT_GET_MANY_KEYS * 3 / 2;
+        let keys: Vec<String> = (0..n).map(|i| format!("k/{i:06}")).collect();
+        // Every even key exists.
+        let stored: Vec<String> = keys.iter().step_by(2).cloned().collect();
+        sqlx::query("INSERT INTO state (channel, key, value) SELECT $1, k, 'old' FROM UNNEST($2::text[]) AS k")
+            .bind(CHANNEL)
+            .bind(&stored)
+            .execute(&pool)
+            .await
+            .expect("seed");
+
+        let tx = pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.expect("read transaction");
+        let mut backend = PgBackend::new(tx, CHANNEL.to_owned(), pool.clone());
+        // The first read takes the transaction's snapshot.
+        assert_eq!(backend.get_many(&keys[..1]).await.expect("first read"), vec![Some(b"old".to_vec())]);
+
+        // Committed afterwards, at both ends of the key list (so in both halves): an update, an
+        // insert of a missing key and a delete.
+        let last = n - 2;
+        sqlx::query(
+            "WITH u AS (UPDATE state SET value = 'new' WHERE channel = $1 AND key = ANY($2)), \
+             d AS (DELETE FROM state WHERE channel = $1 AND key = ANY($3)) \
+             INSERT INTO state (channel, key, value) SELECT $1, k, 'new' FROM UNNEST($4::text[]) AS k",
+        )
+        .bind(CHANNEL)
+        .bind(vec![keys[2].clone(), keys[last].clone()])
+        .bind(vec![keys[4].clone(), keys[last - 2].clone()])
+        .bind(vec![keys[3].clone(), keys[last + 1].clone()])
+        .execute(&pool)
+        .await
+        .expect("concurrent write");
+
+        let mut asked: Vec<String> = keys.iter().rev().cloned().collect();
+        asked.push(keys[2].clone());
+        let got = backend.get_many(&asked).await.expect("split read");
+        assert!(backend.snapshot.is_some(), "a get-many of {} keys is split", asked.len());
+        assert_eq!(got.len(), asked.len());
+        for (key, value) in asked.iter().zip(&got) {
+            let index: usize = key[2..].parse().expect("numbered key");
+            let expected = index.is_multiple_of(2).then(|| b"old".to_vec());
+            assert_eq!(value, &expected, "{key}");
+        }
+
+        drop(backend);
+        pool.close().await;
+        super::super::drop_database(&url).await.expect("drop the test database");
     }
 }

@@ -168,10 +168,11 @@ pub(super) async fn invoke_with<B: StateBackend + 'static>(
 /// Runs the logic for `call` over `tx`, which comes back with the result.
 async fn invoke_in(
     runtime: &Runtime,
+    pool: &PgPool,
     tx: Transaction<'static, Postgres>,
     call: &Call,
 ) -> (Transaction<'static, Postgres>, Result<Invocation, AttemptError>) {
-    let (backend, invoked) = invoke_with(runtime, call, PgBackend::new(tx, call.channel.clone())).await;
+    let (backend, invoked) = invoke_with(runtime, call, PgBackend::new(tx, call.channel.clone(), pool.clone())).await;
     let (tx, failure) = backend.into_parts();
     // A database failure during the call decides the outcome, whatever the logic made of it.
     if let Some(failure) = failure {
@@ -234,7 +235,7 @@ impl Executor {
             .begin_with(concat!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ", super::generic_plans!()))
             .await
             .map_err(|err| AttemptError::Retryable(CallError::Database(err.to_string())))?;
-        let (tx, invoked) = invoke_in(&self.runtime, tx, call).await;
+        let (tx, invoked) = invoke_in(&self.runtime, &self.pool, tx, call).await;
         // A read-only transaction has nothing to commit: ending it either way is the same.
         rollback(tx).await;
         let invocation = invoked?;

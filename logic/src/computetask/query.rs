@@ -15,12 +15,13 @@ use super::{
 use crate::call::Call;
 use crate::error::{LogicError, Result};
 use crate::keys;
-use crate::pagination::{PageStart, effective_page_size, parse_token};
+use crate::pagination::{MAX_PAGE_SIZE, PageStart, effective_page_size, parse_token};
 
 /// Prefix of the cursor tokens handed out by `pagination` (`k:<next key>`).
 const CURSOR_TOKEN_PREFIX: &str = "k:";
-/// Largest scan chunk.
-const MAX_CHUNK: u32 = 1_000;
+/// Largest scan chunk: a whole page and the entry after it, so an unfiltered page is one state
+/// call (each is a database round trip in standalone mode).
+const MAX_CHUNK: u32 = MAX_PAGE_SIZE + 1;
 /// Smallest scan chunk when entries may be filtered out.
 const MIN_FILTERED_CHUNK: u32 = 64;
 
